@@ -1,0 +1,1 @@
+"""onnxlock: lock ONNX models with a secret key; restore them exactly at load time."""

@@ -1,0 +1,1 @@
+"""Measuring models: output damage, agreement reports and the attack suite."""

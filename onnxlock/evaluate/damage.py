@@ -1,0 +1,71 @@
+"""How far a model's outputs are from a reference's, for choosing where confusion hurts most."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+SYNTHETIC_DIM = 32
+
+
+def cpu_session(model: onnx.ModelProto | bytes) -> ort.InferenceSession:
+    """A quiet CPU session over a model held in memory."""
+    data = model if isinstance(model, bytes) else model.SerializeToString()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+
+
+def run(model: onnx.ModelProto | bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return cpu_session(model).run(None, feeds)
+
+
+def synthetic_feeds(model: onnx.ModelProto, batch: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs matching the model's input specs (dynamic dims: ``batch`` first, 32 elsewhere)."""
+    rng = np.random.default_rng(seed)
+    initializers = {t.name for t in model.graph.initializer}
+    feeds = {}
+    for value in model.graph.input:
+        if value.name in initializers:
+            continue
+        tensor_type = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else (batch if i == 0 else SYNTHETIC_DIM)
+                for i, d in enumerate(tensor_type.shape.dim)]
+        dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
+        if tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16):
+            feeds[value.name] = rng.random(dims).astype(dtype)
+        elif tensor_type.elem_type == TensorProto.BOOL:
+            feeds[value.name] = rng.random(dims) < 0.5
+        else:
+            feeds[value.name] = rng.integers(0, 2, dims).astype(dtype)
+    return feeds
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    """Correlation of two arrays flattened; 0 when either is constant or not finite."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    if not (np.isfinite(a).all() and np.isfinite(b).all()) or a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of rows whose arg-max over the last axis agrees."""
+    return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
+
+
+def damage(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
+    """0 for identical outputs, ~1 for unrelated ones; non-finite outputs count as no damage (they'd betray the lock)."""
+    scores = []
+    for ref, out in zip(reference, outputs):
+        if not np.isfinite(out).all():
+            scores.append(0.0)
+            continue
+        score = 1.0 - abs(pearson(ref, out))
+        if ref.ndim in (2, 3) and ref.shape[-1] > 1 and np.issubdtype(ref.dtype, np.floating):
+            score = max(score, 1.0 - top1_agreement(ref, out))
+        scores.append(score)
+    return float(np.mean(scores)) if scores else 0.0

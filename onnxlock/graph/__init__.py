@@ -1,0 +1,1 @@
+"""Reading, normalising and editing ONNX graphs. Knows nothing of keys or onnxruntime."""

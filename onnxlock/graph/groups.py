@@ -1,0 +1,147 @@
+"""Channel dependency groups: which tensor axes must widen together (after Torch-Pruning's DependencyGraph).
+
+A group starts at a layer that creates channels (Conv, Gemm, MatMul with a constant weight) and
+grows by following each member tensor into its producer and consumers through the op rules in
+``handlers``. It is widenable when every member's producer can create channels, every consumer
+either absorbs them in its weights or passes them on, and no member is a graph input or output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .channels import Edit, IndexMap, ParamEdit, Role, ShapeEdit
+from .handlers import rule_for, static_dim
+
+SOURCE_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": -1, "Gather": -1}
+
+
+@dataclass(frozen=True)
+class Member:
+    tensor: gs.Variable
+    axis: int
+    imap: IndexMap
+
+
+@dataclass
+class Group:
+    """One channel space: its members, the edits that widen it, or why it cannot be widened."""
+
+    name: str
+    axis: int
+    channels: int
+    members: dict[str, Member] = field(default_factory=dict)
+    edits: list[Edit] = field(default_factory=list)
+    mixes: bool = False
+    blocked: str | None = None
+
+    @property
+    def widenable(self) -> bool:
+        return self.blocked is None
+
+    def params_per_channel(self) -> int:
+        """Parameters one added channel costs."""
+        total = 0
+        for edit in self.edits:
+            if isinstance(edit, ParamEdit):
+                shape = edit.constant.shape
+                total += int(np.prod(shape, dtype=np.int64)) // shape[edit.axis] * edit.imap.block
+        return total
+
+    def layers(self) -> list[str]:
+        """Names of the nodes whose weights create this group's channels."""
+        return sorted({e.node.name for e in self.edits if isinstance(e, ParamEdit) and e.role is Role.OUT})
+
+
+def _graph_io(graph: gs.Graph) -> tuple[set[str], set[str]]:
+    return {t.name for t in graph.inputs}, {t.name for t in graph.outputs}
+
+
+def build_group(graph: gs.Graph, seed: gs.Variable, axis: int) -> Group:
+    """Grow the group of ``seed``'s axis until closed or blocked."""
+    inputs, outputs = _graph_io(graph)
+    group = Group(name=seed.name, axis=axis, channels=static_dim(seed, axis) or 0)
+    if not group.channels:
+        group.blocked = f"tensor '{seed.name}' has no static size on axis {axis}"
+        return group
+    edits: dict[tuple, Edit] = {}
+    queue: list[Member] = []
+
+    def add(member: Member) -> str | None:
+        name = member.tensor.name
+        known = group.members.get(name)
+        if known is not None:
+            same = known.axis == member.axis and known.imap == member.imap
+            return None if same else f"tensor '{name}' would widen in two different ways"
+        if name in inputs or name in outputs:
+            kind = "input" if name in inputs else "output"
+            return f"the widened channels reach graph {kind} '{name}'"
+        group.members[name] = member
+        queue.append(member)
+        return None
+
+    group.blocked = add(Member(seed, axis, IndexMap()))
+    visited: set[tuple[int, str]] = set()
+    while queue and group.blocked is None:
+        member = queue.pop(0)
+        tensor = member.tensor
+        for node in [*tensor.inputs, *tensor.outputs]:
+            if (id(node), tensor.name) in visited:
+                continue
+            visited.add((id(node), tensor.name))
+            rule = rule_for(node, tensor, member.axis, member.imap)
+            if rule.blocked:
+                group.blocked = rule.blocked
+                break
+            group.mixes |= rule.mixes
+            for edit in rule.edits:
+                edits.setdefault(_edit_key(edit), edit)
+            for link in rule.links:
+                visited.add((id(node), link.tensor.name))  # the rule already decided this tensor's side
+                link_axis = link.axis % len(link.tensor.shape) if link.tensor.shape is not None else link.axis
+                group.blocked = add(Member(link.tensor, link_axis, link.imap))
+                if group.blocked:
+                    break
+            if group.blocked:
+                break
+    group.edits = list(edits.values())
+    if group.blocked is None and not any(isinstance(e, ParamEdit) and e.role is Role.OUT for e in group.edits):
+        group.blocked = "no layer creates these channels"
+    if group.blocked is None and not group.mixes:
+        group.blocked = "no layer reads these channels"
+    return group
+
+
+def _edit_key(edit: Edit) -> tuple:
+    if isinstance(edit, ParamEdit):
+        return ("param", id(edit.node), edit.index, edit.axis)
+    if isinstance(edit, ShapeEdit):
+        return ("shape", id(edit.node), edit.index, edit.dim)
+    return ("attr", id(edit.node), edit.attr)
+
+
+def source_axis(node: gs.Node) -> int | None:
+    """The channel axis of a source node's output, or None if the node creates no channels."""
+    axis = SOURCE_OPS.get(node.op)
+    if axis is None or not node.outputs or node.outputs[0].shape is None:
+        return None
+    if node.op in ("Gemm", "MatMul", "Gather") and not any(isinstance(t, gs.Constant) for t in node.inputs[:2]):
+        return None
+    return axis % len(node.outputs[0].shape)
+
+
+def find_groups(graph: gs.Graph) -> list[Group]:
+    """Every channel group of the graph, in topological order of its first source; blocked ones included."""
+    groups: list[Group] = []
+    claimed: set[str] = set()
+    for node in graph.nodes:
+        axis = source_axis(node)
+        if axis is None or node.outputs[0].name in claimed:
+            continue
+        group = build_group(graph, node.outputs[0], axis)
+        claimed.update(group.members)
+        groups.append(group)
+    return groups

@@ -1,0 +1,467 @@
+"""Per-op widening rules, one small function per op family, dispatched by op type.
+
+``rule(node, entry, axis, imap)`` answers: if tensor ``entry`` (an input or output of ``node``) grows
+along ``axis`` with index map ``imap``, which other tensors of the node grow with it (links), which
+of its constant inputs must grow (edits), or why it cannot be done (blocked). An op without a rule
+blocks its group: nothing is ever guessed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .channels import IDENTITY, AttrEdit, IndexMap, Link, ParamEdit, Role, Rule, ShapeEdit, blocked
+
+Handler = Callable[[gs.Node, gs.Variable, int, IndexMap], Rule]
+
+
+def rank(tensor: gs.Tensor) -> int | None:
+    return None if tensor.shape is None else len(tensor.shape)
+
+
+def static_dim(tensor: gs.Tensor, axis: int) -> int | None:
+    if tensor.shape is None:
+        return None
+    dim = tensor.shape[axis]
+    return dim if isinstance(dim, (int, np.integer)) and dim >= 0 else None
+
+
+def is_input(node: gs.Node, tensor: gs.Tensor, index: int = 0) -> bool:
+    return len(node.inputs) > index and node.inputs[index] is tensor
+
+
+def present(node: gs.Node, index: int) -> gs.Tensor | None:
+    """The node's input ``index`` if given (not omitted with an empty name)."""
+    if len(node.inputs) > index and node.inputs[index].name:
+        return node.inputs[index]
+    return None
+
+
+def used_outputs(node: gs.Node) -> list[gs.Tensor]:
+    return [t for t in node.outputs if t.outputs or t.name]
+
+
+def extra_outputs_unused(node: gs.Node) -> bool:
+    """True when only the first output of the node is consumed (Dropout mask, MaxPool indices...)."""
+    return all(not t.outputs for t in node.outputs[1:])
+
+
+def constant_values(tensor: gs.Tensor) -> np.ndarray | None:
+    return np.asarray(tensor.values) if isinstance(tensor, gs.Constant) else None
+
+
+# --- ops that keep the tensor's layout: the output widens exactly like the input -------------
+
+
+def passthrough(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Unary element-wise ops: the first output widens like the first input, both ways."""
+    if not extra_outputs_unused(node):
+        return blocked(node, "a second output is used")
+    data, out = node.inputs[0], node.outputs[0]
+    other = out if entry is data else data
+    if entry is not data and entry is not out:
+        return blocked(node, f"only its data input can widen, not '{entry.name}'")
+    return Rule(links=[Link(other, axis, imap)])
+
+
+def channel_first(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Pooling and other NC... ops: fine when the channel axis is axis 1."""
+    if axis != 1:
+        return blocked(node, f"widening axis {axis} (only the channel axis 1 passes)")
+    return passthrough(node, entry, axis, imap)
+
+
+def elementwise(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Broadcasting n-ary ops: aligned inputs of full size widen too (variables link, constants grow)."""
+    out = node.outputs[0]
+    out_rank, entry_rank = rank(out), rank(entry)
+    size = static_dim(entry, axis)
+    if out_rank is None or entry_rank is None or size is None:
+        return blocked(node, "shapes unknown")
+    out_axis = axis + out_rank - entry_rank
+    rule = Rule()
+    if entry is not out:
+        rule.links.append(Link(out, out_axis, imap))
+    for index, tensor in enumerate(node.inputs):
+        if tensor is entry or not tensor.name:
+            continue
+        t_axis = out_axis - (out_rank - (rank(tensor) or 0))
+        if rank(tensor) is None:
+            return blocked(node, f"shape of '{tensor.name}' unknown")
+        if t_axis < 0 or tensor.shape[t_axis] == 1:
+            continue  # broadcast along the channel axis: nothing to grow
+        if static_dim(tensor, t_axis) != size:
+            return blocked(node, f"'{tensor.name}' does not match the widened axis")
+        if isinstance(tensor, gs.Constant):
+            rule.edits.append(ParamEdit(node, index, t_axis - rank(tensor), imap, Role.CHANNEL))
+        else:
+            rule.links.append(Link(tensor, t_axis, imap))
+    return rule
+
+
+def where(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    return elementwise(node, entry, axis, imap)
+
+
+def clip(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Clip with scalar bounds is element-wise on its data input."""
+    for bound in node.inputs[1:]:
+        if bound.name and (rank(bound) or 0) > 0 and bound.shape != [1]:
+            return blocked(node, "non-scalar bounds")
+    return passthrough(node, entry, axis, imap)
+
+
+def batch_norm(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    if axis != 1:
+        return blocked(node, f"widening axis {axis} (its statistics are on axis 1)")
+    if not extra_outputs_unused(node) or node.attrs.get("training_mode", 0):
+        return blocked(node, "training-mode outputs are used")
+    params = node.inputs[1:5]
+    if not all(isinstance(p, gs.Constant) for p in params):
+        return blocked(node, "scale, bias, mean and variance must be constants")
+    rule = passthrough(node, entry, axis, imap)
+    rule.edits = [ParamEdit(node, i, 0, imap, Role.CHANNEL) for i in range(1, 5)]
+    return rule
+
+
+def instance_norm(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    if axis != 1 or not all(isinstance(p, gs.Constant) for p in node.inputs[1:3]):
+        return blocked(node, "needs the channel axis 1 and constant scale/bias")
+    rule = passthrough(node, entry, axis, imap)
+    rule.edits = [ParamEdit(node, i, 0, imap, Role.CHANNEL) for i in (1, 2)]
+    return rule
+
+
+def layer_norm(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """LayerNormalization: the widened axis either lies outside the normalised axes or is the last one."""
+    if not extra_outputs_unused(node):
+        return blocked(node, "Mean/InvStdDev outputs are used")
+    r = rank(node.inputs[0])
+    if r is None:
+        return blocked(node, "shapes unknown")
+    first = node.attrs.get("axis", -1) % r
+    rule = passthrough(node, entry, axis, imap)
+    if axis < first:
+        return rule
+    if first != r - 1:
+        return blocked(node, "normalises over several axes including the widened one")
+    for index in (1, 2):
+        param = present(node, index)
+        if param is None:
+            continue
+        if not isinstance(param, gs.Constant):
+            return blocked(node, "scale/bias must be constants")
+        if param.shape[-1] != 1:
+            rule.edits.append(ParamEdit(node, index, -1, imap, Role.CHANNEL))
+    rule.mixes = True
+    return rule
+
+
+def softmax(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Softmax keeps its shape; over the widened axis the confusion channels also mix in."""
+    rule = passthrough(node, entry, axis, imap)
+    r = rank(entry)
+    default = -1 if node.attrs.get("axis") is None else node.attrs["axis"]
+    rule.mixes = r is not None and default % r == axis
+    return rule
+
+
+def transpose(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    r = rank(node.inputs[0])
+    if r is None:
+        return blocked(node, "shapes unknown")
+    perm = list(node.attrs.get("perm", list(reversed(range(r)))))
+    if entry is node.inputs[0]:
+        return Rule(links=[Link(node.outputs[0], perm.index(axis), imap)])
+    return Rule(links=[Link(node.inputs[0], perm[axis], imap)])
+
+
+def _reduce_axes(node: gs.Node, r: int) -> list[int] | None:
+    axes = node.attrs.get("axes")
+    if axes is None and present(node, 1) is not None:
+        axes = constant_values(node.inputs[1])
+        if axes is None:
+            return None
+    if axes is None or len(axes) == 0:
+        return None if node.attrs.get("noop_with_empty_axes", 0) else list(range(r))
+    return sorted(int(a) % r for a in axes)
+
+
+def reduce(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Reduce*: over the widened axis the node absorbs the channels; otherwise it passes them on."""
+    r = rank(node.inputs[0])
+    if r is None or entry is not node.inputs[0]:
+        return blocked(node, "only its data input can widen")
+    axes = _reduce_axes(node, r)
+    if axes is None:
+        return blocked(node, "reduction axes are not constant")
+    if axis in axes:
+        return Rule(mixes=True)
+    out_axis = axis if node.attrs.get("keepdims", 1) else axis - sum(a < axis for a in axes)
+    return Rule(links=[Link(node.outputs[0], out_axis, imap)])
+
+
+def pad(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    pads = node.attrs.get("pads")
+    if pads is None and present(node, 1) is not None:
+        pads = constant_values(node.inputs[1])
+    if pads is None or len(node.inputs) > 3 and present(node, 3) is not None:
+        return blocked(node, "pads are not constant")
+    r = len(pads) // 2
+    if pads[axis] != 0 or pads[axis + r] != 0:
+        return blocked(node, "pads the widened axis")
+    return passthrough(node, entry, axis, imap)
+
+
+def resize(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Resize/Upsample keep the channel axis when its scale is 1 and no explicit sizes are given."""
+    sizes = present(node, 3)
+    if sizes is not None:
+        return blocked(node, "explicit output sizes would need the widened channel count")
+    scales_input = present(node, 2) if node.op == "Resize" else present(node, 1)
+    scales = constant_values(scales_input) if scales_input is not None else node.attrs.get("scales")
+    if scales is None or float(np.asarray(scales)[axis]) != 1.0:
+        return blocked(node, "scales on the widened axis are not a constant 1")
+    return passthrough(node, entry, axis, imap)
+
+
+def concat(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Along the concat axis the entry lands at an offset; along any other axis all parts widen."""
+    out = node.outputs[0]
+    r = rank(out)
+    if r is None:
+        return blocked(node, "shapes unknown")
+    cat_axis = node.attrs["axis"] % r
+    if axis != cat_axis:
+        rule = elementwise_all(node, entry, axis, imap)
+        return rule
+    if entry is out:
+        return blocked(node, "cannot widen a concatenation from its output")
+    offset = 0
+    for tensor in node.inputs:
+        if tensor is entry:
+            return Rule(links=[Link(out, axis, imap.shift(offset))])
+        size = static_dim(tensor, axis)
+        if size is None:
+            return blocked(node, f"size of '{tensor.name}' unknown")
+        offset += size
+    return blocked(node, "entry is not an input")
+
+
+def elementwise_all(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Every input and output widens along the same axis (same-rank ops such as Concat on another axis)."""
+    rule = Rule()
+    for index, tensor in enumerate(list(node.inputs) + list(node.outputs)):
+        if tensor is entry:
+            continue
+        if isinstance(tensor, gs.Constant):
+            rule.edits.append(ParamEdit(node, index, axis, imap, Role.CHANNEL))
+        else:
+            rule.links.append(Link(tensor, axis, imap))
+    return rule
+
+
+def split(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    r = rank(node.inputs[0])
+    if r is None:
+        return blocked(node, "shapes unknown")
+    if axis == node.attrs.get("axis", 0) % r:
+        return blocked(node, "splits the widened axis")
+    rule = Rule(links=[Link(t, axis, imap) for t in [node.inputs[0], *node.outputs] if t is not entry])
+    return rule
+
+
+def flatten(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Flatten folds the axis and everything after it: each channel becomes a block of entries."""
+    data = node.inputs[0]
+    r = rank(data)
+    if entry is not data or r is None:
+        return blocked(node, "cannot widen a flattened tensor back through Flatten")
+    start = node.attrs.get("axis", 1) % r if r else 0
+    if axis < start:
+        return blocked(node, "the widened axis is in the outer (batch) part")
+    inner = [static_dim(data, a) for a in range(start, axis)]
+    trailing = [static_dim(data, a) for a in range(axis + 1, r)]
+    if None in inner or None in trailing or any(d != 1 for d in inner):
+        return blocked(node, "dimensions around the widened axis are dynamic or interleave channels")
+    return Rule(links=[Link(node.outputs[0], 1, imap.expand(int(np.prod(trailing, dtype=np.int64))))])
+
+
+def reshape(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Reshape that keeps the leading dims and folds the channel with trailing dims into one axis."""
+    data, out = node.inputs[0], node.outputs[0]
+    target = constant_values(node.inputs[1])
+    if entry is not data:
+        return blocked(node, "cannot widen a reshaped tensor back through Reshape")
+    if target is None or data.shape is None or out.shape is None:
+        return blocked(node, "target shape is not constant")
+    src, dst = list(data.shape), list(out.shape)
+    tail = [static_dim(data, a) for a in range(axis + 1, len(src))]
+    if None in tail:
+        return blocked(node, "trailing dimensions are dynamic")
+    per_channel = int(np.prod(tail, dtype=np.int64))
+    for out_axis in range(len(dst)):
+        if dst[:out_axis] != src[:axis]:
+            continue
+        out_tail = [static_dim(out, a) for a in range(out_axis + 1, len(dst))]
+        if None in out_tail or per_channel % max(int(np.prod(out_tail, dtype=np.int64)), 1):
+            continue
+        block = per_channel // int(np.prod(out_tail, dtype=np.int64))
+        rule = Rule(links=[Link(out, out_axis, imap.expand(block))])
+        if int(target[out_axis]) > 0:
+            rule.edits.append(ShapeEdit(node, 1, out_axis, block * imap.block))
+        elif int(target[out_axis]) == 0 and (out_axis != axis or block != 1):
+            return blocked(node, "target shape copies a dimension that moves")
+        return rule
+    return blocked(node, "the widened axis is split or merged with leading dims")
+
+
+# --- ops with weights: they create channels (output side) or consume them (input side) -------
+
+
+def conv(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Conv: grows filters on the output side, filter inputs on the input side; depthwise passes through."""
+    weight = node.inputs[1]
+    if not isinstance(weight, gs.Constant) or axis != 1:
+        return blocked(node, "needs a constant weight and the channel axis 1")
+    group = int(node.attrs.get("group", 1))
+    out_channels = weight.shape[0]
+    bias = [ParamEdit(node, 2, 0, imap, Role.CHANNEL)] if present(node, 2) is not None else []
+    if group == 1:
+        if entry is node.outputs[0]:
+            return Rule(edits=[ParamEdit(node, 1, 0, imap, Role.OUT), *bias])
+        if entry is node.inputs[0]:
+            return Rule(edits=[ParamEdit(node, 1, 1, imap, Role.IN)], mixes=True)
+    elif group == out_channels and weight.shape[1] == 1 and imap.block == 1:
+        other = node.outputs[0] if entry is node.inputs[0] else node.inputs[0]
+        edits = [ParamEdit(node, 1, 0, imap, Role.OUT), *bias, AttrEdit(node, "group", 1)]
+        return Rule(links=[Link(other, 1, imap)], edits=edits)
+    return blocked(node, f"grouped convolution (group={group}) is not depthwise")
+
+
+def conv_transpose(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    weight = node.inputs[1]
+    if not isinstance(weight, gs.Constant) or axis != 1 or int(node.attrs.get("group", 1)) != 1:
+        return blocked(node, "needs a constant weight, group 1 and the channel axis 1")
+    if entry is node.outputs[0]:
+        bias = [ParamEdit(node, 2, 0, imap, Role.CHANNEL)] if present(node, 2) is not None else []
+        return Rule(edits=[ParamEdit(node, 1, 1, imap, Role.OUT), *bias])
+    return Rule(edits=[ParamEdit(node, 1, 0, imap, Role.IN)], mixes=True)
+
+
+def gemm(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Gemm Y = A'B' + C with constant B: output columns are new rows of B', A's columns new inputs."""
+    weight = node.inputs[1]
+    if not isinstance(weight, gs.Constant):
+        return blocked(node, "weight B is not a constant")
+    trans_a, trans_b = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
+    if entry is node.outputs[0] and axis == 1:
+        rule = Rule(edits=[ParamEdit(node, 1, 0 if trans_b else 1, imap, Role.OUT)])
+        bias = present(node, 2)
+        if bias is not None and bias.shape[-1] != 1:
+            if not isinstance(bias, gs.Constant):
+                return blocked(node, "bias C is not a constant")
+            rule.edits.append(ParamEdit(node, 2, -1, imap, Role.CHANNEL))
+        return rule
+    if entry is node.inputs[0] and axis == (0 if trans_a else 1):
+        return Rule(edits=[ParamEdit(node, 1, 1 if trans_b else 0, imap, Role.IN)], mixes=True)
+    return blocked(node, f"widening axis {axis} of '{entry.name}' (only features can widen)")
+
+
+def matmul(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """MatMul A[..,M,K] @ B[..,K,N] = Y[..,M,N]: K contracts, M follows A, N follows B."""
+    a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    ra, rb, ry = rank(a), rank(b), rank(y)
+    if None in (ra, rb, ry) or min(ra, rb) < 2:
+        return blocked(node, "needs known shapes of rank >= 2")
+    # (tensor, axis) pairs that form the same index: K, M, N
+    roles = {
+        "K": [(a, ra - 1), (b, rb - 2)],
+        "M": [(a, ra - 2), (y, ry - 2)],
+        "N": [(b, rb - 1), (y, ry - 1)],
+    }
+    for name, pair in roles.items():
+        if any(t is entry and ax == axis for t, ax in pair):
+            break
+    else:
+        return blocked(node, "widening a batch axis")
+    rule = Rule(mixes=name == "K")
+    for index_in_node, (tensor, ax) in enumerate(pair):
+        if tensor is entry:
+            continue
+        if isinstance(tensor, gs.Constant):
+            if rank(tensor) != 2:
+                return blocked(node, "constant operand is not a matrix")
+            role = Role.IN if name == "K" else Role.OUT
+            rule.edits.append(ParamEdit(node, 0 if tensor is a else 1, ax - rank(tensor), imap, role))
+        else:
+            rule.links.append(Link(tensor, ax, imap))
+    return rule
+
+
+def gather(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Embedding lookup Gather(table, ids): the table grows along the looked-up feature axis."""
+    data, out = node.inputs[0], node.outputs[0]
+    r = rank(data)
+    gather_axis = node.attrs.get("axis", 0) % r if r else 0
+    if r is None or rank(out) is None:
+        return blocked(node, "shapes unknown")
+    if entry is out and isinstance(data, gs.Constant) and axis == rank(out) - 1 and gather_axis != r - 1:
+        return Rule(edits=[ParamEdit(node, 0, -1, imap, Role.OUT)])
+    if entry is data and axis > gather_axis:
+        shift = rank(out) - r
+        return Rule(links=[Link(out, axis + shift, imap)])
+    if entry is data and axis < gather_axis:
+        return Rule(links=[Link(out, axis, imap)])
+    return blocked(node, "gathers along the widened axis")
+
+
+UNARY = (
+    "Relu LeakyRelu PRelu Sigmoid HardSigmoid HardSwish Tanh Elu Selu Celu Softplus Softsign Gelu Erf "
+    "Exp Log Sqrt Reciprocal Neg Abs Floor Ceil Round Sign Sin Cos Identity Dropout Cast Mish "
+    "ThresholdedRelu Shrink IsNaN IsInf Not"
+).split()
+BINARY = "Add Sub Mul Div Pow Max Min Mean Sum Equal Less Greater LessOrEqual GreaterOrEqual And Or Xor".split()
+CHANNEL_FIRST = "MaxPool AveragePool GlobalAveragePool GlobalMaxPool LpPool GlobalLpPool".split()
+REDUCE = "ReduceMean ReduceSum ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 ReduceLogSumExp ReduceSumSquare".split()
+
+HANDLERS: dict[str, Handler] = {
+    **{op: passthrough for op in UNARY},
+    **{op: elementwise for op in BINARY},
+    **{op: channel_first for op in CHANNEL_FIRST},
+    **{op: reduce for op in REDUCE},
+    "PRelu": elementwise,
+    "Where": where,
+    "Clip": clip,
+    "BatchNormalization": batch_norm,
+    "InstanceNormalization": instance_norm,
+    "LayerNormalization": layer_norm,
+    "Softmax": softmax,
+    "LogSoftmax": softmax,
+    "Transpose": transpose,
+    "Pad": pad,
+    "Resize": resize,
+    "Upsample": resize,
+    "Concat": concat,
+    "Split": split,
+    "Flatten": flatten,
+    "Reshape": reshape,
+    "Conv": conv,
+    "ConvTranspose": conv_transpose,
+    "Gemm": gemm,
+    "MatMul": matmul,
+    "Gather": gather,
+}
+
+
+def rule_for(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap = IDENTITY) -> Rule:
+    """The rule of ``node`` for widening ``entry`` along ``axis``; blocked if the op has none."""
+    if node.domain not in (None, "", "ai.onnx"):
+        return blocked(node, f"custom domain '{node.domain}' has no widening rule")
+    handler = HANDLERS.get(node.op)
+    if handler is None:
+        return blocked(node, "no widening rule for this op")
+    return handler(node, entry, axis, imap)

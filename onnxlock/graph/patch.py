@@ -1,0 +1,60 @@
+"""Undo channel widening on a ModelProto from a patch alone: delete the confusion entries.
+
+A patch is a list of groups, each ``{"positions": [...], "edits": [...]}``, as written by
+``widen.widen_group``; groups and edits are undone in reverse order of application.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..errors import ModelMismatchError
+from .channels import IndexMap
+
+
+def _indices(positions: np.ndarray, offset: int, block: int) -> np.ndarray:
+    return IndexMap(offset, block).indices(positions)
+
+
+def narrow(model: onnx.ModelProto, groups: list[dict]) -> onnx.ModelProto:
+    """Return a copy of ``model`` with every widened group narrowed back to its original size."""
+    restored = onnx.ModelProto()
+    restored.CopyFrom(model)
+    inits = {t.name: t for t in restored.graph.initializer}
+    nodes = {n.name: n for n in restored.graph.node}
+    try:
+        for group in reversed(groups):
+            positions = np.asarray(group["positions"], dtype=np.int64)
+            for edit in reversed(group["edits"]):
+                _undo(edit, positions, inits, nodes)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ModelMismatchError(f"the key does not fit this model ({exc.__class__.__name__}: {exc})") from exc
+    return restored
+
+
+def _undo(edit: list, positions: np.ndarray, inits: dict, nodes: dict) -> None:
+    kind, target = edit[0], edit[1]
+    k = len(positions)
+    if kind == "p":
+        _, _, axis, offset, block = edit
+        tensor = inits[target]
+        values = np.delete(numpy_helper.to_array(tensor), _indices(positions, offset, block), axis=axis)
+        tensor.CopyFrom(numpy_helper.from_array(values, target))
+    elif kind == "s":
+        _, _, dim, per_channel = edit
+        tensor = inits[target]
+        values = numpy_helper.to_array(tensor).copy()
+        values[dim] -= k * per_channel
+        tensor.CopyFrom(numpy_helper.from_array(values, target))
+    elif kind == "a":
+        _, _, attr, per_channel = edit
+        for attribute in nodes[target].attribute:
+            if attribute.name == attr:
+                attribute.i -= k * per_channel
+                break
+        else:
+            raise KeyError(f"attribute {attr} of node {target}")
+    else:
+        raise ValueError(f"unknown edit kind {kind!r}")

@@ -1,0 +1,53 @@
+"""Counterfeit values for confusion channels (seed 000, section 3: strategies 'init', 'samp', 'mixed').
+
+'init' draws weights as a fresh layer would be initialised (He-normal), clipped to the range of the
+layer's real weights so no value stands out as an outlier; 'samp' draws them from the layer's own
+weights, so their distribution matches. 'mixed' picks one of the two per channel. Per-channel
+vectors (biases, norm statistics, broadcast constants) are always sampled from their own values.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..graph.channels import ParamEdit, Role
+
+STRATEGIES = ("init", "samp", "mixed")
+
+
+class Counterfeiter:
+    """Draws the new rows of each widened parameter for one group at a time."""
+
+    def __init__(self, strategy: str, rng: np.random.Generator):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
+        self.strategy = strategy
+        self.rng = rng
+        self.use_init = np.zeros(0, dtype=bool)
+
+    def start_group(self, channels: int) -> None:
+        """Fix, for each new channel of the next group, whether it is 'init' or 'samp'."""
+        if self.strategy == "mixed":
+            self.use_init = self.rng.random(channels) < 0.5
+        else:
+            self.use_init = np.full(channels, self.strategy == "init")
+
+    def __call__(self, edit: ParamEdit, existing: np.ndarray, rows: int) -> np.ndarray:
+        """``rows`` new slices shaped like ``existing[0]`` (existing has the widened axis first)."""
+        shape = (rows, *existing.shape[1:])
+        sampled = self.rng.choice(existing.reshape(-1), size=shape)
+        if edit.role is Role.CHANNEL:
+            return sampled
+        init = self._he_normal(edit, existing, shape)
+        per_row = np.repeat(self.use_init, rows // max(len(self.use_init), 1))
+        per_row = per_row.reshape((rows,) + (1,) * (len(shape) - 1))
+        return np.where(per_row, init, sampled)
+
+    def _he_normal(self, edit: ParamEdit, existing: np.ndarray, shape: tuple) -> np.ndarray:
+        if edit.role is Role.OUT:
+            fan_in = int(np.prod(existing.shape[1:], dtype=np.int64))
+        else:  # the consumer's fan-in: its input channels times its kernel size
+            fan_in = existing.shape[0] * int(np.prod(existing.shape[2:], dtype=np.int64))
+        bound = float(np.abs(existing).max()) or 1.0
+        values = self.rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), size=shape)
+        return np.clip(values, -bound, bound)
