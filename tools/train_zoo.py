@@ -262,9 +262,14 @@ def verify(path: Path, x: np.ndarray, y: np.ndarray, expected: np.ndarray) -> tu
 # ---------------------------------------------------------------- outputs
 
 
-def write_test_split(out: Path, x: np.ndarray, y: np.ndarray) -> None:
-    """Save the held-out split as digits_test.npz."""
-    np.savez_compressed(out / "digits_test.npz", pixels=x, labels=y)
+CALIB_SIZE = 256
+
+
+def write_splits(out: Path, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> None:
+    """Save the held-out split (digits_test.npz) and a calibration sample of the training split
+    (digits_calib.npz: what an owner passes to `onnxlock lock --calib`; never used for scoring)."""
+    np.savez_compressed(out / "digits_test.npz", pixels=x_test, labels=y_test)
+    np.savez_compressed(out / "digits_calib.npz", pixels=x_train[:CALIB_SIZE], labels=y_train[:CALIB_SIZE])
 
 
 def write_readme(out: Path, rows: list[tuple[str, str, int, str, float]], n_test: int) -> None:
@@ -275,7 +280,8 @@ def write_readme(out: Path, rows: list[tuple[str, str, int, str, float]], n_test
         "Small classifiers for scikit-learn's 8x8 digits, made by `tools/train_zoo.py`.",
         "Input `pixels`: float32 `[batch,1,8,8]`, values in [0,1]; output `logits`: float32 "
         f"`[batch,10]`. ONNX opset {OPSET}. `digits_test.npz` holds the held-out split "
-        f"({n_test} images: `pixels` float32 `[N,1,8,8]`, `labels` int64 `[N]`).",
+        f"({n_test} images: `pixels` float32 `[N,1,8,8]`, `labels` int64 `[N]`); `digits_calib.npz` "
+        f"holds {CALIB_SIZE} training images, the calibration data for `onnxlock lock --calib`.",
         "",
         "| file | architecture | params | ONNX ops of note | held-out acc. |",
         "|---|---|---:|---|---:|",
@@ -306,7 +312,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     x_train, x_test, y_train, y_test = load_split()
-    write_test_split(args.out, x_test, y_test)
+    write_splits(args.out, x_train, y_train, x_test, y_test)
 
     rows = []
     for name, (build, epochs, lr, arch, notable) in ZOO.items():

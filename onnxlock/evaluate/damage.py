@@ -8,6 +8,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 SYNTHETIC_DIM = 32
+PLAUSIBLE_RANGE = 4.0  # locked outputs may not exceed this multiple of the original's largest value
 
 
 def cpu_session(model: onnx.ModelProto | bytes) -> ort.InferenceSession:
@@ -58,14 +59,15 @@ def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def damage(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
-    """0 for identical outputs, ~1 for unrelated ones; non-finite outputs count as no damage (they'd betray the lock)."""
+    """0 for identical outputs, ~1 for unrelated ones (class scores: top-1 disagreement; else 1-|r|); implausible outputs count as none."""
     scores = []
     for ref, out in zip(reference, outputs):
-        if not np.isfinite(out).all():
-            scores.append(0.0)
+        bound = PLAUSIBLE_RANGE * float(np.abs(ref).max())
+        if not np.isfinite(out).all() or float(np.abs(out).max()) > bound:
+            scores.append(0.0)  # inf, NaN or wild values would point a thief at the changed layer
             continue
-        score = 1.0 - abs(pearson(ref, out))
         if ref.ndim in (2, 3) and ref.shape[-1] > 1 and np.issubdtype(ref.dtype, np.floating):
-            score = max(score, 1.0 - top1_agreement(ref, out))
-        scores.append(score)
+            scores.append(1.0 - top1_agreement(ref, out))  # class scores: what counts is the decision
+        else:
+            scores.append(1.0 - abs(pearson(ref, out)))
     return float(np.mean(scores)) if scores else 0.0

@@ -60,4 +60,4 @@ def check_opset(model: onnx.ModelProto) -> int:
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
     """Write a model atomically (temporary file in the same folder, then rename)."""
     data = model.SerializeToString()
-    atomic_write_bytes(Path(path), data)
+    atomic_write_bytes(Path(path), data, mode=0o644)

@@ -21,6 +21,7 @@ import onnx_graphsurgeon as gs
 from tqdm import tqdm
 
 from ..errors import UnsupportedGraphError
+from ..evaluate.activations import input_means
 from ..evaluate.damage import damage, run, synthetic_feeds
 from ..graph.groups import Group, build_group, find_groups
 from ..graph.normalize import export_graph, import_graph, initializer_arrays, normalize
@@ -67,8 +68,9 @@ class WidenChannelsPass:
 
     method = "confusion"
 
-    def __init__(self, ratio: float = 0.02, strategy: str = "mixed", seed: int | None = None,
-                 calibration: dict[str, np.ndarray] | None = None, tries: int = 4, progress: bool = False):
+    def __init__(self, ratio: float = 0.02, strategy: str = "init", seed: int | None = None,
+                 calibration: dict[str, np.ndarray] | None = None, tries: int = 4, progress: bool = False,
+                 align: bool = True):
         if not 0 < ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}")
         if strategy not in STRATEGIES:
@@ -76,6 +78,8 @@ class WidenChannelsPass:
         self.ratio, self.strategy, self.tries, self.progress = ratio, strategy, max(1, tries), progress
         self.rng = np.random.default_rng(seed)
         self.calibration = calibration
+        self.align = align
+        self.input_means: dict[str, np.ndarray] = {}
 
     def __call__(self, model: onnx.ModelProto) -> PassResult:
         original = normalize(model)
@@ -92,9 +96,10 @@ class WidenChannelsPass:
                 f"(use --ratio {math.ceil(1000 * cheapest / parameter_count(original)) / 1000} or more)")
         feeds = self.calibration or synthetic_feeds(original)
         reference = run(original, feeds)
+        self.input_means = input_means(original, feeds) if self.align else {}
         efficiency = self._probe(original, candidates, feeds, reference)
         plan = allocate(candidates, efficiency, budget)
-        locked, patch, score = self._best_of(original, plan, feeds, reference)
+        locked, patch, score = self._lock(original, plan, feeds, reference)
         self._ensure(original, locked, patch)
         by_name = {g.name: g for g in candidates}
         report = {
@@ -114,39 +119,47 @@ class WidenChannelsPass:
         return PassResult(locked, secret, report)
 
     def _probe(self, original, candidates, feeds, reference) -> dict[str, float]:
-        """Damage per parameter of one extra channel in each group alone."""
+        """Damage per parameter of one extra channel in each group alone (best of ``tries`` draws)."""
         efficiency = {}
+        graph = import_graph(original)
         for group in tqdm(candidates, desc="probing layers", disable=not self.progress, leave=False):
-            locked, _ = self._lock(original, Plan({group.name: 1}))
-            efficiency[group.name] = damage(reference, run(locked, feeds)) / group.params_per_channel()
+            score = max(damage(reference, run(export_graph(self._widen(graph, group, 1)[0], original), feeds))
+                        for _ in range(self.tries))
+            efficiency[group.name] = score / group.params_per_channel()
         return efficiency
 
-    def _best_of(self, original, plan, feeds, reference):
-        """Lock ``tries`` times with fresh positions and weights; keep the most damaging."""
-        best = None
-        for _ in tqdm(range(self.tries), desc="locking", disable=not self.progress, leave=False):
-            locked, patch = self._lock(original, plan)
-            score = damage(reference, run(locked, feeds))
-            if best is None or score > best[2]:
-                best = (locked, patch, score)
-        return best
-
-    def _lock(self, original: onnx.ModelProto, plan: Plan) -> tuple[onnx.ModelProto, list[dict]]:
+    def _lock(self, original, plan, feeds, reference) -> tuple[onnx.ModelProto, list[dict], float]:
+        """Widen the planned groups one after another; for each keep the best of ``tries`` draws
+        of positions and counterfeit weights, measured with the groups before it already locked."""
         graph = import_graph(original)
-        tensors = graph.tensors()
-        counterfeit = Counterfeiter(self.strategy, self.rng)
-        patch = []
-        for group in find_groups(graph):
-            k = plan.channels.get(group.name, 0)
-            if not k:
-                continue
-            # rebuild: earlier widenings may have moved concat offsets or sizes this group sees
-            current = build_group(graph, tensors[group.name], group.axis)
-            positions = np.sort(self.rng.choice(current.channels + k, size=k, replace=False))
-            counterfeit.start_group(k)
-            edits = widen_group(current, positions, counterfeit)
-            patch.append({"positions": positions.tolist(), "edits": edits})
-        return export_graph(graph, original), patch
+        patch, score = [], 0.0
+        chosen = [g for g in find_groups(graph) if plan.channels.get(g.name)]
+        for group in tqdm(chosen, desc="locking layers", disable=not self.progress, leave=False):
+            best = None
+            for _ in range(self.tries):
+                trial, edits = self._widen(graph, group, plan.channels[group.name])
+                trial_score = damage(reference, run(export_graph(trial, original), feeds))
+                if best is None or trial_score > best[2]:
+                    best = (trial, edits, trial_score)
+            graph, edits, score = best
+            patch.append(edits)
+        return export_graph(graph, original), patch, score
+
+    def _widen(self, graph: gs.Graph, group: Group, k: int) -> tuple[gs.Graph, dict]:
+        """A copy of ``graph`` with ``k`` confusion channels in ``group`` at fresh random positions."""
+        trial = graph.copy()
+        # rebuilt on the copy: earlier widenings may have moved concat offsets this group sees
+        current = build_group(trial, trial.tensors()[group.name], group.axis)
+        positions = np.sort(self.rng.choice(current.channels + k, size=k, replace=False))
+        counterfeit = Counterfeiter(self.strategy, self.rng, self.input_means)
+        counterfeit.start_group(k)
+        edits = widen_group(current, positions, counterfeit)
+        return trial, {"positions": positions.tolist(), "edits": edits}
+
+    @staticmethod
+    def restore(model: onnx.ModelProto, secret: dict) -> onnx.ModelProto:
+        """The inverse pass: delete the confusion channels named by ``secret``."""
+        return narrow(model, secret["groups"])
 
     @staticmethod
     def _ensure(original: onnx.ModelProto, locked: onnx.ModelProto, patch: list[dict]) -> None:
@@ -162,6 +175,4 @@ class WidenChannelsPass:
             raise UnsupportedGraphError(f"restore would not be exact for {', '.join(broken[:3])}")
 
 
-def restore_channels(model: onnx.ModelProto, secret: dict) -> onnx.ModelProto:
-    """The inverse pass: delete the confusion channels named by ``secret``."""
-    return narrow(model, secret["groups"])
+restore_channels = WidenChannelsPass.restore

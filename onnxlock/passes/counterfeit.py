@@ -18,12 +18,14 @@ STRATEGIES = ("init", "samp", "mixed")
 class Counterfeiter:
     """Draws the new rows of each widened parameter for one group at a time."""
 
-    def __init__(self, strategy: str, rng: np.random.Generator):
+    def __init__(self, strategy: str, rng: np.random.Generator, input_means: dict[str, np.ndarray] | None = None):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
         self.strategy = strategy
         self.rng = rng
         self.use_init = np.zeros(0, dtype=bool)
+        self.input_means = input_means or {}
+        self.coherent = True
 
     def start_group(self, channels: int) -> None:
         """Fix, for each new channel of the next group, whether it is 'init' or 'samp'."""
@@ -41,7 +43,15 @@ class Counterfeiter:
         init = self._he_normal(edit, existing, shape)
         per_row = np.repeat(self.use_init, rows // max(len(self.use_init), 1))
         per_row = per_row.reshape((rows,) + (1,) * (len(shape) - 1))
-        return np.where(per_row, init, sampled)
+        values = np.where(per_row, init, sampled)
+        means = self.input_means.get(edit.node.name)
+        if edit.role is Role.OUT and means is not None and len(means) == existing.shape[1]:
+            values = align(values, means)
+        elif edit.role is Role.IN and self.coherent:
+            # one shared ranking: the new channels push the consumer the same way, so their
+            # effects add up instead of averaging out
+            values = align(values, self.rng.permutation(values[0].size).reshape(values.shape[1:]).astype(float))
+        return values
 
     def _he_normal(self, edit: ParamEdit, existing: np.ndarray, shape: tuple) -> np.ndarray:
         if edit.role is Role.OUT:
@@ -51,3 +61,19 @@ class Counterfeiter:
         bound = float(np.abs(existing).max()) or 1.0
         values = self.rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), size=shape)
         return np.clip(values, -bound, bound)
+
+
+def align(rows: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Rearrange each row's values so the largest meet the inputs with the largest mean activation.
+
+    The multiset of values (hence their distribution) is unchanged; the confusion channel's
+    response becomes as strong as those values allow (rearrangement inequality).
+    """
+    if means.ndim == 1:
+        means = means.reshape((-1,) + (1,) * (rows.ndim - 2))
+    score = np.broadcast_to(means, rows.shape[1:]).reshape(-1)
+    order = np.argsort(score, kind="stable")
+    flat = rows.reshape(len(rows), -1)
+    aligned = np.empty_like(flat)
+    aligned[:, order] = np.sort(flat, axis=1)
+    return aligned.reshape(rows.shape)

@@ -1,0 +1,30 @@
+"""Bytes in, restored ModelProto out: the key is checked against the locked file and opened in memory."""
+
+from __future__ import annotations
+
+import onnx
+
+from ..errors import KeyFormatError, ModelMismatchError
+from ..fileio import sha256_bytes
+from ..graph.io import parse_model
+from ..key import open_key
+from ..passes import RESTORERS
+
+
+def restore_model(locked: bytes, key: bytes, passphrase: str) -> onnx.ModelProto:
+    """Open ``key`` for the ``locked`` file's bytes and return the exact original model."""
+    digest = sha256_bytes(locked)
+    secret = open_key(key, passphrase=passphrase, model_sha256=digest)
+    restorer = RESTORERS.get(secret.get("method"))
+    if restorer is None:
+        raise KeyFormatError(f"key holds an unknown method {secret.get('method')!r}")
+    model = restorer(parse_model(locked, source="locked model"), secret)
+    expected = secret.get("restored_sha256")
+    if expected is not None and sha256_bytes(model.SerializeToString()) != expected:
+        raise ModelMismatchError("the restored model does not match the original (key or model altered)")
+    return model
+
+
+def unlock_bytes(locked: bytes, key: bytes, passphrase: str) -> bytes:
+    """The restored model, serialized: what onnxruntime is handed."""
+    return restore_model(locked, key, passphrase).SerializeToString()
