@@ -14,6 +14,8 @@ from .fileio import atomic_write_bytes, sha256_bytes
 from .graph.io import load_model, parse_model
 from .key import seal
 from .passes import WidenChannelsPass
+from .passes.confusion import DEFAULT_TRIES
+from .passes.counterfeit import DEFAULT_STRATEGY
 from .runtime.restore import restore_model
 
 
@@ -27,14 +29,14 @@ class LockedModel:
 
 
 def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str, ratio: float = 0.02,
-               strategy: str = "init", seed: int | None = None,
+               strategy: str = DEFAULT_STRATEGY, seed: int | None = None,
                calibration: dict[str, np.ndarray] | None = None, kdf_params: dict | None = None,
-               progress: bool = False) -> LockedModel:
+               tries: int = DEFAULT_TRIES, progress: bool = False) -> LockedModel:
     """Lock ``model`` with confusion channels and seal the secret under ``passphrase``."""
     if not isinstance(model, onnx.ModelProto):
         model = load_model(model)
     result = WidenChannelsPass(ratio=ratio, strategy=strategy, seed=seed, calibration=calibration,
-                               progress=progress)(model)
+                               tries=tries, progress=progress)(model)
     locked = result.model.SerializeToString()
     secret = dict(result.secret)
     secret["restored_sha256"] = sha256_bytes(

@@ -222,7 +222,8 @@ def test_wrong_model(key):
     with pytest.raises(ModelMismatchError) as err:
         open_key(key, passphrase="correct horse", model_sha256=OTHER_SHA)
     assert str(err.value) == ("key belongs to another model "
-                              "(key is for sha256 abababab..., this model is ef567890...)")
+                              "(key is for sha256 abababab..., this model is ef567890...), "
+                              "or the locked file was altered")
 
 
 def test_wrong_model_is_reported_before_passphrase(key):

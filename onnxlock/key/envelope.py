@@ -122,7 +122,7 @@ def open_with(identities: Iterable[Recipient], data: bytes, *,
     if model_sha256 is not None and model_sha256.lower() != key_sha:
         raise ModelMismatchError(
             f"key belongs to another model (key is for sha256 {key_sha[:8]}..., "
-            f"this model is {model_sha256.lower()[:8]}...)"
+            f"this model is {model_sha256.lower()[:8]}...), or the locked file was altered"
         )
     if parsed.expires is not None and datetime.now(timezone.utc) >= parsed.expires:
         raise KeyExpiredError(f"key expired on {parsed.header['expires']}")

@@ -28,9 +28,10 @@ from ..graph.normalize import export_graph, import_graph, initializer_arrays, no
 from ..graph.patch import narrow
 from ..graph.widen import widen_group
 from .base import PassResult
-from .counterfeit import STRATEGIES, Counterfeiter
+from .counterfeit import DEFAULT_STRATEGY, STRATEGIES, Counterfeiter
 
 SECRET_VERSION = 1
+DEFAULT_TRIES = 4
 
 
 def parameter_count(model: onnx.ModelProto) -> int:
@@ -68,8 +69,8 @@ class WidenChannelsPass:
 
     method = "confusion"
 
-    def __init__(self, ratio: float = 0.02, strategy: str = "init", seed: int | None = None,
-                 calibration: dict[str, np.ndarray] | None = None, tries: int = 4, progress: bool = False,
+    def __init__(self, ratio: float = 0.02, strategy: str = DEFAULT_STRATEGY, seed: int | None = None,
+                 calibration: dict[str, np.ndarray] | None = None, tries: int = DEFAULT_TRIES, progress: bool = False,
                  align: bool = True):
         if not 0 < ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}")

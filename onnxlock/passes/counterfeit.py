@@ -13,6 +13,7 @@ import numpy as np
 from ..graph.channels import ParamEdit, Role
 
 STRATEGIES = ("init", "samp", "mixed")
+DEFAULT_STRATEGY = "init"  # the most damaging in tools/report_strength.py (see README)
 
 
 class Counterfeiter:

@@ -33,7 +33,7 @@ def select_providers(requested: str | Sequence[Provider] | None = "auto") -> lis
         return [CPU]
     if requested == "cuda":
         if CUDA not in available:
-            raise UnsafeOptionError("CUDA requested but this onnxruntime has no CUDAExecutionProvider "
+            raise OnnxlockError("CUDA requested but this onnxruntime has no CUDAExecutionProvider "
                                     "(install onnxruntime-gpu)")
         return [CUDA, CPU]
     return list(requested)

@@ -1,0 +1,7 @@
+"""``python -m onnxlock``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

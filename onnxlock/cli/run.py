@@ -1,0 +1,48 @@
+"""Run a locked model on the arrays of an .npz file, with its key; write the outputs as an .npz."""
+
+from __future__ import annotations
+
+import argparse
+
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from ..errors import OnnxlockError
+from ..runtime import load_session
+from ..runtime.feeds import format_shape, write_npz
+from . import passphrase
+from .common import read_npz_feeds, writing
+
+_ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.EPFail)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("locked", metavar="LOCKED", help="the locked ONNX model")
+    parser.add_argument("--key", required=True, metavar="KEY", help="the model's key file")
+    parser.add_argument("--input", required=True, metavar="BATCH.npz",
+                        help="one array per model input, named after it; other arrays are ignored")
+    parser.add_argument("-o", "--output", required=True, metavar="OUT.npz",
+                        help="where to write the outputs, one array per model output")
+    parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="execution provider (default: auto, CUDA when available)")
+    passphrase.add_argument(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    session = load_session(args.locked, args.key, passphrase=passphrase.get_passphrase(args),
+                           providers=args.provider)
+    feeds = read_npz_feeds(args.input, session)
+    outputs = dict(zip((o.name for o in session.get_outputs()), infer(session, feeds)))
+    with writing(args.output):
+        write_npz(args.output, outputs)
+    shapes = ", ".join(f"{name} {format_shape(a.shape)}" for name, a in outputs.items())
+    print(f"ran {args.locked} on {session.get_providers()[0]} -> {args.output} ({shapes})")
+    return 0
+
+
+def infer(session: ort.InferenceSession, feeds: dict) -> list:
+    """session.run, with onnxruntime's failures (e.g. inconsistent dynamic dims) as one-line errors."""
+    try:
+        return session.run(None, feeds)
+    except _ORT_ERRORS as exc:
+        raise OnnxlockError(f"onnxruntime could not run the model: {exc}") from exc

@@ -1,0 +1,83 @@
+"""Shared fixtures: the bundled digits model locked once (cheap KDF), and an in-process CLI runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from onnxlock import lock_model, write_locked
+from onnxlock.cli import main
+from onnxlock.runtime.session import PASSPHRASE_ENV
+
+MODELS = Path(__file__).resolve().parent.parent / "models"
+PASSPHRASE = "correct horse battery staple"
+CHEAP_KDF = {"n": 2**12}  # the smallest scrypt cost the key format accepts; tests only
+
+
+@dataclass(frozen=True)
+class Locked:
+    original: Path
+    model: Path
+    key: Path
+
+
+def _lock(original: Path, folder: Path, seed: int) -> Locked:
+    locked = lock_model(original, passphrase=PASSPHRASE, seed=seed, kdf_params=CHEAP_KDF)
+    folder.mkdir(parents=True)
+    result = Locked(original, folder / "locked.onnx", folder / "model.key")
+    write_locked(locked, result.model, result.key)
+    return result
+
+
+@pytest.fixture(scope="session")
+def locked_mlp(tmp_path_factory) -> Locked:
+    """digits_mlp locked once for the session."""
+    return _lock(MODELS / "digits_mlp.onnx", tmp_path_factory.mktemp("locked") / "a", seed=0)
+
+
+@pytest.fixture(scope="session")
+def locked_mlp_again(tmp_path_factory) -> Locked:
+    """The same model locked a second time: another locked file, another key."""
+    return _lock(MODELS / "digits_mlp.onnx", tmp_path_factory.mktemp("locked") / "b", seed=1)
+
+
+@pytest.fixture(scope="session")
+def digits() -> dict[str, np.ndarray]:
+    with np.load(MODELS / "digits_test.npz") as data:
+        return {name: data[name] for name in data.files}
+
+
+@pytest.fixture
+def passphrase_env(monkeypatch) -> str:
+    monkeypatch.setenv(PASSPHRASE_ENV, PASSPHRASE)
+    return PASSPHRASE
+
+
+@pytest.fixture
+def outdir(tmp_path) -> Path:
+    """An empty folder for a command's outputs."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``onnxlock ARGS...`` in-process; returns exit code, stdout and stderr."""
+    def invoke(*args) -> Result:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+    return invoke
+
