@@ -185,25 +185,39 @@ def max_abs_diff(a: Outputs, b: Outputs) -> float:
     return worst if np.isfinite(worst) else float("inf")
 
 
-def original_weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Every weight of the original by name: its initializers and its Constant nodes' tensors."""
-    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+def original_weights(model: onnx.ModelProto) -> dict[str, dict[str, np.ndarray]]:
+    """The original's weights by where they live: 'initializers' and 'constants' (Constant nodes,
+    which normalisation folds into initializers of the same name)."""
+    constants = {}
     for node in model.graph.node:
         tensors = [a.t for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR]
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and tensors:
-            weights[node.output[0]] = numpy_helper.to_array(tensors[0])
-    return weights
+            constants[node.output[0]] = numpy_helper.to_array(tensors[0])
+    return {"initializers": {t.name: numpy_helper.to_array(t) for t in model.graph.initializer},
+            "constants": constants}
 
 
-def differing_weights(original: onnx.ModelProto, restored: onnx.ModelProto) -> tuple[int, list[str]]:
-    """How many original weights were compared, and the names missing or not byte-equal after restore."""
-    expected = original_weights(original)
-    restored_weights = {t.name: numpy_helper.to_array(t) for t in restored.graph.initializer}
-    differing = [name for name, value in expected.items()
-                 if name not in restored_weights or restored_weights[name].dtype != value.dtype
-                 or restored_weights[name].shape != value.shape
-                 or restored_weights[name].tobytes() != value.tobytes()]
-    return len(expected), differing
+def difference(expected: np.ndarray, got: np.ndarray | None) -> str | None:
+    """Why ``got`` is not byte-equal to ``expected`` (None when it is)."""
+    if got is None:
+        return "missing"
+    if got.dtype != expected.dtype:
+        return f"dtype {expected.dtype} -> {got.dtype}"
+    if got.shape != expected.shape:
+        return f"shape {expected.shape} -> {got.shape}"
+    return None if got.tobytes() == expected.tobytes() else "values differ"
+
+
+def weight_check(original: onnx.ModelProto, restored: onnx.ModelProto) -> dict[str, dict]:
+    """Per source ('initializers', 'constants'): how many weights were compared and which differ, and why."""
+    found = {t.name: numpy_helper.to_array(t) for t in restored.graph.initializer}
+    check = {}
+    for source, weights in original_weights(original).items():
+        differing = {name: why for name, value in weights.items()
+                     if (why := difference(value, found.get(name))) is not None}
+        check[source] = {"compared": len(weights), "equal": not differing, "differing": len(differing),
+                         "reasons": sorted(set(differing.values())), "examples": sorted(differing)[:5]}
+    return check
 
 
 def range_ratio(original: Outputs, locked: Outputs) -> float:
@@ -221,7 +235,7 @@ def lock_options(strategy: str | None, tries: int | None) -> dict:
             "tries": LOCK_DEFAULTS["tries"] if tries is None else tries}
 
 
-def measure(case: Case | str, ratio: float = 0.02, strategy: str | None = None, seed: int | None = 0,
+def measure(case: Case | str, ratio: float = LOCK_DEFAULTS["ratio"], strategy: str | None = None, seed: int | None = 0,
             tries: int | None = None) -> dict:
     """Lock ``case`` and report the damage without the key and the exactness of the restore with it."""
     case = get_case(case)
@@ -238,7 +252,7 @@ def measure(case: Case | str, ratio: float = 0.02, strategy: str | None = None, 
         write_locked(locked, model_path, key_path)
         without_key = cpu_session(model_path.read_bytes()).run(None, feeds)
         with_key = load_session(model_path, key_path, passphrase=PASSPHRASE, providers="cpu").run(None, feeds)
-    compared, differing = differing_weights(original, restore_model(locked.model, locked.key, PASSPHRASE))
+    weights = weight_check(original, restore_model(locked.model, locked.key, PASSPHRASE))
     metrics = case.compare(reference, without_key)
     value = metrics[case.metric]
     report = locked.report
@@ -252,8 +266,9 @@ def measure(case: Case | str, ratio: float = 0.02, strategy: str | None = None, 
         "metric": case.metric, "value": value, "target": case.target.describe(),
         "target_met": case.target.met(value), "metrics": metrics,
         "restore_max_abs_diff": restore_diff,
-        "weights_compared": compared, "weights_differing": differing[:20],
-        "restore_exact": restore_diff == 0.0 and not differing,
+        "initializers_equal": weights["initializers"]["equal"], "constants_equal": weights["constants"]["equal"],
+        "weights": weights,
+        "restore_exact": restore_diff == 0.0 and all(w["equal"] for w in weights.values()),
         "locked_finite": bool(all(np.isfinite(o).all() for o in without_key)),
         "range_ratio": range_ratio(reference, without_key),
         "lock_seconds": round(seconds, 2),

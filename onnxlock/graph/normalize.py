@@ -77,7 +77,7 @@ def fold_constant_nodes(graph: gs.Graph) -> int:
             continue
         out = node.outputs[0]
         node.outputs.clear()
-        out.to_constant(np.ascontiguousarray(value))
+        out.to_constant(np.array(value))  # a copy; keeps 0-d scalars 0-d (ascontiguousarray would not)
         folded += 1
     return folded
 
