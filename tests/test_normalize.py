@@ -200,9 +200,6 @@ def test_external_data_model_locks_and_restores(tmp_path):
     assert_lock_restore_exact(loaded)
 
 
-@pytest.mark.xfail(strict=True, raises=onnx.checker.ValidationError,
-                   reason="io.load_model catches OSError/ValueError only; onnx reports a missing (or escaping) "
-                   "external data file as onnx.checker.ValidationError, which escapes as a raw traceback")
 def test_external_data_missing_file_is_a_format_error(tmp_path):
     path = tmp_path / "net.onnx"
     onnx.save_model(conv_relu_conv(), path, save_as_external_data=True, all_tensors_to_one_file=True,

@@ -290,6 +290,18 @@ def flatten(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rul
     return Rule(links=[Link(node.outputs[0], 1, imap.expand(int(np.prod(trailing, dtype=np.int64))))])
 
 
+def _same_leading(src: list, dst: list, target: np.ndarray) -> bool:
+    """Leading dims unchanged by a Reshape: equal, or one inferred (-1) where the other is the
+    same single dynamic dim (``x.reshape(-1, C*H*W)`` with a dynamic batch)."""
+    if len(src) != len(dst):
+        return False
+    unknown = [i for i, (a, b) in enumerate(zip(src, dst)) if a != b]
+    if not unknown:
+        return True
+    return (len(unknown) == 1 and int(target[unknown[0]]) == -1
+            and not isinstance(src[unknown[0]], (int, np.integer)))
+
+
 def reshape(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
     """Reshape that keeps the leading dims and folds the channel with trailing dims into one axis."""
     data, out = node.inputs[0], node.outputs[0]
@@ -304,7 +316,7 @@ def reshape(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rul
         return blocked(node, "trailing dimensions are dynamic")
     per_channel = int(np.prod(tail, dtype=np.int64))
     for out_axis in range(len(dst)):
-        if dst[:out_axis] != src[:axis]:
+        if not _same_leading(src[:axis], dst[:out_axis], target[:out_axis]):
             continue
         out_tail = [static_dim(out, a) for a in range(out_axis + 1, len(dst))]
         if None in out_tail or per_channel % max(int(np.prod(out_tail, dtype=np.int64)), 1):
@@ -361,7 +373,9 @@ def gemm(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
     if entry is node.outputs[0] and axis == 1:
         rule = Rule(edits=[ParamEdit(node, 1, 0 if trans_b else 1, imap, Role.OUT)])
         bias = present(node, 2)
-        if bias is not None and bias.shape[-1] != 1:
+        if bias is not None and rank(bias) is None:
+            return blocked(node, "shape of bias C unknown")
+        if bias is not None and rank(bias) > 0 and bias.shape[-1] != 1:
             if not isinstance(bias, gs.Constant):
                 return blocked(node, "bias C is not a constant")
             rule.edits.append(ParamEdit(node, 2, -1, imap, Role.CHANNEL))

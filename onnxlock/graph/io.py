@@ -36,8 +36,9 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     model = parse_model(data, source=str(path))
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-    except (OSError, ValueError) as exc:
-        raise ModelFormatError(f"cannot load external data of {path}: {exc}") from exc
+    except Exception as exc:  # onnx reports a missing or escaping data file as ValidationError
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFormatError(f"cannot load external data of {path}: {message}") from exc
     return model
 
 

@@ -27,6 +27,8 @@ def narrow(model: onnx.ModelProto, groups: list[dict]) -> onnx.ModelProto:
     try:
         for group in reversed(groups):
             positions = np.asarray(group["positions"], dtype=np.int64)
+            if positions.ndim != 1 or len(positions) == 0 or positions[0] < 0 or np.any(np.diff(positions) <= 0):
+                raise ValueError("positions must be non-negative and strictly increasing")
             for edit in reversed(group["edits"]):
                 _undo(edit, positions, inits, nodes)
     except (KeyError, IndexError, ValueError) as exc:

@@ -101,6 +101,10 @@ class WidenChannelsPass:
         efficiency = self._probe(original, candidates, feeds, reference)
         plan = allocate(candidates, efficiency, budget)
         locked, patch, score = self._lock(original, plan, feeds, reference)
+        if all(np.array_equal(a, b) for a, b in zip(reference, run(locked, feeds))):
+            raise UnsupportedGraphError(
+                "the confusion channels changed no output on the calibration inputs (they stay inactive); "
+                "give real inputs with --calib, more --tries or a larger --ratio")
         self._ensure(original, locked, patch)
         by_name = {g.name: g for g in candidates}
         report = {
