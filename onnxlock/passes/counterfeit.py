@@ -13,7 +13,18 @@ import numpy as np
 from ..graph.channels import ParamEdit, Role
 
 STRATEGIES = ("init", "samp", "mixed")
-DEFAULT_STRATEGY = "init"  # the most damaging in tools/report_strength.py (see README)
+DEFAULT_STRATEGY = "init"
+JITTER = 0.02  # relative noise on sampled values
+# BatchNormalization inputs: 1 scale, 2 bias, 3 running mean, 4 running variance. Drawing the new
+# channel's statistics from the quarter of real values that amplifies it most (large scale and
+# bias, small mean and variance) keeps every value in its layer's range while making the
+# confusion channel loud after normalisation.
+# Biases (Conv, Gemm, a bias Add) and LayerNorm scale/bias likewise come from their high quarter.
+AMPLIFY = {
+    "BatchNormalization": {1: "high", 2: "high", 3: "low", 4: "low"},
+    "LayerNormalization": {1: "high", 2: "high"},
+    "Conv": {2: "high"}, "Gemm": {2: "high"}, "Add": {0: "high", 1: "high"},
+}  # the most damaging in tools/report_strength.py (see README)
 
 
 class Counterfeiter:
@@ -38,7 +49,10 @@ class Counterfeiter:
     def __call__(self, edit: ParamEdit, existing: np.ndarray, rows: int) -> np.ndarray:
         """``rows`` new slices shaped like ``existing[0]`` (existing has the widened axis first)."""
         shape = (rows, *existing.shape[1:])
-        sampled = self.rng.choice(existing.reshape(-1), size=shape)
+        pool = existing.reshape(-1)
+        if edit.role is Role.CHANNEL:
+            pool = amplifying_pool(pool, AMPLIFY.get(edit.node.op, {}).get(edit.index))
+        sampled = self._sample(pool, shape)
         if edit.role is Role.CHANNEL:
             return sampled
         init = self._he_normal(edit, existing, shape)
@@ -52,6 +66,14 @@ class Counterfeiter:
             # one shared ranking: the new channels push the consumer the same way, so their
             # effects add up instead of averaging out
             values = align(values, self.rng.permutation(values[0].size).reshape(values.shape[1:]).astype(float))
+        return values
+
+    def _sample(self, pool: np.ndarray, shape: tuple) -> np.ndarray:
+        """Values drawn from ``pool``, jittered so none is an exact copy of a real weight
+        (exact duplicates would give the counterfeits away)."""
+        values = self.rng.choice(pool, size=shape)
+        if np.issubdtype(pool.dtype, np.floating):
+            values = values * (1.0 + JITTER * self.rng.standard_normal(shape))
         return values
 
     def _he_normal(self, edit: ParamEdit, existing: np.ndarray, shape: tuple) -> np.ndarray:
@@ -78,3 +100,10 @@ def align(rows: np.ndarray, means: np.ndarray) -> np.ndarray:
     aligned = np.empty_like(flat)
     aligned[:, order] = np.sort(flat, axis=1)
     return aligned.reshape(rows.shape)
+
+
+def amplifying_pool(values: np.ndarray, side: str | None) -> np.ndarray:
+    """The quarter of a parameter's values on ``side`` ('high'/'low'); all of them for None."""
+    ordered = np.sort(values)
+    quarter = max(1, len(ordered) // 4)
+    return ordered[-quarter:] if side == "high" else ordered[:quarter] if side == "low" else ordered
