@@ -8,7 +8,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 SYNTHETIC_DIM = 32
-PLAUSIBLE_RANGE = 4.0  # locked outputs may not exceed this multiple of the original's largest value
+# the locked output's largest magnitude must stay within these multiples of the original's
+PLAUSIBLE_RANGE = (0.25, 4.0)
 
 
 def cpu_session(model: onnx.ModelProto | bytes) -> ort.InferenceSession:
@@ -58,13 +59,21 @@ def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
 
 
+def plausible(ref: np.ndarray, out: np.ndarray) -> bool:
+    """Finite, and the largest magnitude within PLAUSIBLE_RANGE of the original's."""
+    if not np.isfinite(out).all():
+        return False
+    peak, ref_peak = float(np.abs(out).max()), float(np.abs(ref).max())
+    low, high = PLAUSIBLE_RANGE
+    return low * ref_peak <= peak <= high * ref_peak
+
+
 def damage(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
     """0 for identical outputs, ~1 for unrelated ones (class scores: top-1 disagreement; else 1-|r|); implausible outputs count as none."""
     scores = []
     for ref, out in zip(reference, outputs):
-        bound = PLAUSIBLE_RANGE * float(np.abs(ref).max())
-        if not np.isfinite(out).all() or float(np.abs(out).max()) > bound:
-            scores.append(0.0)  # inf, NaN or wild values would point a thief at the changed layer
+        if not plausible(ref, out):
+            scores.append(0.0)  # inf, NaN, wild or dead outputs would point a thief at the changed layer
             continue
         if ref.ndim in (2, 3) and ref.shape[-1] > 1 and np.issubdtype(ref.dtype, np.floating):
             scores.append(1.0 - top1_agreement(ref, out))  # class scores: what counts is the decision

@@ -95,11 +95,38 @@ def elementwise(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) ->
             continue  # broadcast along the channel axis: nothing to grow
         if static_dim(tensor, t_axis) != size:
             return blocked(node, f"'{tensor.name}' does not match the widened axis")
-        if isinstance(tensor, gs.Constant):
-            rule.edits.append(ParamEdit(node, index, t_axis - rank(tensor), imap, Role.CHANNEL))
+        constant = constant_edits(node, index, t_axis, imap)
+        if constant is not None:
+            rule.edits.extend(constant)
         else:
             rule.links.append(Link(tensor, t_axis, imap))
     return rule
+
+
+def constant_edits(node: gs.Node, index: int, axis: int, imap: IndexMap) -> list | None:
+    """Edits that grow a per-channel constant input along ``axis``: the constant itself, or the
+    constant behind a Reshape/Unsqueeze to a broadcastable shape (a bias stored as [C] and reshaped
+    to [1,C,1,1], as Paddle exports do). None if the input is not such a constant."""
+    tensor = node.inputs[index]
+    if isinstance(tensor, gs.Constant):
+        return [ParamEdit(node, index, axis - rank(tensor), imap, Role.CHANNEL)]
+    producer = tensor.inputs[0] if len(tensor.inputs) == 1 else None
+    if producer is None or producer.op not in ("Reshape", "Unsqueeze") or len(tensor.outputs) != 1:
+        return None
+    source = producer.inputs[0]
+    if not isinstance(source, gs.Constant) or sum(d != 1 for d in tensor.shape) != 1:
+        return None
+    wide = [a for a, d in enumerate(source.shape) if d != 1]
+    if len(wide) != 1:
+        return None
+    edits = [ParamEdit(producer, 0, wide[0], imap, Role.CHANNEL)]
+    if producer.op == "Reshape":
+        target = constant_values(producer.inputs[1])
+        if target is None or int(target[axis]) == 0:
+            return None
+        if int(target[axis]) > 0:
+            edits.append(ShapeEdit(producer, 1, axis, imap.block))
+    return edits
 
 
 def where(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:

@@ -61,14 +61,21 @@ def widen_group(group: Group, positions: np.ndarray, fill: Fill) -> list[list]:
             values = np.array(const.values)
             values[edit.dim] += k * edit.per_channel
             const.values = values
+            if edit.node.outputs[0].name not in group.members:  # members grow below
+                _grow_shape(edit.node.outputs[0], edit.dim, k * edit.per_channel)
             patch.append(["s", const.name, edit.dim, edit.per_channel])
         elif isinstance(edit, AttrEdit):
             edit.node.attrs[edit.attr] = int(edit.node.attrs.get(edit.attr, 1)) + k * edit.per_channel
             patch.append(["a", edit.node.name, edit.attr, edit.per_channel])
     for member in group.members.values():
-        shape = member.tensor.shape
-        if shape is not None and isinstance(shape[member.axis], (int, np.integer)):
-            shape = list(shape)
-            shape[member.axis] += k * member.imap.block
-            member.tensor.shape = shape
+        _grow_shape(member.tensor, member.axis, k * member.imap.block)
     return patch
+
+
+def _grow_shape(tensor: gs.Variable, axis: int, by: int) -> None:
+    """Keep a tensor's recorded shape true after widening (later groups are analysed on it)."""
+    shape = tensor.shape
+    if shape is not None and isinstance(shape[axis], (int, np.integer)):
+        shape = list(shape)
+        shape[axis] += by
+        tensor.shape = shape
