@@ -140,6 +140,8 @@ class WidenChannelsPass:
         patch, score = [], 0.0
         chosen = [g for g in find_groups(graph) if plan.channels.get(g.name)]
         for group in tqdm(chosen, desc="locking layers", disable=not self.progress, leave=False):
+            if self.align and patch:  # earlier groups may have widened this group's inputs
+                self.input_means = input_means(export_graph(graph, original), feeds)
             best = None
             for _ in range(self.tries):
                 trial, edits = self._widen(graph, group, plan.channels[group.name])
