@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnxruntime
 
@@ -63,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="for models missing their target at --ratio, find the smallest of these "
                              "ratios that meets it")
     parser.add_argument("--seed", type=int, default=0, help="lock seed (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="also lock with the next SEEDS-1 seeds and report the spread (default: %(default)s)")
     parser.add_argument("--tries", type=int, default=LOCK_DEFAULTS["tries"],
                         help="draws per layer when locking (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=ROOT / "reports" / "strength.json",
@@ -104,16 +107,17 @@ class Runner:
         self.results: dict[tuple, dict] = {}
         self.start = time.perf_counter()
 
-    def __call__(self, model: str, ratio: float, strategy: str) -> dict:
-        key = (model, ratio, strategy)
+    def __call__(self, model: str, ratio: float, strategy: str, seed: int | None = None) -> dict:
+        seed = self.seed if seed is None else seed
+        key = (model, ratio, strategy, seed)
         if key not in self.results:
             began = time.perf_counter()
             try:
-                result = measure(model, ratio=ratio, strategy=strategy, seed=self.seed, tries=self.tries)
+                result = measure(model, ratio=ratio, strategy=strategy, seed=seed, tries=self.tries)
             except OnnxlockError as exc:
                 result = {"model": model, "strategy": strategy, "ratio": ratio, "error": str(exc)}
             self.results[key] = result
-            print(f"[{len(self.results):>2}] {model} {strategy} ratio={ratio:g}: {progress_text(result)} "
+            print(f"[{len(self.results):>2}] {model} {strategy} ratio={ratio:g} seed={seed}: {progress_text(result)} "
                   f"({time.perf_counter() - began:.1f} s, {time.perf_counter() - self.start:.0f} s total)",
                   file=sys.stderr, flush=True)
         return self.results[key]
@@ -215,6 +219,20 @@ def strategy_table(models: list[str], strategies: list[str], run: Runner, ratio:
     return table(["model", "target", *strategies], rows)
 
 
+def seed_table(models: list[str], seeds: int, run: Runner, ratio: float, strategy: str) -> list[str]:
+    """Spread of the metric over lock seeds: one seed can be lucky or unlucky."""
+    rows = []
+    for model in models:
+        results = [run(model, ratio, strategy, run.seed + i) for i in range(seeds)]
+        values = sorted(r["value"] for r in results if "error" not in r)
+        if not values:
+            continue
+        met = sum(bool(r.get("target_met")) for r in results)
+        rows.append([model, f"{values[0]:.3f}", f"{float(np.median(values)):.3f}", f"{values[-1]:.3f}",
+                     f"{met}/{len(results)}"])
+    return table(["model", "min", "median", "max", "target met"], rows)
+
+
 def markdown(args: argparse.Namespace, main: list[dict], run: Runner, needed, seconds: float) -> str:
     lines = ["# Lock strength", "",
              f"onnxlock {__version__}, strategy `{args.strategy}`, ratio {args.ratio:g}, seed {args.seed}, "
@@ -230,6 +248,10 @@ def markdown(args: argparse.Namespace, main: list[dict], run: Runner, needed, se
         lines += ["", f"Ratio needed: the smallest of {', '.join(f'{r:g}' for r in sorted(args.sweep))} at "
                       f"which a model missing its target at {args.ratio:g} meets it (strategy `{args.strategy}`)."]
     lines += ["", "## Details", ""] + details_table(main)
+    if args.seeds > 1:
+        lines += ["", f"## Spread over {args.seeds} lock seeds (ratio {args.ratio:g}, strategy `{args.strategy}`)",
+                  "", f"Seeds {args.seed} to {args.seed + args.seeds - 1}; the metric of the main table.", ""]
+        lines += seed_table(args.models, args.seeds, run, args.ratio, args.strategy)
     if args.strategies:
         lines += ["", f"## Strategies at ratio {args.ratio:g}", "", "✓ = target met.", ""]
         lines += strategy_table(args.models, args.strategies, run, args.ratio)
@@ -248,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models:  # strategy table first, so its measurements come in model order
         for strategy in args.strategies:
             run(model, args.ratio, strategy)
+    for model in args.models:
+        for offset in range(1, args.seeds):
+            run(model, args.ratio, args.strategy, args.seed + offset)
     needed = None
     if args.sweep:
         needed = {r["model"]: ratio_needed(run, r["model"], args.sweep, args.strategy)
@@ -255,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - run.start
     report = {
         "settings": {"models": args.models, "ratio": args.ratio, "strategy": args.strategy,
-                     "strategies": args.strategies, "sweep": args.sweep, "seed": args.seed, "tries": args.tries},
+                     "strategies": args.strategies, "sweep": args.sweep, "seed": args.seed, "seeds": args.seeds,
+                     "tries": args.tries},
         "environment": {"onnxlock": __version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
                         "python": platform.python_version(), "machine": platform.machine()},
         "seconds": round(seconds, 1),
