@@ -14,7 +14,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .channels import Edit, IndexMap, ParamEdit, Role, ShapeEdit
-from .handlers import rule_for, static_dim
+from .handlers import constant_values, head_split, rule_for, static_dim
 
 SOURCE_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": -1, "Gather": -1}
 
@@ -48,7 +48,7 @@ class Group:
         for edit in self.edits:
             if isinstance(edit, ParamEdit):
                 shape = edit.constant.shape
-                total += int(np.prod(shape, dtype=np.int64)) // shape[edit.axis] * edit.imap.block
+                total += int(np.prod(shape, dtype=np.int64)) // shape[edit.axis] * edit.imap.growth(1)
         return total
 
     def layers(self) -> list[str]:
@@ -133,15 +133,34 @@ def source_axis(node: gs.Node) -> int | None:
     return axis % len(node.outputs[0].shape)
 
 
+def head_axis(node: gs.Node) -> int | None:
+    """The head-feature axis of an attention head split (Reshape [.., D] -> [.., H, D/H]), or None."""
+    if node.op != "Reshape" or node.inputs[0].shape is None or node.outputs[0].shape is None:
+        return None
+    target = constant_values(node.inputs[1])
+    if target is None:
+        return None
+    split = head_split(list(node.inputs[0].shape), list(node.outputs[0].shape), target)
+    return None if split is None else split[0] + 1
+
+
 def find_groups(graph: gs.Graph) -> list[Group]:
-    """Every channel group of the graph, in topological order of its first source; blocked ones included."""
+    """Every channel group of the graph, in topological order of its first source; blocked ones included.
+
+    Layers that create channels seed groups first; attention head splits then seed per-head
+    groups, which replace a blocked group they cover (a q/k/v projection blocked by the split).
+    """
     groups: list[Group] = []
     claimed: set[str] = set()
-    for node in graph.nodes:
-        axis = source_axis(node)
+    seeds = [(node, source_axis(node)) for node in graph.nodes] + [(node, head_axis(node)) for node in graph.nodes]
+    for node, axis in seeds:
         if axis is None or node.outputs[0].name in claimed:
             continue
         group = build_group(graph, node.outputs[0], axis)
+        if group.widenable:
+            groups = [g for g in groups if g.widenable or g.name not in group.members]
+        elif node.op == "Reshape":
+            continue  # a head seed that fails adds nothing to the blocked group it would replace
         claimed.update(group.members)
         groups.append(group)
     return groups

@@ -329,14 +329,54 @@ def _same_leading(src: list, dst: list, target: np.ndarray) -> bool:
             and not isinstance(src[unknown[0]], (int, np.integer)))
 
 
+def head_split(short: list, long: list, target: np.ndarray) -> tuple[int, int, int] | None:
+    """(axis, heads, head size) when ``long`` is ``short`` with one axis split in two (D -> H, D/H),
+    every other dim unchanged: the multi-head attention reshape (and, read backwards, the merge)."""
+    if len(long) != len(short) + 1:
+        return None
+    for a in range(len(short)):
+        if not _same_leading(short[:a], long[:a], target[:a]) or short[a + 1:] != long[a + 2:]:
+            continue
+        sizes = (short[a], long[a], long[a + 1])
+        if all(isinstance(d, (int, np.integer)) and d > 1 for d in sizes) and sizes[0] == sizes[1] * sizes[2]:
+            return a, int(sizes[1]), int(sizes[2])
+    return None
+
+
+def reshape_heads(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap, target: np.ndarray) -> Rule | None:
+    """Attention head split/merge: the base space is one head's features, repeated per head on the
+    merged axis. Widening adds k features to every head at the same positions."""
+    data, out = node.inputs[0], node.outputs[0]
+    src, dst = list(data.shape), list(out.shape)
+    split = head_split(src, dst, target) if entry is out else head_split(dst, src, target)
+    if split is None or not imap.plain:
+        return None
+    a, heads, size = split
+    if axis != a + 1:
+        return None
+    merged = IndexMap(copies=heads, period=size)
+    if entry is out:  # [.., D, ..] -> [.., H, D/H, ..], entered from the head-feature axis
+        link, dim, per_channel = Link(data, a, merged), a + 1, 1
+    else:  # [.., H, D/H, ..] -> [.., D, ..]
+        link, dim, per_channel = Link(out, a, merged), a, heads
+    if int(target[dim]) == 0:
+        return blocked(node, "target shape copies a dimension that moves")
+    edits = [ShapeEdit(node, 1, dim, per_channel)] if int(target[dim]) > 0 else []
+    return Rule(links=[link], edits=edits)
+
+
 def reshape(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
-    """Reshape that keeps the leading dims and folds the channel with trailing dims into one axis."""
+    """Reshape that keeps the leading dims and folds the channel with trailing dims into one axis,
+    or splits/merges attention heads."""
     data, out = node.inputs[0], node.outputs[0]
     target = constant_values(node.inputs[1])
-    if entry is not data:
-        return blocked(node, "cannot widen a reshaped tensor back through Reshape")
     if target is None or data.shape is None or out.shape is None:
         return blocked(node, "target shape is not constant")
+    heads = reshape_heads(node, entry, axis, imap, target)
+    if heads is not None:
+        return heads
+    if entry is not data:
+        return blocked(node, "cannot widen a reshaped tensor back through Reshape")
     src, dst = list(data.shape), list(out.shape)
     tail = [static_dim(data, a) for a in range(axis + 1, len(src))]
     if None in tail:

@@ -14,10 +14,6 @@ from ..errors import ModelMismatchError
 from .channels import IndexMap
 
 
-def _indices(positions: np.ndarray, offset: int, block: int) -> np.ndarray:
-    return IndexMap(offset, block).indices(positions)
-
-
 def narrow(model: onnx.ModelProto, groups: list[dict]) -> onnx.ModelProto:
     """Return a copy of ``model`` with every widened group narrowed back to its original size."""
     restored = onnx.ModelProto()
@@ -31,7 +27,7 @@ def narrow(model: onnx.ModelProto, groups: list[dict]) -> onnx.ModelProto:
                 raise ValueError("positions must be non-negative and strictly increasing")
             for edit in reversed(group["edits"]):
                 _undo(edit, positions, inits, nodes)
-    except (KeyError, IndexError, ValueError) as exc:
+    except (KeyError, IndexError, ValueError, TypeError) as exc:
         raise ModelMismatchError(f"the key does not fit this model ({exc.__class__.__name__}: {exc})") from exc
     return restored
 
@@ -40,9 +36,11 @@ def _undo(edit: list, positions: np.ndarray, inits: dict, nodes: dict) -> None:
     kind, target = edit[0], edit[1]
     k = len(positions)
     if kind == "p":
-        _, _, axis, offset, block = edit
+        if len(edit) not in (5, 7):  # kind, tensor, axis, offset, block[, copies, period]
+            raise ValueError(f"malformed edit {edit!r}")
+        axis, imap = edit[2], IndexMap(*edit[3:])
         tensor = inits[target]
-        values = np.delete(numpy_helper.to_array(tensor), _indices(positions, offset, block), axis=axis)
+        values = np.delete(numpy_helper.to_array(tensor), imap.indices(positions), axis=axis)
         tensor.CopyFrom(numpy_helper.from_array(values, target))
     elif kind == "s":
         _, _, dim, per_channel = edit

@@ -55,7 +55,7 @@ def widen_group(group: Group, positions: np.ndarray, fill: Fill) -> list[list]:
             indices = edit.imap.indices(positions)
             rows = fill(edit, np.moveaxis(values, axis, 0), len(indices))
             const.values = insert_along(values, axis, indices, rows.astype(values.dtype))
-            patch.append(["p", const.name, axis, edit.imap.offset, edit.imap.block])
+            patch.append(["p", const.name, axis, *edit.imap.to_list()])
         elif isinstance(edit, ShapeEdit):
             const = _own_constant(edit.node, edit.index)
             values = np.array(const.values)
@@ -68,7 +68,7 @@ def widen_group(group: Group, positions: np.ndarray, fill: Fill) -> list[list]:
             edit.node.attrs[edit.attr] = int(edit.node.attrs.get(edit.attr, 1)) + k * edit.per_channel
             patch.append(["a", edit.node.name, edit.attr, edit.per_channel])
     for member in group.members.values():
-        _grow_shape(member.tensor, member.axis, k * member.imap.block)
+        _grow_shape(member.tensor, member.axis, member.imap.growth(k))
     return patch
 
 
