@@ -33,8 +33,8 @@ def synthetic_feeds(model: onnx.ModelProto, batch: int = 8, seed: int = 0) -> di
         if value.name in initializers:
             continue
         tensor_type = value.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else (batch if i == 0 else SYNTHETIC_DIM)
-                for i, d in enumerate(tensor_type.shape.dim)]
+        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (batch if i == 0 else SYNTHETIC_DIM)
+                for i, d in enumerate(tensor_type.shape.dim)]  # some exporters write -1 for dynamic
         dtype = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
         if tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16):
             feeds[value.name] = rng.random(dims).astype(dtype)
