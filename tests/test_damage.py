@@ -26,8 +26,8 @@ def test_damage_of_class_scores_is_top1_disagreement():
 
 def test_damage_of_maps_is_one_minus_abs_correlation():
     ref = np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 1, 8, 8)
-    assert damage([ref], [ref * 2]) == 0.0
-    assert damage([ref], [1 - ref]) == 0.0  # an inverted map still carries the information
+    assert damage([ref], [ref * 2]) < 1e-9
+    assert damage([ref], [1 - ref]) < 1e-9  # an inverted map still carries the information
 
 
 def test_implausible_outputs_count_as_no_damage():
