@@ -95,11 +95,13 @@ class ShapeEdit:
 
 @dataclass(frozen=True)
 class AttrEdit:
-    """An integer attribute (Conv ``group``) that grows by ``per_channel`` per channel."""
+    """An integer attribute (Conv ``group``), or entry ``item`` of an integer-list attribute
+    (Split ``split`` before opset 13), that grows by ``per_channel`` per channel."""
 
     node: gs.Node
     attr: str
     per_channel: int
+    item: int | None = None
 
 
 Edit = ParamEdit | ShapeEdit | AttrEdit

@@ -120,7 +120,7 @@ def _edit_key(edit: Edit) -> tuple:
         return ("param", id(edit.node), edit.index, edit.axis)
     if isinstance(edit, ShapeEdit):
         return ("shape", id(edit.node), edit.index, edit.dim)
-    return ("attr", id(edit.node), edit.attr)
+    return ("attr", id(edit.node), edit.attr, edit.item)
 
 
 def source_axis(node: gs.Node) -> int | None:
@@ -147,20 +147,31 @@ def head_axis(node: gs.Node) -> int | None:
 def find_groups(graph: gs.Graph) -> list[Group]:
     """Every channel group of the graph, in topological order of its first source; blocked ones included.
 
-    Layers that create channels seed groups first; attention head splits then seed per-head
-    groups, which replace a blocked group they cover (a q/k/v projection blocked by the split).
+    Layers that create channels seed groups first; attention head splits and Split outputs then
+    seed groups of their own, which replace a blocked group they cover (a q/k/v projection blocked
+    by the head split, a fused layer blocked by the Split of its channels).
     """
     groups: list[Group] = []
     claimed: set[str] = set()
-    seeds = [(node, source_axis(node)) for node in graph.nodes] + [(node, head_axis(node)) for node in graph.nodes]
-    for node, axis in seeds:
-        if axis is None or node.outputs[0].name in claimed:
+    sources = [(node.outputs[0], source_axis(node), False) for node in graph.nodes]
+    fallbacks = [(node.outputs[0], head_axis(node), True) for node in graph.nodes]
+    fallbacks += [(tensor, axis, True) for node in graph.nodes for tensor, axis in split_seeds(node)]
+    for tensor, axis, fallback in sources + fallbacks:
+        if axis is None or tensor.name in claimed:
             continue
-        group = build_group(graph, node.outputs[0], axis)
+        group = build_group(graph, tensor, axis)
         if group.widenable:
             groups = [g for g in groups if g.widenable or g.name not in group.members]
-        elif node.op == "Reshape":
-            continue  # a head seed that fails adds nothing to the blocked group it would replace
+        elif fallback:
+            continue  # adds nothing to the blocked group it would replace
         claimed.update(group.members)
         groups.append(group)
     return groups
+
+
+def split_seeds(node: gs.Node) -> list[tuple[gs.Variable, int]]:
+    """Each output of a Split along a channel axis seeds its own group (its channels lie in one chunk)."""
+    if node.op != "Split" or node.inputs[0].shape is None:
+        return []
+    axis = node.attrs.get("axis", 0) % len(node.inputs[0].shape)
+    return [(out, axis) for out in node.outputs if out.outputs]

@@ -291,14 +291,34 @@ def elementwise_all(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap
     return rule
 
 
+def split_sizes(node: gs.Node) -> tuple[list[int] | None, bool]:
+    """The Split's chunk sizes, and whether they are an input (opset >= 13) rather than an attribute."""
+    sizes = present(node, 1)
+    if sizes is not None:
+        values = constant_values(sizes)
+        return (None if values is None else [int(v) for v in values]), True
+    if "split" in node.attrs:
+        return [int(v) for v in node.attrs["split"]], False
+    return None, False  # equal chunks: every output would have to grow alike
+
+
 def split(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Split: along another axis every part widens; along the split axis one output's channels sit
+    at an offset in the input, and that output's chunk size grows."""
     r = rank(node.inputs[0])
     if r is None:
         return blocked(node, "shapes unknown")
-    if axis == node.attrs.get("axis", 0) % r:
-        return blocked(node, "splits the widened axis")
-    rule = Rule(links=[Link(t, axis, imap) for t in [node.inputs[0], *node.outputs] if t is not entry])
-    return rule
+    if axis != node.attrs.get("axis", 0) % r:
+        return Rule(links=[Link(t, axis, imap) for t in [node.inputs[0], *node.outputs] if t is not entry])
+    if entry is node.inputs[0]:
+        return blocked(node, "splits the widened axis (its outputs are widened one by one instead)")
+    sizes, as_input = split_sizes(node)
+    if sizes is None:
+        return blocked(node, "split sizes are not constant")
+    j = list(node.outputs).index(entry)
+    growth = imap.growth(1)
+    edit = ShapeEdit(node, 1, j, growth) if as_input else AttrEdit(node, "split", growth, item=j)
+    return Rule(links=[Link(node.inputs[0], axis, imap.shift(sum(sizes[:j])))], edits=[edit])
 
 
 def flatten(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:

@@ -49,8 +49,13 @@ def _undo(edit: list, positions: np.ndarray, inits: dict, nodes: dict) -> None:
         values[dim] -= k * per_channel
         tensor.CopyFrom(numpy_helper.from_array(values, target))
     elif kind == "a":
-        _, _, attr, per_channel = edit
+        if len(edit) not in (4, 5):  # kind, node, attr, per_channel[, item of a list attribute]
+            raise ValueError(f"malformed edit {edit!r}")
+        attr, per_channel = edit[2], edit[3]
         for attribute in nodes[target].attribute:
+            if attribute.name == attr and len(edit) == 5:
+                attribute.ints[edit[4]] -= k * per_channel
+                break
             if attribute.name == attr:
                 attribute.i -= k * per_channel
                 break

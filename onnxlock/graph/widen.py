@@ -61,12 +61,17 @@ def widen_group(group: Group, positions: np.ndarray, fill: Fill) -> list[list]:
             values = np.array(const.values)
             values[edit.dim] += k * edit.per_channel
             const.values = values
-            if edit.node.outputs[0].name not in group.members:  # members grow below
+            if edit.node.op == "Reshape" and edit.node.outputs[0].name not in group.members:  # members grow below
                 _grow_shape(edit.node.outputs[0], edit.dim, k * edit.per_channel)
             patch.append(["s", const.name, edit.dim, edit.per_channel])
-        elif isinstance(edit, AttrEdit):
+        elif isinstance(edit, AttrEdit) and edit.item is None:
             edit.node.attrs[edit.attr] = int(edit.node.attrs.get(edit.attr, 1)) + k * edit.per_channel
             patch.append(["a", edit.node.name, edit.attr, edit.per_channel])
+        elif isinstance(edit, AttrEdit):
+            values = [int(v) for v in edit.node.attrs[edit.attr]]
+            values[edit.item] += k * edit.per_channel
+            edit.node.attrs[edit.attr] = values
+            patch.append(["a", edit.node.name, edit.attr, edit.per_channel, edit.item])
     for member in group.members.values():
         _grow_shape(member.tensor, member.axis, member.imap.growth(k))
     return patch
