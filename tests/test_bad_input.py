@@ -237,3 +237,15 @@ def test_debug_shows_the_traceback(cli, monkeypatch, outdir, locked_mlp):
     assert "Traceback" in result.err and "KeyAuthError" in result.err
     assert result.err.rstrip().splitlines()[-1] == "onnxlock: error: wrong passphrase or corrupted key"
     assert cli(*run_args(locked_mlp.model, locked_mlp.key, outdir), "--debug").err.count("Traceback") == 1
+
+
+def test_output_that_is_an_input_is_refused_even_with_force(cli, passphrase_env, locked_mlp, tmp_path):
+    """Writing over an input would destroy it: refused before any work, --force or not."""
+    model = tmp_path / "model.onnx"
+    model.write_bytes(locked_mlp.original.read_bytes())
+    before = model.read_bytes()
+    result = cli("lock", model, "-o", model, "--key", tmp_path / "k.key", "--force")
+    assert result.code == 1 and "also an input" in result.err
+    assert model.read_bytes() == before and not (tmp_path / "k.key").exists()
+    result = cli("unlock", locked_mlp.model, "--key", locked_mlp.key, "-o", locked_mlp.key, "--force")
+    assert result.code == 1 and "also an input" in result.err

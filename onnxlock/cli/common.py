@@ -15,9 +15,13 @@ from ..errors import OnnxlockError
 from ..runtime.feeds import read_feeds
 
 
-def refuse_existing(*paths: str | os.PathLike, force: bool) -> None:
-    """Fail before any work if an output exists and ``--force`` was not given."""
+def refuse_existing(*paths: str | os.PathLike, force: bool, inputs: tuple = ()) -> None:
+    """Fail before any work if an output is one of the inputs (even with ``--force``: that would
+    destroy the input), or exists and ``--force`` was not given."""
+    sources = {Path(p).resolve() for p in inputs if p is not None}
     for path in paths:
+        if Path(path).resolve() in sources:
+            raise OnnxlockError(f"{path} is also an input; choose another output path")
         if Path(path).exists() and not force:
             raise OnnxlockError(f"{path} exists (use --force to overwrite)")
 

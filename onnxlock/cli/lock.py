@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    refuse_existing(args.output, args.key, force=args.force)
+    refuse_existing(args.output, args.key, force=args.force, inputs=(args.model, args.calib))
     model = load_model(args.model)
     calibration = read_npz_feeds(args.calib, model) if args.calib else None
     secret = passphrase.get_passphrase(args, confirm=True)

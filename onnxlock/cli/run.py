@@ -11,7 +11,7 @@ from ..errors import OnnxlockError
 from ..runtime import load_session
 from ..runtime.feeds import format_shape, write_npz
 from . import passphrase
-from .common import read_npz_feeds, writing
+from .common import refuse_existing, read_npz_feeds, writing
 
 _ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.EPFail)
 
@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_existing(args.output, force=True, inputs=(args.locked, args.key, args.input))
     session = load_session(args.locked, args.key, passphrase=passphrase.get_passphrase(args),
                            providers=args.provider)
     feeds = read_npz_feeds(args.input, session)

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    refuse_existing(args.output, force=args.force)
+    refuse_existing(args.output, force=args.force, inputs=(args.locked, args.key))
     locked = read_bytes(args.locked, "locked model", ModelFormatError)
     key = read_bytes(args.key, "key", KeyFormatError)
     model = restore_model(locked, key, passphrase.get_passphrase(args))
