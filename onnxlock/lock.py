@@ -40,7 +40,7 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str, r
     locked = result.model.SerializeToString()
     secret = dict(result.secret)
     secret["restored_sha256"] = sha256_bytes(
-        WidenChannelsPass.restore(parse_model(locked), result.secret).SerializeToString())
+        WidenChannelsPass.restore(parse_model(locked), result.secret, in_place=True).SerializeToString())
     key = seal(secret, model_sha256=sha256_bytes(locked), method=result.secret["method"],
                passphrase=passphrase, kdf_params=kdf_params)
     restore_model(locked, key, passphrase)  # the key must open before anything is written

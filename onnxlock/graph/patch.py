@@ -14,10 +14,12 @@ from ..errors import ModelMismatchError
 from .channels import IndexMap
 
 
-def narrow(model: onnx.ModelProto, groups: list[dict]) -> onnx.ModelProto:
-    """Return a copy of ``model`` with every widened group narrowed back to its original size."""
-    restored = onnx.ModelProto()
-    restored.CopyFrom(model)
+def narrow(model: onnx.ModelProto, groups: list[dict], *, in_place: bool = False) -> onnx.ModelProto:
+    """Return ``model`` with every widened group narrowed back to its original size: a copy, or
+    ``model`` itself when ``in_place`` (the loader owns its freshly parsed model: no second copy)."""
+    restored = model if in_place else onnx.ModelProto()
+    if not in_place:
+        restored.CopyFrom(model)
     inits = {t.name: t for t in restored.graph.initializer}
     nodes = {n.name: n for n in restored.graph.node}
     try:

@@ -164,9 +164,9 @@ class WidenChannelsPass:
         return trial, {"positions": positions.tolist(), "edits": edits}
 
     @staticmethod
-    def restore(model: onnx.ModelProto, secret: dict) -> onnx.ModelProto:
+    def restore(model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
         """The inverse pass: delete the confusion channels named by ``secret``."""
-        return narrow(model, secret["groups"])
+        return narrow(model, secret["groups"], in_place=in_place)
 
     @staticmethod
     def _ensure(original: onnx.ModelProto, locked: onnx.ModelProto, patch: list[dict]) -> None:

@@ -11,20 +11,26 @@ from ..key import open_key
 from ..passes import RESTORERS
 
 
-def restore_model(locked: bytes, key: bytes, passphrase: str) -> onnx.ModelProto:
-    """Open ``key`` for the ``locked`` file's bytes and return the exact original model."""
+def _restore(locked: bytes, key: bytes, passphrase: str) -> tuple[onnx.ModelProto, bytes]:
+    """The restored model and its serialized bytes (checked against the hash the key records)."""
     digest = sha256_bytes(locked)
     secret = open_key(key, passphrase=passphrase, model_sha256=digest)
     restorer = RESTORERS.get(secret.get("method"))
     if restorer is None:
         raise KeyFormatError(f"key holds an unknown method {secret.get('method')!r}")
-    model = restorer(parse_model(locked, source="locked model"), secret)
+    model = restorer(parse_model(locked, source="locked model"), secret, in_place=True)
+    data = model.SerializeToString()
     expected = secret.get("restored_sha256")
-    if expected is not None and sha256_bytes(model.SerializeToString()) != expected:
+    if expected is not None and sha256_bytes(data) != expected:
         raise ModelMismatchError("the restored model does not match the original (key or model altered)")
-    return model
+    return model, data
+
+
+def restore_model(locked: bytes, key: bytes, passphrase: str) -> onnx.ModelProto:
+    """Open ``key`` for the ``locked`` file's bytes and return the exact original model."""
+    return _restore(locked, key, passphrase)[0]
 
 
 def unlock_bytes(locked: bytes, key: bytes, passphrase: str) -> bytes:
-    """The restored model, serialized: what onnxruntime is handed."""
-    return restore_model(locked, key, passphrase).SerializeToString()
+    """The restored model, serialized once: what onnxruntime is handed."""
+    return _restore(locked, key, passphrase)[1]
