@@ -45,13 +45,21 @@ def check_safe(sess_options: ort.SessionOptions | None, providers: list[Provider
         if sess_options.optimized_model_filepath:
             raise UnsafeOptionError("SessionOptions.optimized_model_filepath would write the restored model to disk")
         for entry in UNSAFE_CONFIG_ENTRIES:
-            if sess_options.get_session_config_entry(entry) not in ("", "0"):
+            if _config_entry(sess_options, entry) not in ("", "0"):
                 raise UnsafeOptionError(f"session config '{entry}' would write the restored model to disk")
     for provider in providers:
         options = provider[1] if isinstance(provider, tuple) else {}
         for name in UNSAFE_PROVIDER_OPTIONS:
             if str(options.get(name, "")).lower() in ("1", "true"):
                 raise UnsafeOptionError(f"provider option '{name}' would write a compiled model to disk")
+
+
+def _config_entry(options: ort.SessionOptions, key: str) -> str:
+    """A session config entry, '' when unset (onnxruntime raises for a missing key)."""
+    try:
+        return options.get_session_config_entry(key)
+    except RuntimeError:
+        return ""
 
 
 def _read(path: str | os.PathLike, what: str, error: type) -> bytes:
