@@ -249,3 +249,14 @@ def test_output_that_is_an_input_is_refused_even_with_force(cli, passphrase_env,
     assert model.read_bytes() == before and not (tmp_path / "k.key").exists()
     result = cli("unlock", locked_mlp.model, "--key", locked_mlp.key, "-o", locked_mlp.key, "--force")
     assert result.code == 1 and "also an input" in result.err
+
+
+def test_negative_dims_in_the_model_accept_any_size():
+    """Paddle exports mark dynamic axes with dim_value -1; such an axis takes any size."""
+    from onnxlock.errors import InputDataError
+    from onnxlock.runtime.feeds import TensorSpec, check_array
+
+    spec = TensorSpec("x", (-1, 3, "h", 48), np.dtype(np.float32))
+    assert check_array(spec, np.zeros((5, 3, 20, 48), np.float32)).shape == (5, 3, 20, 48)
+    with pytest.raises(InputDataError, match="expects float32"):
+        check_array(spec, np.zeros((5, 4, 20, 48), np.float32))

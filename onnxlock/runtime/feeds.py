@@ -112,7 +112,8 @@ def check_array(spec: TensorSpec, array: np.ndarray) -> np.ndarray:
     fits_dtype = spec.dtype is None or array.dtype == spec.dtype
     fits_shape = spec.shape is None or (
         array.ndim == len(spec.shape)
-        and all(not isinstance(want, int) or want == got for want, got in zip(spec.shape, array.shape)))
+        # a symbolic, unknown or negative dim (some exporters write -1) is dynamic
+        and all(not isinstance(want, int) or want < 0 or want == got for want, got in zip(spec.shape, array.shape)))
     if not (fits_dtype and fits_shape):
         raise InputDataError(f"input '{spec.name}' expects {spec.describe()}, "
                              f"got {array.dtype.name} {format_shape(array.shape)}")
