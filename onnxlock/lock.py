@@ -31,7 +31,7 @@ class LockedModel:
 def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str, ratio: float = 0.02,
                strategy: str = DEFAULT_STRATEGY, seed: int | None = None,
                calibration: dict[str, np.ndarray] | None = None, kdf_params: dict | None = None,
-               tries: int = DEFAULT_TRIES, progress: bool = False) -> LockedModel:
+               tries: int | None = DEFAULT_TRIES, progress: bool = False) -> LockedModel:
     """Lock ``model`` with confusion channels and seal the secret under ``passphrase``."""
     if not isinstance(model, onnx.ModelProto):
         model = load_model(model)

@@ -259,7 +259,7 @@ def measure(case: Case | str, ratio: float = LOCK_DEFAULTS["ratio"], strategy: s
     restore_diff = max_abs_diff(with_key, reference)
     return {
         "model": case.name, "strategy": options["strategy"], "ratio": ratio, "seed": seed,
-        "tries": options["tries"],
+        "tries": report["tries"],
         "params_original": report["params_original"], "params_added": report["params_added"],
         "params_added_pct": round(100 * report["params_added"] / report["params_original"], 3),
         "groups_widened": report["groups_widened"], "groups_total": report["groups_total"],

@@ -31,7 +31,13 @@ from .base import PassResult
 from .counterfeit import DEFAULT_STRATEGY, STRATEGIES, Counterfeiter
 
 SECRET_VERSION = 1
-DEFAULT_TRIES = 4
+DEFAULT_TRIES = None  # auto: see auto_tries
+
+
+def auto_tries(params: int) -> int:
+    """Draws per group when not given: many for small models (each draw is cheap and small models
+    vary most from draw to draw), 4 for models of a million parameters and more."""
+    return int(np.clip(2_000_000 // max(params, 1), 4, 32))
 
 
 def parameter_count(model: onnx.ModelProto) -> int:
@@ -70,13 +76,15 @@ class WidenChannelsPass:
     method = "confusion"
 
     def __init__(self, ratio: float = 0.02, strategy: str = DEFAULT_STRATEGY, seed: int | None = None,
-                 calibration: dict[str, np.ndarray] | None = None, tries: int = DEFAULT_TRIES, progress: bool = False,
+                 calibration: dict[str, np.ndarray] | None = None, tries: int | None = DEFAULT_TRIES, progress: bool = False,
                  align: bool = True):
         if not 0 < ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}")
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
-        self.ratio, self.strategy, self.tries, self.progress = ratio, strategy, max(1, tries), progress
+        self.ratio, self.strategy, self.progress = ratio, strategy, progress
+        self.requested_tries = None if tries is None else max(1, tries)
+        self.tries = self.requested_tries or 4
         self.rng = np.random.default_rng(seed)
         self.calibration = calibration
         self.align = align
@@ -90,6 +98,7 @@ class WidenChannelsPass:
             reasons = "; ".join(sorted({g.blocked for g in groups})[:3]) or "no Conv, Gemm or MatMul with constant weights"
             raise UnsupportedGraphError(f"no layer can take confusion channels: {reasons}")
         budget = self.ratio * parameter_count(original)
+        self.tries = self.requested_tries or auto_tries(parameter_count(original))
         cheapest = min(g.params_per_channel() for g in candidates)
         if cheapest > budget:
             raise UnsupportedGraphError(
@@ -110,6 +119,7 @@ class WidenChannelsPass:
         report = {
             "method": self.method,
             "strategy": self.strategy,
+            "tries": self.tries,
             "params_original": parameter_count(original),
             "params_added": plan.cost(by_name),
             "groups_total": len(groups),
