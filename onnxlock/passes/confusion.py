@@ -84,7 +84,7 @@ class WidenChannelsPass:
             raise ValueError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
         self.ratio, self.strategy, self.progress = ratio, strategy, progress
         self.requested_tries = None if tries is None else max(1, tries)
-        self.tries = self.requested_tries or 4
+        self.tries = self.requested_tries  # settled per model in __call__ when None
         self.rng = np.random.default_rng(seed)
         self.calibration = calibration
         self.align = align

@@ -37,7 +37,6 @@ class Counterfeiter:
         self.rng = rng
         self.use_init = np.zeros(0, dtype=bool)
         self.input_means = input_means or {}
-        self.coherent = True
 
     def start_group(self, channels: int) -> None:
         """Fix, for each new channel of the next group, whether it is 'init' or 'samp'."""
@@ -62,7 +61,7 @@ class Counterfeiter:
         means = self.input_means.get(edit.node.name)
         if edit.role is Role.OUT and means is not None and len(means) == existing.shape[1]:
             values = align(values, means)
-        elif edit.role is Role.IN and self.coherent:
+        elif edit.role is Role.IN:
             # one shared ranking: the new channels push the consumer the same way, so their
             # effects add up instead of averaging out
             values = align(values, self.rng.permutation(values[0].size).reshape(values.shape[1:]).astype(float))
