@@ -1,8 +1,8 @@
-"""Adaptive search attack on locked digits models: how many trials does a thief with labelled data need?
+"""Adaptive search attack on locked models: how many trials does a thief with labelled data need?
 
-The thief holds the locked model, onnxlock's own analysis, the calibration split with labels, and
+The thief holds the locked model, onnxlock's own analysis, labelled calibration data, and
 is told which groups were widened and by how many channels. They delete channels greedily by
-accuracy (onnxlock.evaluate.attacks.search_attack). Scored on the held-out split. Writes JSON.
+accuracy (onnxlock.evaluate.attacks.search_attack). Scored on held-out data. Writes JSON.
 """
 
 from __future__ import annotations
@@ -25,36 +25,59 @@ from onnxlock.fileio import atomic_write_bytes  # noqa: E402
 from onnxlock.graph.io import load_model, parse_model  # noqa: E402
 
 DIGITS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_transformer"]
+Data = tuple[dict, np.ndarray]  # feeds, labels
 
 
-def attack(name: str, ratio: float, seed: int, calib: dict, test: dict) -> dict:
-    locked = lock_model(bundled_path(name), passphrase="attack", ratio=ratio, seed=seed, kdf_params={"n": 2**12},
-                        calibration={"pixels": calib["pixels"]})
+def digits_data() -> tuple[Data, Data]:
+    """(attacker's labelled calibration split, held-out split)."""
+    with np.load(bundled_path("digits_calib.npz")) as c, np.load(bundled_path("digits_test.npz")) as t:
+        return ({"pixels": c["pixels"]}, c["labels"]), ({"pixels": t["pixels"]}, t["labels"])
+
+
+def cls_data(seed: int, lines: int = 16) -> Data:
+    """Rendered text lines upright (label 0) and rotated 180 degrees (label 1) for the PP-OCR classifier."""
+    from onnxlock.evaluate import ocr
+
+    upright = [img for _, img in ocr.render_text_lines(lines, seed=seed)]
+    images = upright + [np.ascontiguousarray(img[::-1, ::-1]) for img in upright]
+    return {"x": ocr.cls_input(images)}, np.repeat([0, 1], lines)
+
+
+def model_and_data(name: str) -> tuple[Path, Data, Data]:
+    if name == "ocr_cls":
+        from onnxlock.evaluate import ocr
+
+        return ocr.ocr_model_paths()["cls"], cls_data(100), cls_data(0)
+    return (bundled_path(name), *digits_data())
+
+
+def attack(name: str, ratio: float, seed: int) -> dict:
+    path, (calib, calib_labels), (test, test_labels) = model_and_data(name)
+    locked = lock_model(path, passphrase="attack", ratio=ratio, seed=seed, kdf_params={"n": 2**12},
+                        calibration=calib)
     model = parse_model(locked.model)
     widened = {g["group"]: g["added"] for g in locked.report["groups"]}
     start = time.perf_counter()
-    result = search_attack(model, widened, {"pixels": calib["pixels"]}, calib["labels"])
-    held_out = {"pixels": test["pixels"]}
+    result = search_attack(model, widened, calib, calib_labels)
     return {"model": name, "ratio": ratio, "seed": seed, "channels_added": widened,
-            "accuracy_original": accuracy(load_model(bundled_path(name)), held_out, test["labels"]),
-            "accuracy_locked": accuracy(model, held_out, test["labels"]),
-            "accuracy_after_attack": accuracy(result["model"], held_out, test["labels"]),
+            "accuracy_original": accuracy(load_model(path), test, test_labels),
+            "accuracy_locked": accuracy(model, test, test_labels),
+            "accuracy_after_attack": accuracy(result["model"], test, test_labels),
             "trials": result["trials"], "attack_seconds": round(time.perf_counter() - start, 2)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=",".join(DIGITS), help="bundled digits models, comma-separated")
+    parser.add_argument("--models", default=",".join(DIGITS + ["ocr_cls"]),
+                        help="bundled digits models and/or ocr_cls, comma-separated")
     parser.add_argument("--ratio", type=float, default=0.02, help="lock ratio (default: 0.02)")
     parser.add_argument("--seeds", type=int, default=3, help="lock seeds 0..N-1 (default: 3)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "attack_search.json", help="JSON output")
     args = parser.parse_args()
-    with np.load(bundled_path("digits_calib.npz")) as c, np.load(bundled_path("digits_test.npz")) as t:
-        calib, test = dict(c), dict(t)
     results = []
     for name in args.models.split(","):
         for seed in range(args.seeds):
-            results.append(attack(name, args.ratio, seed, calib, test))
+            results.append(attack(name, args.ratio, seed))
             r = results[-1]
             print(f"{name} seed {seed}: original {r['accuracy_original']:.3f}, locked {r['accuracy_locked']:.3f}, "
                   f"after {r['trials']} trials {r['accuracy_after_attack']:.3f}", file=sys.stderr)
