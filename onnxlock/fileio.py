@@ -10,6 +10,15 @@ import tempfile
 _CHUNK = 1 << 20
 
 
+def read_input(path: str | os.PathLike, what: str, error: type[Exception]) -> bytes:
+    """The bytes of an input file, or ``error`` naming it (one line, no OSError traceback)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = 0o600) -> None:
     """Write ``data`` to ``path`` so readers see either the old file or the whole new one.
 

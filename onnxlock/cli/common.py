@@ -36,14 +36,6 @@ def writing(*paths: str | os.PathLike) -> Iterator[None]:
         raise OnnxlockError(f"cannot write {names}: {exc.strerror or exc}") from exc
 
 
-def read_bytes(path: str | os.PathLike, what: str, error: type[OnnxlockError] = OnnxlockError) -> bytes:
-    """The bytes of an input file, or ``error`` naming it."""
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
-
-
 def read_npz_feeds(path: str | os.PathLike, inputs) -> dict[str, np.ndarray]:
     """Feeds for the model inputs from an .npz; arrays that are not inputs get a warning and are ignored."""
     feeds, unused = read_feeds(path, inputs)

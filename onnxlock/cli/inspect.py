@@ -7,13 +7,13 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import OnnxlockError
-from ..fileio import sha256_file
 from ..graph.io import default_opset, load_model
 from ..key import read_header
 from ..key.envelope import FORMAT
 from ..passes.confusion import parameter_count
 from ..runtime.feeds import TensorSpec, format_shape, specs_from_values
-from .common import print_json, read_bytes
+from ..fileio import read_input, sha256_file
+from .common import print_json
 
 KEY_PREFIX = f"{FORMAT}/".encode("ascii")
 # header stanza fields worth showing; 'wrapped' (the encrypted file key) and nonces are left out
@@ -45,7 +45,7 @@ def describe(path: Path) -> dict:
 
 
 def describe_key(path: Path) -> dict:
-    header = read_header(read_bytes(path, "key"))
+    header = read_header(read_input(path, "key", OnnxlockError))
     return {
         "kind": "key",
         "file": str(path),

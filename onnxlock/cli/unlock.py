@@ -8,7 +8,8 @@ from ..errors import KeyFormatError, ModelFormatError
 from ..graph.io import save_model
 from ..runtime import restore_model
 from . import passphrase
-from .common import read_bytes, refuse_existing, writing
+from ..fileio import read_input
+from .common import refuse_existing, writing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     refuse_existing(args.output, force=args.force, inputs=(args.locked, args.key))
-    locked = read_bytes(args.locked, "locked model", ModelFormatError)
-    key = read_bytes(args.key, "key", KeyFormatError)
+    locked = read_input(args.locked, "locked model", ModelFormatError)
+    key = read_input(args.key, "key", KeyFormatError)
     model = restore_model(locked, key, passphrase.get_passphrase(args))
     with writing(args.output):
         save_model(model, args.output)

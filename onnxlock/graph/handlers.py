@@ -29,19 +29,11 @@ def static_dim(tensor: gs.Tensor, axis: int) -> int | None:
     return dim if isinstance(dim, (int, np.integer)) and dim >= 0 else None
 
 
-def is_input(node: gs.Node, tensor: gs.Tensor, index: int = 0) -> bool:
-    return len(node.inputs) > index and node.inputs[index] is tensor
-
-
 def present(node: gs.Node, index: int) -> gs.Tensor | None:
     """The node's input ``index`` if given (not omitted with an empty name)."""
     if len(node.inputs) > index and node.inputs[index].name:
         return node.inputs[index]
     return None
-
-
-def used_outputs(node: gs.Node) -> list[gs.Tensor]:
-    return [t for t in node.outputs if t.outputs or t.name]
 
 
 def extra_outputs_unused(node: gs.Node) -> bool:
@@ -127,10 +119,6 @@ def constant_edits(node: gs.Node, index: int, axis: int, imap: IndexMap) -> list
         if int(target[axis]) > 0:
             edits.append(ShapeEdit(producer, 1, axis, imap.block))
     return edits
-
-
-def where(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
-    return elementwise(node, entry, axis, imap)
 
 
 def clip(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
@@ -535,7 +523,7 @@ HANDLERS: dict[str, Handler] = {
     **{op: channel_first for op in CHANNEL_FIRST},
     **{op: reduce for op in REDUCE},
     "PRelu": elementwise,
-    "Where": where,
+    "Where": elementwise,
     "Clip": clip,
     "BatchNormalization": batch_norm,
     "InstanceNormalization": instance_norm,

@@ -9,7 +9,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from ..errors import ModelFormatError
-from ..fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes, read_input
 
 MIN_OPSET, MAX_OPSET = 11, 22
 
@@ -29,10 +29,7 @@ def parse_model(data: bytes, *, source: str = "model") -> onnx.ModelProto:
 def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Load a model from disk, external data included."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ModelFormatError(f"cannot read model {path}: {exc.strerror}") from exc
+    data = read_input(path, "model", ModelFormatError)
     model = parse_model(data, source=str(path))
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))

@@ -97,13 +97,14 @@ class WidenChannelsPass:
         if not candidates:
             reasons = "; ".join(sorted({g.blocked for g in groups})[:3]) or "no Conv, Gemm or MatMul with constant weights"
             raise UnsupportedGraphError(f"no layer can take confusion channels: {reasons}")
-        budget = self.ratio * parameter_count(original)
-        self.tries = self.requested_tries or auto_tries(parameter_count(original))
+        params = parameter_count(original)
+        budget = self.ratio * params
+        self.tries = self.requested_tries or auto_tries(params)
         cheapest = min(g.params_per_channel() for g in candidates)
         if cheapest > budget:
             raise UnsupportedGraphError(
                 f"ratio {self.ratio} allows {budget:.0f} parameters but the cheapest channel costs {cheapest} "
-                f"(use --ratio {math.ceil(1000 * cheapest / parameter_count(original)) / 1000} or more)")
+                f"(use --ratio {math.ceil(1000 * cheapest / params) / 1000} or more)")
         feeds = self.calibration or synthetic_feeds(original)
         reference = run(original, feeds)
         self.input_means = input_means(original, feeds) if self.align else {}
@@ -120,7 +121,7 @@ class WidenChannelsPass:
             "method": self.method,
             "strategy": self.strategy,
             "tries": self.tries,
-            "params_original": parameter_count(original),
+            "params_original": params,
             "params_added": plan.cost(by_name),
             "groups_total": len(groups),
             "groups_widened": len(plan.channels),

@@ -13,7 +13,7 @@ import numpy as np
 from ..graph.channels import ParamEdit, Role
 
 STRATEGIES = ("init", "samp", "mixed")
-DEFAULT_STRATEGY = "init"
+DEFAULT_STRATEGY = "init"  # the most damaging in tools/report_strength.py (see README)
 JITTER = 0.02  # relative noise on sampled values
 # BatchNormalization inputs: 1 scale, 2 bias, 3 running mean, 4 running variance. Drawing the new
 # channel's statistics from the quarter of real values that amplifies it most (large scale and
@@ -24,7 +24,7 @@ AMPLIFY = {
     "BatchNormalization": {1: "high", 2: "high", 3: "low", 4: "low"},
     "LayerNormalization": {1: "high", 2: "high"},
     "Conv": {2: "high"}, "Gemm": {2: "high"}, "Add": {0: "high", 1: "high"},
-}  # the most damaging in tools/report_strength.py (see README)
+}
 
 
 class Counterfeiter:
@@ -48,12 +48,10 @@ class Counterfeiter:
     def __call__(self, edit: ParamEdit, existing: np.ndarray, rows: int) -> np.ndarray:
         """``rows`` new slices shaped like ``existing[0]`` (existing has the widened axis first)."""
         shape = (rows, *existing.shape[1:])
-        pool = existing.reshape(-1)
         if edit.role is Role.CHANNEL:
-            pool = amplifying_pool(pool, AMPLIFY.get(edit.node.op, {}).get(edit.index))
-        sampled = self._sample(pool, shape)
-        if edit.role is Role.CHANNEL:
-            return sampled
+            side = AMPLIFY.get(edit.node.op, {}).get(edit.index)
+            return self._sample(amplifying_pool(existing.reshape(-1), side), shape)
+        sampled = self._sample(existing.reshape(-1), shape)
         init = self._he_normal(edit, existing, shape)
         per_row = np.repeat(self.use_init, rows // max(len(self.use_init), 1))
         per_row = per_row.reshape((rows,) + (1,) * (len(shape) - 1))

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import onnxruntime as ort
 
 from ..errors import KeyFormatError, ModelFormatError, OnnxlockError, UnsafeOptionError
+from ..fileio import read_input
 from .restore import unlock_bytes
 
 PASSPHRASE_ENV = "ONNXLOCK_PASSPHRASE"
@@ -62,13 +62,6 @@ def _config_entry(options: ort.SessionOptions, key: str) -> str:
         return ""
 
 
-def _read(path: str | os.PathLike, what: str, error: type) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror}") from exc
-
-
 def resolve_passphrase(passphrase: str | None) -> str:
     if passphrase is not None:
         return passphrase
@@ -84,7 +77,7 @@ def load_session(locked_path: str | os.PathLike, key_path: str | os.PathLike, *,
     """Decrypt the key, restore the model in memory and return an onnxruntime InferenceSession."""
     chosen = select_providers(providers)
     check_safe(sess_options, chosen)
-    locked = _read(locked_path, "locked model", ModelFormatError)
-    key = _read(key_path, "key", KeyFormatError)
+    locked = read_input(locked_path, "locked model", ModelFormatError)
+    key = read_input(key_path, "key", KeyFormatError)
     restored = unlock_bytes(locked, key, resolve_passphrase(passphrase))
     return ort.InferenceSession(restored, sess_options, providers=chosen)
