@@ -13,7 +13,7 @@ from .errors import OnnxlockError
 from .fileio import atomic_write_bytes, sha256_bytes
 from .graph.io import load_model, parse_model
 from .key import seal
-from .passes import WidenChannelsPass
+from .passes import WidenChannelsPass, restore
 from .passes.confusion import DEFAULT_TRIES
 from .passes.counterfeit import DEFAULT_STRATEGY
 from .runtime.restore import restore_model
@@ -40,7 +40,7 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str, r
     locked = result.model.SerializeToString()
     secret = dict(result.secret)
     secret["restored_sha256"] = sha256_bytes(
-        WidenChannelsPass.restore(parse_model(locked), result.secret, in_place=True).SerializeToString())
+        restore(parse_model(locked), result.secret, in_place=True).SerializeToString())
     key = seal(secret, model_sha256=sha256_bytes(locked), method=result.secret["method"],
                passphrase=passphrase, kdf_params=kdf_params)
     restore_model(locked, key, passphrase)  # the key must open before anything is written

@@ -1,8 +1,21 @@
 """Protection methods, one per module; each is a Pass with an inverse ``restore``."""
 
+from __future__ import annotations
+
+import onnx
+
 from .base import PassResult
 from .confusion import WidenChannelsPass, restore_channels
+from .stack import secret_layers, stack_secrets
+from .stack import restore_secret as _restore_secret
 
 RESTORERS = {WidenChannelsPass.method: restore_channels}
 
-__all__ = ["PassResult", "WidenChannelsPass", "restore_channels", "RESTORERS"]
+
+def restore(model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
+    """Undo a plain or stacked secret on ``model`` with the registered restorers."""
+    return _restore_secret(model, secret, RESTORERS, in_place=in_place)
+
+
+__all__ = ["PassResult", "WidenChannelsPass", "restore_channels", "RESTORERS", "restore",
+           "secret_layers", "stack_secrets"]

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import onnx
 
-from ..errors import KeyFormatError, ModelMismatchError
+from ..errors import ModelMismatchError
 from ..fileio import sha256_bytes
 from ..graph.io import parse_model
 from ..key import open_key
-from ..passes import RESTORERS
+from ..passes import restore
 
 
 def _restore(locked: bytes, key: bytes, passphrase: str) -> tuple[onnx.ModelProto, bytes]:
     """The restored model and its serialized bytes (checked against the hash the key records)."""
     digest = sha256_bytes(locked)
     secret = open_key(key, passphrase=passphrase, model_sha256=digest)
-    restorer = RESTORERS.get(secret.get("method"))
-    if restorer is None:
-        raise KeyFormatError(f"key holds an unknown method {secret.get('method')!r}")
-    model = restorer(parse_model(locked, source="locked model"), secret, in_place=True)
+    model = restore(parse_model(locked, source="locked model"), secret, in_place=True)
     data = model.SerializeToString()
     expected = secret.get("restored_sha256")
     if expected is not None and sha256_bytes(data) != expected:
