@@ -6,10 +6,11 @@ import onnx
 
 from .base import PassResult
 from .confusion import WidenChannelsPass, restore_channels
+from .flip_signs import FlipSignsPass, restore_signs
 from .stack import secret_layers, stack_secrets
 from .stack import restore_secret as _restore_secret
 
-RESTORERS = {WidenChannelsPass.method: restore_channels}
+RESTORERS = {WidenChannelsPass.method: restore_channels, FlipSignsPass.method: restore_signs}
 
 
 def restore(model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
@@ -17,5 +18,5 @@ def restore(model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> 
     return _restore_secret(model, secret, RESTORERS, in_place=in_place)
 
 
-__all__ = ["PassResult", "WidenChannelsPass", "restore_channels", "RESTORERS", "restore",
+__all__ = ["PassResult", "WidenChannelsPass", "restore_channels", "FlipSignsPass", "restore_signs", "RESTORERS", "restore",
            "secret_layers", "stack_secrets"]

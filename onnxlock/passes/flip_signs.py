@@ -1,0 +1,132 @@
+"""FlipSignsPass: the signs of every layer weight flipped by a keystream (issue 8, "genuine weights locked too").
+
+Confusion channels leave every genuine weight in the file unchanged, so a thief who peels them off,
+or fine-tunes around them, starts from the trained model. This pass locks the genuine weights
+themselves: each weight of every Conv, ConvTranspose, Gemm and MatMul weight matrix and of every
+embedding table has its sign flipped where a secret keystream bit is set (half of them, at
+positions only the key determines). Magnitudes, and so every tensor's distribution of absolute
+values, are unchanged; the file is the same size and architecture.
+
+The keystream is ChaCha20 under a key derived with HKDF-SHA256 from a fresh 32-byte secret per
+lock and the tensor's name, so no keystream is reused across tensors, models or locks. The secret
+the key holds is that seed and the list of tensor names. Restoring flips the same bits back: it
+is an exact bit operation (XOR of the IEEE sign bit), so the original bytes come back for every
+value, NaN and zero included.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+
+import numpy as np
+import onnx
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from onnx import TensorProto, numpy_helper
+
+from ..errors import KeyFormatError, ModelMismatchError, UnsupportedGraphError
+from .base import PassResult
+
+SECRET_VERSION = 1
+SEED_BYTES = 32
+# op type -> input indices that hold a layer's weights (MatMul: either operand may be the constant)
+WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": (0, 1), "Gather": (0,)}
+# float types whose sign bit we flip, by the unsigned integer of the same width
+SIGN_VIEWS = {TensorProto.FLOAT: np.uint32, TensorProto.DOUBLE: np.uint64, TensorProto.FLOAT16: np.uint16,
+              TensorProto.BFLOAT16: np.uint16}
+MAX_TENSORS = 1 << 16
+
+
+def weight_tensors(model: onnx.ModelProto) -> list[str]:
+    """Names of the float initializers of rank >= 2 that layers use as weights, in graph order."""
+    inits = {t.name: t for t in model.graph.initializer}
+    names: list[str] = []
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        for index in WEIGHT_INPUTS.get(node.op_type, ()):
+            tensor = inits.get(node.input[index]) if index < len(node.input) else None
+            if (tensor is not None and tensor.data_type in SIGN_VIEWS and len(tensor.dims) >= 2
+                    and tensor.name not in names):
+                names.append(tensor.name)
+    return names
+
+
+def keystream_mask(seed: bytes, name: str, count: int, width: type) -> np.ndarray:
+    """``count`` sign-bit masks of unsigned type ``width``: the top bit set where the keystream's byte is >= 128."""
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+               info=b"onnxlock signflip v1\x00" + name.encode("utf-8")).derive(seed)
+    stream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor().update(bytes(count))
+    bits = np.frombuffer(stream, dtype=np.uint8) >> 7
+    return bits.astype(width) << (8 * np.dtype(width).itemsize - 1)
+
+
+def flip_tensor(tensor: TensorProto, seed: bytes) -> None:
+    """Flip, in place, the signs of ``tensor``'s values where the keystream for its name says so."""
+    width = SIGN_VIEWS[tensor.data_type]
+    values = numpy_helper.to_array(tensor)
+    bits = np.ascontiguousarray(values).view(width).reshape(-1)
+    flipped = (bits ^ keystream_mask(seed, tensor.name, bits.size, width)).view(values.dtype).reshape(values.shape)
+    tensor.CopyFrom(numpy_helper.from_array(flipped, tensor.name))
+
+
+class FlipSignsPass:
+    """Lock every layer weight by flipping half of its signs at secret positions."""
+
+    method = "signflip"
+
+    def __init__(self, seed: bytes | None = None):
+        if seed is not None and len(seed) != SEED_BYTES:
+            raise ValueError(f"signflip seed must be {SEED_BYTES} bytes")
+        self.seed = seed
+
+    def __call__(self, model: onnx.ModelProto) -> PassResult:
+        names = weight_tensors(model)
+        if not names:
+            raise UnsupportedGraphError("no Conv, Gemm, MatMul or Gather weight to lock")
+        seed = self.seed or os.urandom(SEED_BYTES)
+        locked = onnx.ModelProto()
+        locked.CopyFrom(model)
+        inits = {t.name: t for t in locked.graph.initializer}
+        for name in names:
+            flip_tensor(inits[name], seed)
+        flipped = sum(int(np.prod(inits[n].dims, dtype=np.int64)) for n in names)
+        secret = {"method": self.method, "version": SECRET_VERSION,
+                  "seed": base64.b64encode(seed).decode("ascii"), "tensors": names}
+        report = {"method": self.method, "tensors": len(names), "weights_locked": flipped}
+        return PassResult(locked, secret, report)
+
+    @staticmethod
+    def restore(model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
+        """The inverse pass: flip the same signs back (the keystream is its own inverse)."""
+        seed, names = _check_secret(secret)
+        restored = model if in_place else onnx.ModelProto()
+        if not in_place:
+            restored.CopyFrom(model)
+        inits = {t.name: t for t in restored.graph.initializer}
+        for name in names:
+            tensor = inits.get(name)
+            if tensor is None or tensor.data_type not in SIGN_VIEWS:
+                raise ModelMismatchError("the key does not fit this model (a locked weight is missing)")
+            flip_tensor(tensor, seed)
+        return restored
+
+
+def _check_secret(secret: dict) -> tuple[bytes, list[str]]:
+    """The seed and tensor names of a signflip secret, validated before use."""
+    seed, names = secret.get("seed"), secret.get("tensors")
+    try:
+        seed = base64.b64decode(seed, validate=True) if isinstance(seed, str) else b""
+    except ValueError:
+        seed = b""
+    if len(seed) != SEED_BYTES:
+        raise KeyFormatError("signflip secret: 'seed' must be 32 bytes of base64")
+    if (not isinstance(names, list) or not 0 < len(names) <= MAX_TENSORS
+            or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)):
+        raise KeyFormatError("signflip secret: 'tensors' must be a list of distinct tensor names")
+    return seed, names
+
+
+restore_signs = FlipSignsPass.restore

@@ -1,0 +1,103 @@
+"""FlipSignsPass: half of every layer weight's signs flipped by a keyed stream; restore is bit-exact."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from onnxlock.errors import KeyFormatError, ModelMismatchError, UnsupportedGraphError
+from onnxlock.evaluate.damage import run
+from onnxlock.graph.io import load_model
+from onnxlock.graph.normalize import initializer_arrays, normalize
+from onnxlock.passes import restore, stack_secrets, WidenChannelsPass
+from onnxlock.passes.flip_signs import FlipSignsPass, keystream_mask, weight_tensors
+
+from conftest import MODELS
+
+DIGITS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_transformer"]
+
+
+@pytest.fixture(scope="module")
+def test_data() -> tuple[dict, np.ndarray]:
+    with np.load(MODELS / "digits_test.npz") as data:
+        return {"pixels": data["pixels"]}, data["labels"]
+
+
+@pytest.mark.parametrize("name", DIGITS)
+def test_locked_is_at_chance_and_restore_is_bit_exact(name, test_data):
+    feeds, labels = test_data
+    original = normalize(load_model(MODELS / f"{name}.onnx"))
+    result = FlipSignsPass()(original)
+    locked_accuracy = float(np.mean(run(result.model, feeds)[0].argmax(-1) == labels))
+    assert locked_accuracy <= 0.10 + 0.10  # chance (10 classes) + 10 points
+    before, after = initializer_arrays(original), initializer_arrays(restore(result.model, result.secret))
+    assert before.keys() == after.keys()
+    assert all(before[n].tobytes() == after[n].tobytes() for n in before)
+    assert np.array_equal(run(original, feeds)[0], run(restore(result.model, result.secret), feeds)[0])
+
+
+def test_half_the_signs_flip_and_magnitudes_stay(test_data):
+    original = normalize(load_model(MODELS / "digits_cnn.onnx"))
+    result = FlipSignsPass()(original)
+    before, after = initializer_arrays(original), initializer_arrays(result.model)
+    for name in weight_tensors(original):
+        assert np.array_equal(np.abs(before[name]), np.abs(after[name]))
+        changed = np.mean(np.signbit(before[name]) != np.signbit(after[name]))
+        assert 0.4 < changed < 0.6, (name, changed)
+    untouched = set(before) - set(weight_tensors(original))
+    assert untouched and all(before[n].tobytes() == after[n].tobytes() for n in untouched)
+
+
+def test_keystreams_differ_across_tensors_and_locks():
+    seed = bytes(range(32))
+    a = keystream_mask(seed, "w1", 4096, np.uint32)
+    assert np.array_equal(a, keystream_mask(seed, "w1", 4096, np.uint32))
+    assert np.mean(a != keystream_mask(seed, "w2", 4096, np.uint32)) > 0.4
+    assert np.mean(a != keystream_mask(bytes(32), "w1", 4096, np.uint32)) > 0.4
+    original = normalize(load_model(MODELS / "digits_mlp.onnx"))
+    first, second = FlipSignsPass()(original), FlipSignsPass()(original)
+    assert first.secret["seed"] != second.secret["seed"]
+
+
+def test_stacks_over_confusion_channels(test_data):
+    feeds, _ = test_data
+    original = normalize(load_model(MODELS / "digits_cnn.onnx"))
+    widened = WidenChannelsPass(ratio=0.05, seed=0, tries=1)(original)
+    flipped = FlipSignsPass()(widened.model)
+    secret = stack_secrets([widened.secret, flipped.secret])
+    assert np.array_equal(run(original, feeds)[0], run(restore(flipped.model, secret), feeds)[0])
+
+
+def test_half_precision_and_special_values_round_trip():
+    values = np.array([[0.0, -0.0, np.inf, -np.inf], [np.nan, 1e-8, -65504.0, 3.5]], dtype=np.float16)
+    weight = numpy_helper.from_array(values, "w")
+    node = helper.make_node("MatMul", ["x", "w"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT16, [1, 2])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT16, [1, 4])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    result = FlipSignsPass(seed=bytes(32))(model)
+    restored = numpy_helper.to_array(restore(result.model, result.secret).graph.initializer[0])
+    assert restored.tobytes() == values.tobytes()
+
+
+@pytest.mark.parametrize("secret, error", [
+    ({"method": "signflip", "seed": "eA==", "tensors": ["w"]}, KeyFormatError),
+    ({"method": "signflip", "seed": base64.b64encode(bytes(32)).decode(), "tensors": "w"}, KeyFormatError),
+    ({"method": "signflip", "seed": base64.b64encode(bytes(32)).decode(), "tensors": ["w", "w"]}, KeyFormatError),
+    ({"method": "signflip", "seed": base64.b64encode(bytes(32)).decode(), "tensors": ["nonesuch"]}, ModelMismatchError),
+])
+def test_malformed_or_foreign_secrets_are_refused(secret, error):
+    with pytest.raises(error):
+        restore(normalize(load_model(MODELS / "digits_mlp.onnx")), secret)
+
+
+def test_a_graph_without_weights_is_refused():
+    node = helper.make_node("Relu", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])])
+    with pytest.raises(UnsupportedGraphError):
+        FlipSignsPass()(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
