@@ -14,7 +14,7 @@ from onnxlock.evaluate.damage import run
 from onnxlock.graph.io import load_model
 from onnxlock.graph.normalize import initializer_arrays, normalize
 from onnxlock.passes import restore, stack_secrets, WidenChannelsPass
-from onnxlock.passes.flip_signs import FlipSignsPass, keystream_mask, weight_tensors
+from onnxlock.passes.flip_signs import FlipSignsPass, keystream_bits, weight_tensors
 
 from conftest import MODELS
 
@@ -54,10 +54,10 @@ def test_half_the_signs_flip_and_magnitudes_stay(test_data):
 
 def test_keystreams_differ_across_tensors_and_locks():
     seed = bytes(range(32))
-    a = keystream_mask(seed, "w1", 4096, np.uint32)
-    assert np.array_equal(a, keystream_mask(seed, "w1", 4096, np.uint32))
-    assert np.mean(a != keystream_mask(seed, "w2", 4096, np.uint32)) > 0.4
-    assert np.mean(a != keystream_mask(bytes(32), "w1", 4096, np.uint32)) > 0.4
+    a = keystream_bits(seed, "w1", 4096)
+    assert np.array_equal(a, keystream_bits(seed, "w1", 4096))
+    assert np.mean(a != keystream_bits(seed, "w2", 4096)) > 0.4
+    assert np.mean(a != keystream_bits(bytes(32), "w1", 4096)) > 0.4
     original = normalize(load_model(MODELS / "digits_mlp.onnx"))
     first, second = FlipSignsPass()(original), FlipSignsPass()(original)
     assert first.secret["seed"] != second.secret["seed"]
@@ -101,3 +101,10 @@ def test_a_graph_without_weights_is_refused():
                               [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2])])
     with pytest.raises(UnsupportedGraphError):
         FlipSignsPass()(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_keystream_known_answer():
+    """Pins the derivation (HKDF-SHA256 info 'onnxlock signflip v1\\0' + name, ChaCha20 zero nonce,
+    bits little-endian within each byte) so a second implementation can check itself against it."""
+    bits = keystream_bits(bytes(range(32)), "conv1.weight", 32)
+    assert "".join(map(str, bits)) == "11111011011011000001001011100001"

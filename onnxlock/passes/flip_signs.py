@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import os
+import sys
 
 import numpy as np
 import onnx
@@ -33,9 +34,8 @@ SECRET_VERSION = 1
 SEED_BYTES = 32
 # op type -> input indices that hold a layer's weights (MatMul: either operand may be the constant)
 WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": (0, 1), "Gather": (0,)}
-# float types whose sign bit we flip, by the unsigned integer of the same width
-SIGN_VIEWS = {TensorProto.FLOAT: np.uint32, TensorProto.DOUBLE: np.uint64, TensorProto.FLOAT16: np.uint16,
-              TensorProto.BFLOAT16: np.uint16}
+# float types whose sign bit is flipped (other weights, e.g. quantized integers, are left alone)
+FLIPPABLE = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
 MAX_TENSORS = 1 << 16
 
 
@@ -48,28 +48,38 @@ def weight_tensors(model: onnx.ModelProto) -> list[str]:
             continue
         for index in WEIGHT_INPUTS.get(node.op_type, ()):
             tensor = inits.get(node.input[index]) if index < len(node.input) else None
-            if (tensor is not None and tensor.data_type in SIGN_VIEWS and len(tensor.dims) >= 2
+            if (tensor is not None and tensor.data_type in FLIPPABLE and len(tensor.dims) >= 2
                     and tensor.name not in names):
                 names.append(tensor.name)
     return names
 
 
-def keystream_mask(seed: bytes, name: str, count: int, width: type) -> np.ndarray:
-    """``count`` sign-bit masks of unsigned type ``width``: the top bit set where the keystream's byte is >= 128."""
+def keystream_bits(seed: bytes, name: str, count: int) -> np.ndarray:
+    """``count`` keystream bits (0/1 as uint8) for tensor ``name``: ChaCha20 under HKDF(seed, name)."""
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                info=b"onnxlock signflip v1\x00" + name.encode("utf-8")).derive(seed)
-    stream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor().update(bytes(count))
-    bits = np.frombuffer(stream, dtype=np.uint8) >> 7
-    return bits.astype(width) << (8 * np.dtype(width).itemsize - 1)
+    stream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor().update(bytes((count + 7) // 8))
+    return np.unpackbits(np.frombuffer(stream, dtype=np.uint8), count=count, bitorder="little")
+
+
+def flip_signs(values: np.ndarray, seed: bytes, name: str) -> None:
+    """Flip, in place, the IEEE sign bit of the floats in contiguous ``values`` where the keystream bit is 1.
+
+    Only the byte holding each value's sign bit is touched (an exact bit operation)."""
+    flat = values.reshape(-1)
+    if not flat.flags.c_contiguous or not flat.flags.writeable:
+        raise ValueError("values must be a writable contiguous array")
+    width = flat.dtype.itemsize
+    big_endian = flat.dtype.byteorder == ">" or (flat.dtype.byteorder == "=" and sys.byteorder == "big")
+    sign_byte = 0 if big_endian else width - 1
+    flat.view(np.uint8).reshape(-1, width)[:, sign_byte] ^= keystream_bits(seed, name, flat.size) << 7
 
 
 def flip_tensor(tensor: TensorProto, seed: bytes) -> None:
     """Flip, in place, the signs of ``tensor``'s values where the keystream for its name says so."""
-    width = SIGN_VIEWS[tensor.data_type]
-    values = numpy_helper.to_array(tensor)
-    bits = np.ascontiguousarray(values).view(width).reshape(-1)
-    flipped = (bits ^ keystream_mask(seed, tensor.name, bits.size, width)).view(values.dtype).reshape(values.shape)
-    tensor.CopyFrom(numpy_helper.from_array(flipped, tensor.name))
+    values = np.array(numpy_helper.to_array(tensor), copy=True, order="C")
+    flip_signs(values, seed, tensor.name)
+    tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
 
 
 class FlipSignsPass:
@@ -108,7 +118,7 @@ class FlipSignsPass:
         inits = {t.name: t for t in restored.graph.initializer}
         for name in names:
             tensor = inits.get(name)
-            if tensor is None or tensor.data_type not in SIGN_VIEWS:
+            if tensor is None or tensor.data_type not in FLIPPABLE:
                 raise ModelMismatchError("the key does not fit this model (a locked weight is missing)")
             flip_tensor(tensor, seed)
         return restored
