@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..passes import secret_layers, stack_secrets
+from ..graph.channels import IndexMap
 from ..passes.confusion import WidenChannelsPass
 
 _TENSOR_EDITS = ("p", "s")  # graph/patch.py: delete positions, shrink a shape value; "a" edits a node
@@ -22,10 +23,13 @@ _TENSOR_EDITS = ("p", "s")  # graph/patch.py: delete positions, shrink a shape v
 
 @dataclass(frozen=True)
 class Touches:
-    """For one pass method: the initializers a layer touches, and the layer kept to some targets."""
+    """For one pass method: the initializers a layer touches, the layer kept to some targets, and
+    optionally a shortcut that restores one tensor's numpy array directly (its result is checked
+    against the digest the key recorded from ``passes.restore``, which it must equal)."""
 
     tensors: Callable[[dict], set[str]]
     restrict: Callable[[dict, Callable[[str], bool]], dict]
+    restore_array: Callable[[dict, str, np.ndarray], np.ndarray] | None = None
 
 
 def _confusion_tensors(layer: dict) -> set[str]:
@@ -41,7 +45,23 @@ def _confusion_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
     return {**layer, "groups": groups}
 
 
-TOUCHES: dict[str, Touches] = {WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict)}
+def _confusion_restore_array(layer: dict, name: str, values: np.ndarray) -> np.ndarray:
+    """graph/patch.py's narrow for one tensor, on its array: one copy per deleting edit, no protobuf."""
+    for group in reversed(layer["groups"]):
+        positions = np.asarray(group["positions"], dtype=np.int64)
+        for edit in reversed(group["edits"]):
+            if edit[1] != name or edit[0] not in _TENSOR_EDITS:
+                continue
+            if edit[0] == "p":
+                values = np.delete(values, IndexMap(*edit[3:]).indices(positions), axis=edit[2])
+            else:
+                values = values.copy()
+                values[edit[2]] -= len(positions) * edit[3]
+    return values
+
+
+TOUCHES: dict[str, Touches] = {
+    WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict, _confusion_restore_array)}
 
 
 def touched_tensors(secret: dict) -> set[str] | None:
@@ -62,6 +82,16 @@ def restrict(secret: dict, keep: Callable[[str], bool]) -> dict:
     """``secret`` narrowed, layer by layer, to the tensor edits on names ``keep`` accepts
     (node attribute edits are offered as '')."""
     return stack_secrets([TOUCHES[layer["method"]].restrict(layer, keep) for layer in secret_layers(secret)])
+
+
+def restore_array(secret: dict, name: str, values: np.ndarray) -> np.ndarray | None:
+    """``name``'s array restored by the layers' shortcuts, last layer first; None if one has none."""
+    for layer in reversed(secret_layers(secret)):
+        shortcut = TOUCHES[layer["method"]].restore_array
+        if shortcut is None:
+            return None
+        values = shortcut(layer, name, values)
+    return values
 
 
 def only(names: Container[str]) -> Callable[[str], bool]:
