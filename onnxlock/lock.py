@@ -16,7 +16,7 @@ from .key import seal
 from .passes import WidenChannelsPass, restore
 from .passes.confusion import DEFAULT_TRIES
 from .passes.counterfeit import DEFAULT_STRATEGY
-from .runtime.restore import restore_model
+from .runtime.restore import restore_model, restored_digests
 
 
 @dataclass
@@ -39,8 +39,11 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str, r
                                tries=tries, progress=progress)(model)
     locked = result.model.SerializeToString()
     secret = dict(result.secret)
-    secret["restored_sha256"] = sha256_bytes(
-        restore(parse_model(locked), result.secret, in_place=True).SerializeToString())
+    restored = restore(parse_model(locked), result.secret, in_place=True)
+    secret["restored_sha256"] = sha256_bytes(restored.SerializeToString())
+    digests = restored_digests(restored, result.secret)  # per touched tensor: what the fast loader checks
+    if digests is not None:
+        secret["restored_tensors"] = digests
     key = seal(secret, model_sha256=sha256_bytes(locked), method=result.secret["method"],
                passphrase=passphrase, kdf_params=kdf_params)
     restore_model(locked, key, passphrase)  # the key must open before anything is written

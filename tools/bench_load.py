@@ -1,99 +1,244 @@
-"""Benchmark: does a model restored by onnxlock load fast and run exactly as fast as the original?
+"""Benchmark: a locked model's load against a plain session and against whole-file encryption.
 
-For each model: session creation from the original file vs ``load_session`` on the locked file
-(key opening, scrypt, in-memory restore and session creation included), and inference latency of
-the original vs the restored session, measured interleaved in one run so machine noise hits both.
-Writes JSON (ratios against the original as baseline); never asserts a time.
+Per model, three ways to get a CPU session, each measured in fresh child processes (one
+onnxruntime thread), interleaved so machine noise hits all alike:
+  plain  InferenceSession(path) on the original model;
+  aes    the original encrypted whole with AES-256-GCM: read, decrypt, InferenceSession(bytes)
+         (the industrial anchor);
+  locked onnxlock.load_session on the locked model (cheap scrypt, n=2^12; the default KDF's
+         cost is measured on its own and reported once).
+For each: session creation, first inference, steady latency at batch 1 and 32 (medians) and peak
+RSS. Models: the bundled digits models and generated MatMul MLPs of the given sizes.
+Writes reports/bench_load.json (and a plot when matplotlib is installed); never asserts a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from onnxlock import load_session, lock_model, write_locked  # noqa: E402
 from onnxlock.bundled import bundled_path  # noqa: E402
 from onnxlock.fileio import atomic_write_bytes  # noqa: E402
-from onnxlock.runtime import select_providers  # noqa: E402
+from onnxlock.key import read_header  # noqa: E402
+from onnxlock.key.recipients import SCRYPT_DEFAULTS, ScryptRecipient  # noqa: E402
 
 PASSPHRASE = "benchmark passphrase"
+CHEAP_KDF = {"n": 2**12}
 DIGITS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_transformer"]
+MODES = ("plain", "aes", "locked")
+WIDTH = 2048
 
 
-def timed(fn, repeat: int) -> list[float]:
-    """Wall times of ``repeat`` calls of ``fn``, in milliseconds."""
-    times = []
+def mlp(mib: int, width: int = WIDTH, inputs: int = 256, outputs: int = 10) -> onnx.ModelProto:
+    """A MatMul+Add+Relu MLP with about ``mib`` MiB of float32 weights."""
+    rng = np.random.default_rng(0)
+    layers = max(1, round(mib * 2**20 / 4 / width / width))
+    nodes, weights, previous, size = [], [], "x", inputs
+    for i in range(layers + 1):
+        out = outputs if i == layers else width
+        weights += [numpy_helper.from_array((rng.standard_normal((size, out)) / np.sqrt(size)).astype(np.float32), f"w{i}"),
+                    numpy_helper.from_array((0.1 * rng.standard_normal(out)).astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [previous, f"w{i}"], [f"m{i}"], name=f"matmul{i}"),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"], name=f"add{i}")]
+        previous, size = f"a{i}", out
+        if i < layers:
+            nodes.append(helper.make_node("Relu", [previous], [f"r{i}"], name=f"relu{i}"))
+            previous = f"r{i}"
+    graph = helper.make_graph(nodes, f"mlp{mib}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", inputs])],
+                              [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ["batch", outputs])], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def options() -> ort.SessionOptions:
+    result = ort.SessionOptions()
+    result.intra_op_num_threads = result.inter_op_num_threads = 1
+    return result
+
+
+def feeds_for(session: ort.InferenceSession, batch: int) -> dict:
+    rng = np.random.default_rng(1)
+    feeds = {}
+    for arg in session.get_inputs():
+        shape = [batch if not isinstance(d, int) or i == 0 else d for i, d in enumerate(arg.shape)]
+        feeds[arg.name] = rng.random(shape, dtype=np.float32)
+    return feeds
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM; ru_maxrss would carry the parent's over a fork)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(mode: str, folder: Path, steady: int) -> dict:
+    """One measurement in this (fresh) process."""
+    start = time.perf_counter()
+    if mode == "plain":
+        session = ort.InferenceSession(str(folder / "original.onnx"), options(), providers=["CPUExecutionProvider"])
+    elif mode == "aes":
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        key = (folder / "aes.key").read_bytes()
+        sealed = (folder / "original.aes").read_bytes()
+        model = AESGCM(key).decrypt(sealed[:12], sealed[12:], None)
+        del sealed
+        session = ort.InferenceSession(model, options(), providers=["CPUExecutionProvider"])
+        del model
+    else:
+        session = load_session(folder / "locked.onnx", folder / "model.key", passphrase=PASSPHRASE,
+                               providers="cpu", sess_options=options())
+    create = time.perf_counter() - start
+    kdf = kdf_ms(folder / "model.key") if mode == "locked" else 0.0
+    one, many = feeds_for(session, 1), feeds_for(session, 32)
+    start = time.perf_counter()
+    session.run(None, one)
+    first = time.perf_counter() - start
+    latency = {}
+    for name, feeds in (("batch1", one), ("batch32", many)):
+        times = []
+        for _ in range(steady):
+            start = time.perf_counter()
+            session.run(None, feeds)
+            times.append(time.perf_counter() - start)
+        latency[name] = 1000 * statistics.median(times)
+    output = session.run(None, many)[0]
+    return {"create_ms": 1000 * create, "create_excl_kdf_ms": 1000 * create - kdf, "first_ms": 1000 * first, **{f"{k}_ms": v for k, v in latency.items()},
+            "peak_rss_mib": peak_rss_mib(),
+            "output_sha": __import__("hashlib").sha256(output.tobytes()).hexdigest()}
+
+
+def kdf_ms(key_path: Path) -> float:
+    """What opening this key's passphrase stanza costs (scrypt), timed on its own."""
+    stanza = read_header(key_path.read_bytes())["recipients"][0]
+    start = time.perf_counter()
+    ScryptRecipient(PASSPHRASE).unwrap(stanza)
+    return 1000 * (time.perf_counter() - start)
+
+
+def run_child(mode: str, folder: Path, steady: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, str(folder), "--steady", str(steady)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def prepare(name: str, model: onnx.ModelProto | Path, folder: Path) -> dict:
+    """Write the original, its AES-GCM encryption and the locked model with its key into ``folder``."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    folder.mkdir(parents=True)
+    original = model.read_bytes() if isinstance(model, Path) else model.SerializeToString()
+    (folder / "original.onnx").write_bytes(original)
+    key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(12)
+    (folder / "aes.key").write_bytes(key)
+    (folder / "original.aes").write_bytes(nonce + AESGCM(key).encrypt(nonce, original, None))
+    start = time.perf_counter()
+    locked = lock_model(folder / "original.onnx", passphrase=PASSPHRASE, seed=0, tries=1, kdf_params=CHEAP_KDF)
+    lock_s = time.perf_counter() - start
+    write_locked(locked, folder / "locked.onnx", folder / "model.key")
+    return {"model": name, "size_mib": round(len(original) / 2**20, 2), "lock_s": round(lock_s, 1),
+            "params_added": locked.report["params_added"], "groups_widened": locked.report["groups_widened"]}
+
+
+def bench(info: dict, folder: Path, repeat: int, steady: int) -> dict:
+    runs = {mode: [] for mode in MODES}
     for _ in range(repeat):
+        for mode in MODES:
+            runs[mode].append(run_child(mode, folder, steady))
+    med = {mode: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "output_sha"}
+           for mode, rs in runs.items()}
+    shas = {mode: {r["output_sha"] for r in rs} for mode, rs in runs.items()}
+    ratio = {k: {mode: med[mode][k] / med["plain"][k] for mode in ("aes", "locked")} for k in med["plain"]
+             if k != "create_excl_kdf_ms"}
+    ratio["create_excl_kdf_ms"] = {"locked": med["locked"]["create_excl_kdf_ms"] / med["plain"]["create_ms"]}
+    return {**info, "medians": med, "ratios_vs_plain": ratio,
+            "outputs_bit_identical": len(shas["plain"] | shas["locked"]) == 1}
+
+
+def kdf_cost_ms() -> dict:
+    result = {}
+    for label, params in (("default", dict(SCRYPT_DEFAULTS)), ("cheap_n2^12", {**SCRYPT_DEFAULTS, **CHEAP_KDF})):
+        stanza = ScryptRecipient(PASSPHRASE, **params).wrap(os.urandom(32))
         start = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - start))
-    return times
+        ScryptRecipient(PASSPHRASE).unwrap(stanza)
+        result[label] = 1000 * (time.perf_counter() - start)
+    return result
 
 
-def model_cases(names: list[str], batch: int) -> list[tuple[str, Path, dict, dict]]:
-    """(name, original path, calibration feeds, benchmark feeds) per model."""
-    with np.load(bundled_path("digits_calib.npz")) as calib, np.load(bundled_path("digits_test.npz")) as test:
-        calibration, feeds = {"pixels": calib["pixels"]}, {"pixels": test["pixels"][:batch]}
-    return [(name, bundled_path(name), calibration, feeds) for name in names]
-
-
-def bench(name: str, original: Path, calibration: dict, feeds: dict, providers: list, repeat: int) -> dict:
-    locked = lock_model(original, passphrase=PASSPHRASE, calibration=calibration, seed=0)
-    with tempfile.TemporaryDirectory() as folder:
-        model_path, key_path = Path(folder) / "m.onnx", Path(folder) / "m.key"
-        write_locked(locked, model_path, key_path)
-        load_original = timed(lambda: ort.InferenceSession(str(original), providers=providers), repeat)
-        load_locked = timed(lambda: load_session(model_path, key_path, passphrase=PASSPHRASE,
-                                                 providers=providers), repeat)
-        base = ort.InferenceSession(str(original), providers=providers)
-        restored = load_session(model_path, key_path, passphrase=PASSPHRASE, providers=providers)
-        without_key = ort.InferenceSession(str(model_path), providers=providers)
-    run_base, run_restored, run_locked = [], [], []
-    for _ in range(repeat * 20):  # interleaved call by call: noise hits all three alike
-        run_base += timed(lambda: base.run(None, feeds), 1)
-        run_restored += timed(lambda: restored.run(None, feeds), 1)
-        run_locked += timed(lambda: without_key.run(None, feeds), 1)
-    med = statistics.median
-    return {
-        "model": name,
-        "load_ms": {"original": med(load_original), "load_session": med(load_locked)},
-        "run_ms": {"original": med(run_base), "restored": med(run_restored), "locked_no_key": med(run_locked)},
-        "ratios": {"run_restored_vs_original": med(run_restored) / med(run_base),
-                   "run_locked_vs_original": med(run_locked) / med(run_base),
-                   "load_session_vs_original_load": med(load_locked) / med(load_original)},
-    }
+def plot(report: dict, path: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    names = [r["model"] for r in report["results"]]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, title in ((axes[0], "create_ms", "session creation / plain"), (axes[1], "peak_rss_mib", "peak RSS / plain")):
+        for i, mode in enumerate(("aes", "locked")):
+            ax.bar(np.arange(len(names)) + 0.4 * i, [r["ratios_vs_plain"][key][mode] for r in report["results"]], 0.4,
+                   label={"aes": "whole-file AES-GCM", "locked": "onnxlock load_session"}[mode])
+        ax.axhline(1, color="k", lw=0.5)
+        ax.set_xticks(np.arange(len(names)) + 0.2, names, rotation=30, ha="right")
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path.with_suffix(".png"), dpi=120)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=",".join(DIGITS), help="bundled models, comma-separated")
-    parser.add_argument("--provider", default="cpu", choices=["auto", "cpu", "cuda"], help="execution provider")
-    parser.add_argument("--batch", type=int, default=64, help="images per inference call")
-    parser.add_argument("--repeat", type=int, default=20, help="repetitions per measurement")
+    parser.add_argument("--models", default=",".join(DIGITS), help="bundled models, comma-separated ('' for none)")
+    parser.add_argument("--sizes", default="32,128,384", help="generated MLP sizes in MiB, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3, help="fresh processes per mode and model")
+    parser.add_argument("--steady", type=int, default=30, help="timed inferences per batch size")
     parser.add_argument("--out", type=Path, default=Path("reports/bench_load.json"), help="JSON output")
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    providers = select_providers(args.provider)
+    if args.child:
+        print(json.dumps(child(args.child[0], Path(args.child[1]), args.steady)))
+        return
+    cases = [(name, bundled_path(name)) for name in filter(None, args.models.split(","))]
+    cases += [(f"mlp_{mib}MiB", mlp(int(mib))) for mib in filter(None, args.sizes.split(","))]
     results = []
-    for case in model_cases(args.models.split(","), args.batch):
-        results.append(bench(*case, providers, args.repeat))
-        r = results[-1]
-        print(f"{r['model']}: run restored/original {r['ratios']['run_restored_vs_original']:.3f}, "
-              f"load_session {r['load_ms']['load_session']:.1f} ms vs {r['load_ms']['original']:.1f} ms",
-              file=sys.stderr)
-    report = {"providers": [p if isinstance(p, str) else p[0] for p in providers],
-              "onnxruntime": ort.__version__, "batch": args.batch, "repeat": args.repeat, "results": results}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in cases:
+            info = prepare(name, model, Path(tmp) / name)
+            del model
+            results.append(bench(info, Path(tmp) / name, args.repeat, args.steady))
+            r = results[-1]["ratios_vs_plain"]
+            m = results[-1]["medians"]
+            print(f"{name}: create aes {r['create_ms']['aes']:.2f}x locked {r['create_ms']['locked']:.2f}x, "
+                  f"KDF excluded {m['locked']['create_excl_kdf_ms'] / m['plain']['create_ms']:.2f}x "
+                  f"(plain {results[-1]['medians']['plain']['create_ms']:.1f} ms); "
+                  f"rss aes {r['peak_rss_mib']['aes']:.2f}x locked {r['peak_rss_mib']['locked']:.2f}x "
+                  f"(plain {m['plain']['peak_rss_mib']:.0f} MiB); "
+                  f"batch1 {r['batch1_ms']['locked']:.3f}x batch32 {r['batch32_ms']['locked']:.3f}x; "
+                  f"exact {results[-1]['outputs_bit_identical']}", file=sys.stderr, flush=True)
+    kdf = kdf_cost_ms()
+    print(f"KDF (scrypt) to open a key, on its own: default {kdf['default']:.0f} ms, cheap {kdf['cheap_n2^12']:.1f} ms",
+          file=sys.stderr)
+    report = {"onnxruntime": ort.__version__, "threads": 1, "cpu_count": os.cpu_count(), "repeat": args.repeat,
+              "steady": args.steady, "kdf_ms": kdf, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode(), mode=0o644)
+    plot(report, args.out)
 
 
 if __name__ == "__main__":

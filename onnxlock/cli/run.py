@@ -10,6 +10,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from ..errors import OnnxlockError
 from ..runtime import load_session
 from ..runtime.feeds import format_shape, write_npz
+from ..runtime.providers import CHOICES
 from . import passphrase
 from .common import refuse_existing, read_npz_feeds, writing
 
@@ -23,8 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="one array per model input, named after it; other arrays are ignored")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.npz",
                         help="where to write the outputs, one array per model output")
-    parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="execution provider (default: auto, CUDA when available)")
+    parser.add_argument("--provider", choices=CHOICES, default="auto",
+                        help="execution provider (default: auto, CUDA when available; one warning line on fallback)")
     passphrase.add_argument(parser)
 
 

@@ -1,69 +1,49 @@
 """load_session: the one call a service needs to run a locked model.
 
-The restored model only ever exists in memory: onnxruntime gets the serialized bytes, and session
-options that would write the model (or a compiled form of it) to disk are refused.
+The restored model only ever exists in memory, and session options that would write it (or a
+compiled form, a profile, its shapes) to disk are refused. What is verified:
+
+* by default (``verify="fast"``): the locked file's SHA-256 against the key (computed in a thread
+  while the session is built; the session is discarded on a mismatch), the key's authenticity
+  (AES-GCM), and every tensor the key restores against the per-tensor digest recorded at lock
+  time. Untouched tensors are bound by the file hash, since onnxruntime reads them from the file.
+* ``verify="full"``: the file hash before anything is parsed, then the whole model restored,
+  serialized and compared with the restored-model hash the key records (the slow path).
+Keys written before per-tensor digests, and secrets of methods the fast path does not know,
+always take the full path.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 
 import onnxruntime as ort
 
-from ..errors import KeyFormatError, ModelFormatError, OnnxlockError, UnsafeOptionError
-from ..fileio import read_input
-from .restore import unlock_bytes
+from ..errors import KeyFormatError, ModelFormatError, ModelMismatchError, OnnxlockError
+from ..key import read_header
+from . import fast
+from .options import check_safe, copy_options
+from .providers import Provider, requested_providers, select_providers, warn_on_fallback
+from .restore import open_secret, restore_checked
+from .source import Input, LockedSource, read_bytes
 
 PASSPHRASE_ENV = "ONNXLOCK_PASSPHRASE"
-CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
-# provider options that persist a compiled model (which would be the restored weights) on disk
-UNSAFE_PROVIDER_OPTIONS = ("trt_engine_cache_enable", "trt_dump_ep_context_model", "trt_timing_cache_enable")
-UNSAFE_CONFIG_ENTRIES = ("ep.context_enable",)
+VERIFY = ("fast", "full")
+_TELEMETRY = threading.Lock()
+_telemetry_off = False
 
-Provider = str | tuple[str, dict]
-
-
-def select_providers(requested: str | Sequence[Provider] | None = "auto") -> list[Provider]:
-    """'auto'/None: CUDA when onnxruntime-gpu sees a GPU, else CPU; 'cpu'/'cuda' or an explicit list."""
-    available = ort.get_available_providers()
-    if requested in (None, "auto"):
-        return [CUDA, CPU] if CUDA in available else [CPU]
-    if requested == "cpu":
-        return [CPU]
-    if requested == "cuda":
-        if CUDA not in available:
-            raise OnnxlockError("CUDA requested but this onnxruntime has no CUDAExecutionProvider "
-                                    "(install onnxruntime-gpu)")
-        return [CUDA, CPU]
-    return list(requested)
+Passphrase = str | Callable[[], str] | None
 
 
-def check_safe(sess_options: ort.SessionOptions | None, providers: list[Provider]) -> None:
-    """Refuse options that would write the restored model, or an engine compiled from it, to disk."""
-    if sess_options is not None:
-        if sess_options.optimized_model_filepath:
-            raise UnsafeOptionError("SessionOptions.optimized_model_filepath would write the restored model to disk")
-        for entry in UNSAFE_CONFIG_ENTRIES:
-            if _config_entry(sess_options, entry) not in ("", "0"):
-                raise UnsafeOptionError(f"session config '{entry}' would write the restored model to disk")
-    for provider in providers:
-        options = provider[1] if isinstance(provider, tuple) else {}
-        for name in UNSAFE_PROVIDER_OPTIONS:
-            if str(options.get(name, "")).lower() in ("1", "true"):
-                raise UnsafeOptionError(f"provider option '{name}' would write a compiled model to disk")
-
-
-def _config_entry(options: ort.SessionOptions, key: str) -> str:
-    """A session config entry, '' when unset (onnxruntime raises for a missing key)."""
-    try:
-        return options.get_session_config_entry(key)
-    except RuntimeError:
-        return ""
-
-
-def resolve_passphrase(passphrase: str | None) -> str:
+def resolve_passphrase(passphrase: Passphrase) -> str:
+    """The passphrase from the argument, a callback, or ONNXLOCK_PASSPHRASE."""
+    if callable(passphrase):
+        passphrase = passphrase()
     if passphrase is not None:
+        if not isinstance(passphrase, str):
+            raise OnnxlockError("the passphrase must be a string")
         return passphrase
     from_env = os.environ.get(PASSPHRASE_ENV)
     if not from_env:
@@ -71,13 +51,64 @@ def resolve_passphrase(passphrase: str | None) -> str:
     return from_env
 
 
-def load_session(locked_path: str | os.PathLike, key_path: str | os.PathLike, *, passphrase: str | None = None,
+def disable_telemetry() -> None:
+    """Turn off onnxruntime's telemetry events for this process (once; the switch is global)."""
+    global _telemetry_off
+    with _TELEMETRY:
+        if not _telemetry_off:
+            ort.disable_telemetry_events()
+            _telemetry_off = True
+
+
+def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
                  providers: str | Sequence[Provider] | None = None,
-                 sess_options: ort.SessionOptions | None = None) -> ort.InferenceSession:
-    """Decrypt the key, restore the model in memory and return an onnxruntime InferenceSession."""
+                 sess_options: ort.SessionOptions | None = None, verify: str = "fast") -> ort.InferenceSession:
+    """Open the key, restore the model in memory and return an onnxruntime InferenceSession.
+
+    ``locked`` and ``key`` are paths, bytes or binary file objects; ``passphrase`` a string, a
+    callable returning one, or None for ONNXLOCK_PASSPHRASE. ``sess_options`` is copied, never
+    changed (its attributes and the config entries in ``options.CARRIED_CONFIG_ENTRIES``).
+    Thread-safe: concurrent calls share nothing but onnxruntime's environment.
+    """
+    if verify not in VERIFY:
+        raise OnnxlockError(f"verify must be one of {', '.join(VERIFY)}")
+    check_safe(sess_options, requested_providers(providers))
     chosen = select_providers(providers)
-    check_safe(sess_options, chosen)
-    locked = read_input(locked_path, "locked model", ModelFormatError)
-    key = read_input(key_path, "key", KeyFormatError)
-    restored = unlock_bytes(locked, key, resolve_passphrase(passphrase))
-    return ort.InferenceSession(restored, sess_options, providers=chosen)
+    disable_telemetry()
+    key_bytes = read_bytes(key, "key", KeyFormatError)
+    secret_passphrase = resolve_passphrase(passphrase)
+    source = LockedSource(locked, ModelFormatError)
+    try:
+        session = _create(source, key_bytes, secret_passphrase, chosen, sess_options, verify)
+    finally:
+        source.close()
+    warn_on_fallback(chosen, session)
+    return session
+
+
+def _create(source: LockedSource, key: bytes, passphrase: str, providers: list,
+            sess_options: ort.SessionOptions | None, verify: str) -> ort.InferenceSession:
+    if verify == "fast":
+        try:
+            secret = open_secret(key, passphrase, None)
+            prepared = fast.prepare(source, secret, copy_options(sess_options))
+            session = None if prepared is None else \
+                ort.InferenceSession(prepared.model, prepared.options, providers=providers)
+        except Exception:
+            _check_binding(source, key)  # a key for another model, or an altered file, says so first
+            raise
+        if session is not None:
+            del prepared
+            _check_binding(source, key)  # after creation: hashing overlapped it
+            return session
+    digest = source.sha256()
+    secret = open_secret(key, passphrase, digest)
+    _, data = restore_checked(bytes(source.buffer), secret)
+    return ort.InferenceSession(data, sess_options, providers=providers)
+
+
+def _check_binding(source: LockedSource, key: bytes) -> None:
+    expected, actual = read_header(key)["model_sha256"], source.sha256()
+    if actual != expected:
+        raise ModelMismatchError(f"key belongs to another model (key is for sha256 {expected[:8]}..., "
+                                 f"this model is {actual[:8]}...), or the locked file was altered")

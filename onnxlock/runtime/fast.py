@@ -1,0 +1,111 @@
+"""The fast path: restore only what the key touches and hand onnxruntime the rest in place.
+
+The locked model is never parsed or re-serialised as a whole. ``wire.scan`` finds each
+initializer's bytes; large ones become external-data placeholders in a small "skeleton" model:
+  * untouched tensors are read by onnxruntime straight from the locked file (its own external
+    data loading, as for any model with external data) or, for bytes, from the buffer in memory
+    (``add_external_initializers_from_files_in_memory``);
+  * touched tensors are restored one at a time, each by ``passes.restore`` on a one-tensor model
+    with the secret narrowed to that tensor, checked against the key's per-tensor digest, and given
+    as OrtValues (``add_external_initializers``; onnxruntime copies them during session creation).
+Small initializers and node attributes stay in the skeleton, restored by ``passes.restore`` on it.
+``prepare`` returns None for anything else (older keys, unknown methods, unusual protobuf layout),
+and the caller takes the slow path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+
+from ..graph.io import parse_model
+from ..passes import restore
+from . import wire
+from .restore import RESTORED_TENSORS, check_digest
+from .source import LockedSource
+from .touches import only, restore_array, restrict, tensor_digest, touched_tensors
+
+LARGE_BYTES = 1024  # initializers at least this large are handed over outside the skeleton
+IN_MEMORY_NAME = "onnxlock-locked-weights"  # the external "file" name when the model came as bytes
+RESTORED_NAME = "onnxlock-restored-weights"  # placeholder location for tensors given as OrtValues
+FOLDER_ENTRY = "session.model_external_initializers_file_folder_path"
+
+
+@dataclass
+class Prepared:
+    """What onnxruntime needs: the small model and the options carrying the large weights."""
+
+    model: bytes
+    options: ort.SessionOptions
+    keepalive: list = field(default_factory=list)  # buffers onnxruntime reads during creation
+
+
+def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions) -> Prepared | None:
+    """The skeleton and ``options`` (a copy the caller owns) filled with the restored weights."""
+    touched = touched_tensors(secret)
+    if touched is None or not isinstance(secret.get(RESTORED_TENSORS), dict) \
+            or set(secret[RESTORED_TENSORS]) != touched:
+        return None
+    try:
+        layout = wire.scan(source.buffer)
+    except (wire.WireError, UnicodeDecodeError):
+        return None
+    if not touched <= {span.name for span in layout.initializers}:
+        return None  # the key does not fit: the slow path says so precisely
+    large = [span for span in layout.initializers if span.data is not None and span.nbytes >= LARGE_BYTES]
+    large_names = {span.name for span in large}
+    placeholders, restored = {}, {}
+    location = os.path.basename(source.path) if source.path else IN_MEMORY_NAME
+    for span in large:
+        if span.name in touched:
+            array = _restore_one(source.buffer, span, secret)
+            restored[span.name] = array
+            placeholders[span.name] = wire.external_placeholder(
+                span.name, array.shape, span.data_type, RESTORED_NAME, 0, array.nbytes)
+        else:
+            placeholders[span.name] = wire.external_placeholder(
+                span.name, span.dims, span.data_type, location, span.data[0], span.nbytes)
+    model = parse_model(wire.skeleton(source.buffer, layout, placeholders), source="locked model")
+    model = restore(model, restrict(secret, lambda name: name not in large_names), in_place=True)
+    for tensor in model.graph.initializer:
+        if tensor.name in touched and tensor.name not in large_names:
+            check_digest(tensor.name, numpy_helper.to_array(tensor), secret)
+    prepared = Prepared(model.SerializeToString(), options)
+    _attach(prepared, source, restored, untouched=len(large) > len(restored))
+    return prepared
+
+
+def _restore_one(buffer, span: wire.Span, secret: dict) -> np.ndarray:
+    """One touched initializer restored on its own, checked against the key's digest: by the
+    methods' array shortcut on a view of the locked bytes when they have one (one copy), else,
+    or if the shortcut's result does not match, by ``passes.restore`` on a one-tensor model."""
+    try:
+        array = restore_array(secret, span.name, span.array(buffer))
+    except (KeyError, IndexError, ValueError, TypeError):
+        array = None
+    if array is not None and tensor_digest(array) == secret[RESTORED_TENSORS].get(span.name):
+        return np.ascontiguousarray(array)
+    single = onnx.ModelProto()
+    single.graph.initializer.add().ParseFromString(span.message(buffer))
+    single = restore(single, restrict(secret, only({span.name})), in_place=True)
+    array = numpy_helper.to_array(single.graph.initializer[0])
+    check_digest(span.name, array, secret)
+    return np.ascontiguousarray(array)
+
+
+def _attach(prepared: Prepared, source: LockedSource, restored: dict[str, np.ndarray], untouched: bool) -> None:
+    options = prepared.options
+    if untouched and source.path:
+        options.add_session_config_entry(FOLDER_ENTRY, os.path.dirname(source.path))
+    elif untouched:
+        options.add_external_initializers_from_files_in_memory([IN_MEMORY_NAME], [source.buffer], [len(source.buffer)])
+        prepared.keepalive.append(source.buffer)
+    if restored:
+        values = [ort.OrtValue.ortvalue_from_numpy(array) for array in restored.values()]
+        options.add_external_initializers(list(restored), values)
+        prepared.keepalive += [restored, values]

@@ -1,0 +1,77 @@
+"""Session and provider options: refuse what would write the restored model (or anything compiled
+or profiled from it) to disk, and copy the rest into options the loader can fill."""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+
+from ..errors import UnsafeOptionError
+
+# session config entries that write the model, a compiled context or its weights to disk
+UNSAFE_CONFIG_ENTRIES = ("ep.context_enable", "ep.context_file_path", "session.save_model_format",
+                         "session.optimized_model_external_initializers_file_name",
+                         "session.save_external_prepacked_constant_initializers",
+                         "session.debug_layout_transformation")
+# entries carried over to the loader's own SessionOptions when set
+CARRIED_CONFIG_ENTRIES = (
+    "session.disable_prepacking", "session.use_env_allocators", "session.set_denormal_as_zero",
+    "session.intra_op.allow_spinning", "session.inter_op.allow_spinning", "session.intra_op_thread_affinities",
+    "session.disable_cpu_ep_fallback", "session.use_device_allocator_for_initializers",
+    "session.disable_aot_function_inlining", "optimization.disable_specified_optimizers",
+    "session.dynamic_block_base", "session.force_spinning_stop", "session.strict_shape_type_inference",
+    "session.allow_released_opsets_only", "session.disable_quant_qdq", "session.enable_quant_qdq_cleanup",
+    "session.qdqisint8allowed", "session.x64quantprecision", "mlas.enable_gemm_fastmath_arm64_bfloat16",
+    "session.record_ep_graph_assignment_info", "session.disable_model_compile",
+)
+CARRIED_ATTRIBUTES = ("intra_op_num_threads", "inter_op_num_threads", "graph_optimization_level", "execution_mode",
+                      "execution_order", "enable_cpu_mem_arena", "enable_mem_pattern", "enable_mem_reuse",
+                      "log_severity_level", "log_verbosity_level", "logid", "use_deterministic_compute",
+                      "use_per_session_threads")
+# a provider option naming one of these, set to anything but off, writes files
+# (TensorRT engine/timing caches and context dumps, OpenVINO cache_dir, QNN context cache,
+# MIGraphX saved models, CoreML model cache, profiling outputs)
+_WRITING_WORDS = ("cache", "dump", "save", "context", "profiling", "_path", "dir", "file")
+_OFF = ("", "0", "false", "off", "none")
+
+
+def _config_entry(options: ort.SessionOptions, key: str) -> str:
+    """A session config entry, '' when unset (onnxruntime raises for a missing key)."""
+    try:
+        return options.get_session_config_entry(key)
+    except RuntimeError:
+        return ""
+
+
+def check_safe(options: ort.SessionOptions | None, providers: list) -> None:
+    """Refuse options that would write the restored model, an engine compiled from it, its profile or shapes."""
+    if options is not None:
+        if options.optimized_model_filepath:
+            raise UnsafeOptionError("SessionOptions.optimized_model_filepath would write the restored model to disk")
+        if options.enable_profiling:
+            raise UnsafeOptionError("SessionOptions.enable_profiling would write the restored graph's "
+                                    "node names and shapes to disk")
+        if options.has_providers():
+            raise UnsafeOptionError("providers added to SessionOptions cannot be checked; pass them as providers=")
+        for entry in UNSAFE_CONFIG_ENTRIES:
+            if _config_entry(options, entry).lower() not in _OFF:
+                raise UnsafeOptionError(f"session config '{entry}' would write the restored model to disk")
+    for provider in providers:
+        settings = provider[1] if isinstance(provider, tuple) else {}
+        for name, value in settings.items():
+            if any(word in name.lower() for word in _WRITING_WORDS) and str(value).strip().lower() not in _OFF:
+                raise UnsafeOptionError(f"provider option '{name}' would write a compiled model or its data to disk")
+
+
+def copy_options(options: ort.SessionOptions | None) -> ort.SessionOptions:
+    """A fresh SessionOptions with the caller's settings (the attributes and the config entries
+    listed above): the loader adds weights to it and never touches the caller's object."""
+    copy = ort.SessionOptions()
+    if options is None:
+        return copy
+    for name in CARRIED_ATTRIBUTES:
+        setattr(copy, name, getattr(options, name))
+    for entry in CARRIED_CONFIG_ENTRIES:
+        value = _config_entry(options, entry)
+        if value:
+            copy.add_session_config_entry(entry, value)
+    return copy

@@ -1,0 +1,105 @@
+"""Inputs of load_session: a path, bytes or a file object; a locked model is memory-mapped and
+hashed in a background thread (hashlib releases the GIL) while the session is being built."""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import threading
+
+from ..errors import OnnxlockError
+
+_CHUNK = 1 << 20
+Input = str | os.PathLike | bytes | bytearray | memoryview
+
+
+def describe(path) -> str:
+    """A path as it may appear in a message: data passed where a path belongs is not echoed."""
+    text = os.fsdecode(path) if isinstance(path, (str, os.PathLike)) else ""
+    # a key's payload line is longer than any sane path; key text holds newlines
+    if not text or "\n" in text or len(text) > 255 or text.startswith("onnxlock-key/"):
+        return "(data given as a path)"
+    return text
+
+
+def read_bytes(source: Input, what: str, error: type[OnnxlockError]) -> bytes:
+    """The bytes of ``source``: a path, bytes-like, or a binary file object."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if hasattr(source, "read"):
+        data = source.read()
+        if not isinstance(data, bytes):
+            raise error(f"the {what} file object must be opened in binary mode")
+        return data
+    if not isinstance(source, (str, os.PathLike)):
+        raise error(f"the {what} must be a path, bytes or a binary file object, not {type(source).__name__}")
+    try:
+        with open(source, "rb") as handle:
+            return handle.read()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise error(f"cannot read {what} {describe(source)}: {reason}") from None
+
+
+class LockedSource:
+    """The locked model's bytes (an mmap of the file, or the bytes given) and their SHA-256,
+    computed in a thread started at once; ``sha256()`` waits for it."""
+
+    def __init__(self, source: Input, error: type[OnnxlockError]):
+        self.path: str | None = None
+        self._map = None
+        if isinstance(source, (str, os.PathLike)) and not hasattr(source, "read"):
+            self.path = os.path.abspath(os.fsdecode(source))
+            self.buffer = self._mmap(source, error)
+            target, args = self._hash_file, (self.path,)
+        else:
+            self.buffer = read_bytes(source, "locked model", error)
+            target, args = self._hash_bytes, (self.buffer,)
+        if not len(self.buffer):
+            raise error("the locked model is empty")
+        self._digest: str | None = None
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(target, args), daemon=True)
+        self._thread.start()
+
+    def _mmap(self, path, error):
+        try:
+            with open(path, "rb") as handle:
+                if os.fstat(handle.fileno()).st_size == 0:
+                    return b""
+                self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                return self._map
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            raise error(f"cannot read locked model {describe(path)}: {reason}") from None
+
+    def _run(self, target, args) -> None:
+        try:
+            self._digest = target(*args)
+        except BaseException as exc:  # re-raised in the caller's thread by sha256()
+            self._failure = exc
+
+    @staticmethod
+    def _hash_file(path: str) -> str:
+        digest, chunk = hashlib.sha256(), bytearray(_CHUNK)
+        view = memoryview(chunk)
+        with open(path, "rb") as handle:
+            while count := handle.readinto(chunk):
+                digest.update(view[:count])
+        return digest.hexdigest()
+
+    @staticmethod
+    def _hash_bytes(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    def sha256(self) -> str:
+        self._thread.join()
+        if self._failure is not None:
+            raise OnnxlockError(f"cannot hash the locked model: {self._failure}") from self._failure
+        return self._digest
+
+    def close(self) -> None:
+        self._thread.join()
+        if self._map is not None:
+            self._map.close()

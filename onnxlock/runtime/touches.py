@@ -1,0 +1,106 @@
+"""Which initializers a key's restore changes, and the same secret narrowed to some of them.
+
+The fast loader rebuilds only the tensors a secret touches; for that it must know, per pass
+method, which initializers a layer names and how to keep only the parts of the layer that act on
+chosen tensors. ``onnxlock.passes.restore`` stays what defines restoring: it is run on the
+narrowed secrets. A method missing from ``TOUCHES`` sends the loader down the slow path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Container
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..passes import secret_layers, stack_secrets
+from ..graph.channels import IndexMap
+from ..passes.confusion import WidenChannelsPass
+
+_TENSOR_EDITS = ("p", "s")  # graph/patch.py: delete positions, shrink a shape value; "a" edits a node
+
+
+@dataclass(frozen=True)
+class Touches:
+    """For one pass method: the initializers a layer touches, the layer kept to some targets, and
+    optionally a shortcut that restores one tensor's numpy array directly (its result is checked
+    against the digest the key recorded from ``passes.restore``, which it must equal)."""
+
+    tensors: Callable[[dict], set[str]]
+    restrict: Callable[[dict, Callable[[str], bool]], dict]
+    restore_array: Callable[[dict, str, np.ndarray], np.ndarray] | None = None
+
+
+def _confusion_tensors(layer: dict) -> set[str]:
+    return {edit[1] for group in layer["groups"] for edit in group["edits"] if edit[0] in _TENSOR_EDITS}
+
+
+def _confusion_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
+    """The layer with only the edits that ``keep`` accepts (tensor edits by tensor name, node
+    attribute edits under the name ''), each group keeping its positions."""
+    groups = [{**group, "edits": [edit for edit in group["edits"]
+                                  if keep(edit[1] if edit[0] in _TENSOR_EDITS else "")]}
+              for group in layer["groups"]]
+    return {**layer, "groups": groups}
+
+
+def _confusion_restore_array(layer: dict, name: str, values: np.ndarray) -> np.ndarray:
+    """graph/patch.py's narrow for one tensor, on its array: one copy per deleting edit, no protobuf."""
+    for group in reversed(layer["groups"]):
+        positions = np.asarray(group["positions"], dtype=np.int64)
+        for edit in reversed(group["edits"]):
+            if edit[1] != name or edit[0] not in _TENSOR_EDITS:
+                continue
+            if edit[0] == "p":
+                values = np.delete(values, IndexMap(*edit[3:]).indices(positions), axis=edit[2])
+            else:
+                values = values.copy()
+                values[edit[2]] -= len(positions) * edit[3]
+    return values
+
+
+TOUCHES: dict[str, Touches] = {
+    WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict, _confusion_restore_array)}
+
+
+def touched_tensors(secret: dict) -> set[str] | None:
+    """Initializers any layer of ``secret`` changes; None when a layer's method is not in TOUCHES."""
+    names: set[str] = set()
+    for layer in secret_layers(secret):
+        touches = TOUCHES.get(layer.get("method"))
+        if touches is None:
+            return None
+        try:
+            names |= touches.tensors(layer)
+        except (KeyError, IndexError, TypeError):
+            return None  # malformed: the slow path reports it properly
+    return names
+
+
+def restrict(secret: dict, keep: Callable[[str], bool]) -> dict:
+    """``secret`` narrowed, layer by layer, to the tensor edits on names ``keep`` accepts
+    (node attribute edits are offered as '')."""
+    return stack_secrets([TOUCHES[layer["method"]].restrict(layer, keep) for layer in secret_layers(secret)])
+
+
+def restore_array(secret: dict, name: str, values: np.ndarray) -> np.ndarray | None:
+    """``name``'s array restored by the layers' shortcuts, last layer first; None if one has none."""
+    for layer in reversed(secret_layers(secret)):
+        shortcut = TOUCHES[layer["method"]].restore_array
+        if shortcut is None:
+            return None
+        values = shortcut(layer, name, values)
+    return values
+
+
+def only(names: Container[str]) -> Callable[[str], bool]:
+    return lambda name: name in names
+
+
+def tensor_digest(array: np.ndarray) -> str:
+    """SHA-256 of a tensor's dtype, shape and little-endian C-order bytes."""
+    array = np.ascontiguousarray(array)
+    digest = hashlib.sha256(f"{array.dtype.newbyteorder('<').str}{list(array.shape)}".encode())
+    digest.update(array.astype(array.dtype.newbyteorder("<"), copy=False).data)
+    return digest.hexdigest()

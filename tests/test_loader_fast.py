@@ -1,0 +1,174 @@
+"""The fast loader: exact outputs on every optimisation level, every input kind, integrity checks."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from onnxlock import KeyFormatError, ModelMismatchError, OnnxlockError, lock_model, load_session, write_locked
+from onnxlock.key import open_key, read_header, seal
+from onnxlock.passes import stack_secrets
+from onnxlock.runtime import fast
+from onnxlock.runtime.restore import RESTORED_TENSORS
+from onnxlock.runtime.wire import scan
+
+from conftest import CHEAP_KDF, MODELS, PASSPHRASE
+
+MODEL_NAMES = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_transformer"]
+LEVELS = [ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+          ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, ort.GraphOptimizationLevel.ORT_ENABLE_ALL]
+
+
+@pytest.fixture(scope="module")
+def locked_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fast")
+    result = {}
+    for name in MODEL_NAMES:
+        locked = lock_model(MODELS / f"{name}.onnx", passphrase=PASSPHRASE, seed=0, kdf_params=CHEAP_KDF, tries=2)
+        paths = (folder / f"{name}.onnx", folder / f"{name}.key")
+        write_locked(locked, *paths)
+        result[name] = paths
+    return result
+
+
+@pytest.fixture
+def fast_calls(monkeypatch):
+    """Records whether each load took the fast path (prepare returned something)."""
+    calls, prepare = [], fast.prepare
+    monkeypatch.setattr(fast, "prepare", lambda *args: calls.append(prepare(*args)) or calls[-1])
+    return calls
+
+
+def outputs(session, digits):
+    feeds = {i.name: digits[i.name][:64] for i in session.get_inputs()}
+    return session.run(None, feeds)
+
+
+@pytest.mark.parametrize("level", LEVELS, ids=lambda level: level.name)
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_fast_path_is_bit_identical_on_every_optimisation_level(name, level, locked_models, digits, fast_calls):
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    session = load_session(*locked_models[name], passphrase=PASSPHRASE, providers="cpu", sess_options=options)
+    plain = ort.InferenceSession(str(MODELS / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
+    assert fast_calls and fast_calls[-1] is not None
+    got, want = outputs(session, digits), outputs(plain, digits)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+    # the locked model computes something else, so the session really holds restored weights
+    locked = ort.InferenceSession(str(locked_models[name][0]), providers=["CPUExecutionProvider"])
+    assert not np.array_equal(outputs(locked, digits)[0], want[0])
+
+
+def test_the_callers_session_options_are_not_changed(locked_models):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    for _ in range(2):  # reusing the options object is fine
+        session = load_session(*locked_models["digits_mlp"], passphrase=PASSPHRASE, providers="cpu",
+                               sess_options=options)
+        assert session.get_session_options().intra_op_num_threads == 1
+    with pytest.raises(Exception):
+        options.get_session_config_entry(fast.FOLDER_ENTRY)
+
+
+@pytest.mark.parametrize("kind", ["bytes", "file object", "full"])
+def test_bytes_file_objects_and_full_verification_give_the_same_session(kind, locked_models, digits, fast_calls):
+    model_path, key_path = locked_models["digits_cnn"]
+    if kind == "bytes":
+        session = load_session(model_path.read_bytes(), key_path.read_bytes(), passphrase=PASSPHRASE, providers="cpu")
+    elif kind == "file object":
+        session = load_session(io.BytesIO(model_path.read_bytes()), open(key_path, "rb"), passphrase=lambda: PASSPHRASE,
+                               providers="cpu")
+    else:
+        session = load_session(model_path, key_path, passphrase=PASSPHRASE, providers="cpu", verify="full")
+    assert fast_calls == ([] if kind == "full" else fast_calls[:1]) and all(c is not None for c in fast_calls)
+    plain = ort.InferenceSession(str(MODELS / "digits_cnn.onnx"), providers=["CPUExecutionProvider"])
+    assert np.array_equal(outputs(session, digits)[0], outputs(plain, digits)[0])
+
+
+def largest_untouched(model_path, key_path):
+    data = model_path.read_bytes()
+    secret = open_key(key_path.read_bytes(), passphrase=PASSPHRASE)
+    spans = [s for s in scan(data).initializers if s.data and s.name not in secret[RESTORED_TENSORS]]
+    return data, max(spans, key=lambda s: s.nbytes)
+
+
+@pytest.mark.parametrize("verify", ["fast", "full"])
+def test_an_altered_untouched_weight_discards_the_session(verify, locked_models, tmp_path):
+    model_path, key_path = locked_models["digits_cnn"]
+    data, span = largest_untouched(model_path, key_path)
+    altered = bytearray(data)
+    altered[span.data[0] + 1] ^= 0x40
+    (tmp_path / "altered.onnx").write_bytes(bytes(altered))
+    with pytest.raises(ModelMismatchError, match="altered"):
+        load_session(tmp_path / "altered.onnx", key_path, passphrase=PASSPHRASE, providers="cpu", verify=verify)
+
+
+def test_a_wrong_restore_of_a_touched_tensor_is_caught(locked_models, tmp_path):
+    model_path, key_path = locked_models["digits_mlp"]
+    secret = open_key(key_path.read_bytes(), passphrase=PASSPHRASE)
+    name = sorted(secret[RESTORED_TENSORS])[0]
+    secret[RESTORED_TENSORS][name] = "0" * 64
+    header = read_header(key_path.read_bytes())
+    forged = seal(secret, model_sha256=header["model_sha256"], method=header["method"], passphrase=PASSPHRASE,
+                  kdf_params=CHEAP_KDF)
+    with pytest.raises(ModelMismatchError, match="does not match the original"):
+        load_session(model_path, forged, passphrase=PASSPHRASE, providers="cpu")
+
+
+@pytest.mark.parametrize("change", ["older key", "stacked"])
+def test_older_keys_take_the_slow_path_and_stacks_the_fast_one(change, locked_models, digits, fast_calls):
+    model_path, key_path = locked_models["digits_resnet"]
+    secret = open_key(key_path.read_bytes(), passphrase=PASSPHRASE)
+    if change == "older key":
+        del secret[RESTORED_TENSORS]
+    else:
+        secret = {**stack_secrets([{k: v for k, v in secret.items() if not k.startswith("restored")}]),
+                  **{k: v for k, v in secret.items() if k.startswith("restored")}}
+    header = read_header(key_path.read_bytes())
+    key = seal(secret, model_sha256=header["model_sha256"], method=header["method"], passphrase=PASSPHRASE,
+               kdf_params=CHEAP_KDF)
+    session = load_session(model_path, key, passphrase=PASSPHRASE, providers="cpu")
+    assert (fast_calls[-1] is None) == (change == "older key")
+    plain = ort.InferenceSession(str(MODELS / "digits_resnet.onnx"), providers=["CPUExecutionProvider"])
+    assert np.array_equal(outputs(session, digits)[0], outputs(plain, digits)[0])
+
+
+def test_concurrent_loads_in_threads(locked_models, digits):
+    plain = ort.InferenceSession(str(MODELS / "digits_transformer.onnx"), providers=["CPUExecutionProvider"])
+    want = outputs(plain, digits)[0]
+    results, errors = [], []
+
+    def load():
+        try:
+            session = load_session(*locked_models["digits_transformer"], passphrase=PASSPHRASE, providers="cpu")
+            results.append(np.array_equal(outputs(session, digits)[0], want))
+        except Exception as exc:  # collected: an assert in a thread would be lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and results == [True] * 4
+
+
+def test_key_data_passed_as_a_path_is_not_echoed(locked_models):
+    model_path, key_path = locked_models["digits_mlp"]
+    text = key_path.read_text()
+    payload = text.splitlines()[2][:40]
+    for wrong in (text, text.splitlines()[2]):
+        with pytest.raises(KeyFormatError) as caught:
+            load_session(model_path, type("P", (), {"__fspath__": lambda self: wrong})(), passphrase=PASSPHRASE,
+                         providers="cpu")
+        assert payload not in str(caught.value) and len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize("providers", ["gpu", ["CPU"], [("CPUExecutionProvider", "x")], 3])
+def test_unknown_provider_names_are_refused(providers, locked_models):
+    with pytest.raises(OnnxlockError, match="provider"):
+        load_session(*locked_models["digits_mlp"], passphrase=PASSPHRASE, providers=providers)
