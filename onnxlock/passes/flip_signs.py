@@ -124,6 +124,11 @@ class FlipSignsPass:
         return restored
 
 
+def signflip_seed(secret: dict) -> bytes:
+    """The validated seed of a signflip secret."""
+    return _check_secret(secret)[0]
+
+
 def _check_secret(secret: dict) -> tuple[bytes, list[str]]:
     """The seed and tensor names of a signflip secret, validated before use."""
     seed, names = secret.get("seed"), secret.get("tensors")
@@ -133,7 +138,7 @@ def _check_secret(secret: dict) -> tuple[bytes, list[str]]:
         seed = b""
     if len(seed) != SEED_BYTES:
         raise KeyFormatError("signflip secret: 'seed' must be 32 bytes of base64")
-    if (not isinstance(names, list) or not 0 < len(names) <= MAX_TENSORS
+    if (not isinstance(names, list) or len(names) > MAX_TENSORS
             or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)):
         raise KeyFormatError("signflip secret: 'tensors' must be a list of distinct tensor names")
     return seed, names

@@ -17,6 +17,7 @@ import numpy as np
 from ..passes import secret_layers, stack_secrets
 from ..graph.channels import IndexMap
 from ..passes.confusion import WidenChannelsPass
+from ..passes.flip_signs import FlipSignsPass, flip_signs, signflip_seed
 
 _TENSOR_EDITS = ("p", "s")  # graph/patch.py: delete positions, shrink a shape value; "a" edits a node
 
@@ -60,8 +61,26 @@ def _confusion_restore_array(layer: dict, name: str, values: np.ndarray) -> np.n
     return values
 
 
+def _signflip_tensors(layer: dict) -> set[str]:
+    return set(layer["tensors"])
+
+
+def _signflip_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
+    return {**layer, "tensors": [name for name in layer["tensors"] if keep(name)]}
+
+
+def _signflip_restore_array(layer: dict, name: str, values: np.ndarray) -> np.ndarray:
+    """The same sign-bit flip ``FlipSignsPass.restore`` applies, on a copy of the array."""
+    if name not in layer["tensors"]:
+        return values
+    values = np.array(values, copy=True, order="C")
+    flip_signs(values, signflip_seed(layer), name)
+    return values
+
+
 TOUCHES: dict[str, Touches] = {
-    WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict, _confusion_restore_array)}
+    WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict, _confusion_restore_array),
+    FlipSignsPass.method: Touches(_signflip_tensors, _signflip_restrict, _signflip_restore_array)}
 
 
 def touched_tensors(secret: dict) -> set[str] | None:
