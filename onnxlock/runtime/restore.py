@@ -7,8 +7,10 @@ import onnx
 from ..errors import ModelMismatchError
 from ..fileio import sha256_bytes
 from ..graph.io import parse_model
+from ..guard import guarded
 from ..key import open_key
 from ..passes import restore
+from ..validate import check_bytes, check_passphrase
 
 
 def _restore(locked: bytes, key: bytes, passphrase: str) -> tuple[onnx.ModelProto, bytes]:
@@ -23,8 +25,12 @@ def _restore(locked: bytes, key: bytes, passphrase: str) -> tuple[onnx.ModelProt
     return model, data
 
 
+@guarded("restoring a locked model ({locked})")
 def restore_model(locked: bytes, key: bytes, passphrase: str) -> onnx.ModelProto:
     """Open ``key`` for the ``locked`` file's bytes and return the exact original model."""
+    check_bytes("locked", locked)
+    check_bytes("key", key)
+    check_passphrase(passphrase)
     return _restore(locked, key, passphrase)[0]
 
 

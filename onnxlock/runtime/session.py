@@ -10,9 +10,13 @@ import os
 from collections.abc import Sequence
 
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from ..errors import KeyFormatError, ModelFormatError, OnnxlockError, UnsafeOptionError
+from ..filepair import settle
 from ..fileio import read_input
+from ..guard import guarded
+from ..validate import check_session_arguments
 from .restore import unlock_bytes
 
 PASSPHRASE_ENV = "ONNXLOCK_PASSPHRASE"
@@ -22,6 +26,9 @@ UNSAFE_PROVIDER_OPTIONS = ("trt_engine_cache_enable", "trt_dump_ep_context_model
 UNSAFE_CONFIG_ENTRIES = ("ep.context_enable",)
 
 Provider = str | tuple[str, dict]
+# what onnxruntime raises when it cannot load or run a model (not a bug of ours: the model, or the machine)
+ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.EPFail,
+              ort_state.InvalidGraph, ort_state.NotImplemented, ort_state.EngineError)
 
 
 def select_providers(requested: str | Sequence[Provider] | None = "auto") -> list[Provider]:
@@ -71,13 +78,20 @@ def resolve_passphrase(passphrase: str | None) -> str:
     return from_env
 
 
+@guarded("loading {locked_path} with {key_path}")
 def load_session(locked_path: str | os.PathLike, key_path: str | os.PathLike, *, passphrase: str | None = None,
                  providers: str | Sequence[Provider] | None = None,
                  sess_options: ort.SessionOptions | None = None) -> ort.InferenceSession:
     """Decrypt the key, restore the model in memory and return an onnxruntime InferenceSession."""
+    check_session_arguments(locked_path, key_path, passphrase, providers, sess_options)
     chosen = select_providers(providers)
     check_safe(sess_options, chosen)
+    settle(key_path)  # finish or undo a lock that was interrupted while writing this pair
     locked = read_input(locked_path, "locked model", ModelFormatError)
     key = read_input(key_path, "key", KeyFormatError)
     restored = unlock_bytes(locked, key, resolve_passphrase(passphrase))
-    return ort.InferenceSession(restored, sess_options, providers=chosen)
+    try:
+        return ort.InferenceSession(restored, sess_options, providers=chosen)
+    except ORT_ERRORS as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxlockError(f"onnxruntime cannot load the model {locked_path}: {first}") from None
