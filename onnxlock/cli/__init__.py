@@ -56,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 def report(exc: Exception, args: argparse.Namespace) -> int:
     """Print ``exc`` as one line (and its traceback with --debug); return the exit status."""
     paths = [value for name in PATH_ARGUMENTS if isinstance(value := getattr(args, name, None), str)]
-    if not is_user_error(exc, paths) and not isinstance(exc, InternalError):
+    if not is_user_error(exc, paths):  # a bug: said as the command and its file, even if the API said it first
         subject = next(iter(paths), None)
-        exc = internal_error(exc, f"running '{args.verb}'" + (f" on {subject}" if subject else ""))
+        original = exc.original if isinstance(exc, InternalError) else exc
+        exc = internal_error(original, f"running '{args.verb}'" + (f" on {subject}" if subject else ""))
     internal = isinstance(exc, InternalError)
     if args.debug:
         traceback.print_exception(exc.original if internal else exc)
