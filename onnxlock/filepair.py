@@ -158,10 +158,10 @@ def _read_journal(journal: Path) -> tuple[str, list[tuple[Path, Path]]]:
 
 
 def _write_new(path: Path, data: bytes, mode: int, *, exclusive: bool = True) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC) | getattr(os, "O_BINARY", 0)
     fd = os.open(path, flags, mode)
     try:
-        os.fchmod(fd, mode)  # exact permissions, whatever the umask
+        os.chmod(path, mode)  # exact permissions, whatever the umask
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]

@@ -101,7 +101,8 @@ def test_cli_bug_outside_the_api(cli, monkeypatch):
     monkeypatch.setattr("onnxlock.cli.inspect.describe_model", broken)
     result = cli("inspect", MLP)
     assert result.code == 2 and "Traceback" not in result.err
-    assert result.err.startswith(f"onnxlock: internal error while running 'inspect' on {MLP}: KeyError at onnxlock/cli/inspect.py")
+    assert result.err.startswith(
+        f"onnxlock: internal error while running 'inspect' on {MLP}: KeyError at onnxlock/cli/inspect.py")
 
 
 def test_full_disk_is_bad_input_not_a_bug(cli, passphrase_env, monkeypatch, outdir):

@@ -80,9 +80,10 @@ def harness(tmp_path_factory) -> Path:
     return path
 
 
-def lock_command(harness: Path, model: Path, key: Path, seed: int) -> list[str]:
+def lock_command(harness: Path, model: Path, key: Path) -> list[str]:
+    """The child's command line; seed 0 is one whose single draw changes the outputs (so the lock succeeds)."""
     return [sys.executable, str(harness), "lock", str(MLP), "-o", str(model), "--key", str(key),
-            "--tries", "1", "--seed", str(seed), "--force"]
+            "--tries", "1", "--seed", "0", "--force"]
 
 
 def child_env(**extra) -> dict:
@@ -121,7 +122,7 @@ def assert_complete_or_absent(model: Path, key: Path, old: tuple[bytes, bytes] |
 
 def test_an_uninterrupted_lock_leaves_only_the_pair(tmp_path, harness):
     model, key = setup_pair(tmp_path, None)
-    done = subprocess.run(lock_command(harness, model, key, 0), env=child_env(), capture_output=True, text=True)
+    done = subprocess.run(lock_command(harness, model, key), env=child_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert assert_complete_or_absent(model, key, None) == "new"
     assert (model.stat().st_mode & 0o777, key.stat().st_mode & 0o777) == (0o644, 0o600)
@@ -130,7 +131,7 @@ def test_an_uninterrupted_lock_leaves_only_the_pair(tmp_path, harness):
 def test_sigkill_at_io_calls_of_the_write(tmp_path, harness, old_pair):
     """SIGKILL before sampled I/O calls of the pair write (half-way through a write(2) for writes),
     alternately over an old pair (--force) and into empty folders."""
-    probe = subprocess.run(lock_command(harness, *setup_pair(tmp_path / "probe", None), 0), env=child_env(),
+    probe = subprocess.run(lock_command(harness, *setup_pair(tmp_path / "probe", None)), env=child_env(),
                            capture_output=True, text=True)
     calls = json.loads(probe.stderr.rsplit("CALLS ", 1)[1])
     assert {"write", "fsync", "replace"} <= set(calls)
@@ -141,7 +142,7 @@ def test_sigkill_at_io_calls_of_the_write(tmp_path, harness, old_pair):
     for i, point in enumerate(points):
         old = old_pair if i % 2 else None
         model, key = setup_pair(tmp_path / f"kill{point}", old)
-        done = subprocess.run(lock_command(harness, model, key, point), env=child_env(KILL_AT=str(point)),
+        done = subprocess.run(lock_command(harness, model, key), env=child_env(KILL_AT=str(point)),
                               capture_output=True, text=True)
         assert done.returncode == -signal.SIGKILL, (point, calls[point - 1], done.stderr)
         seen.add(assert_complete_or_absent(model, key, old))
@@ -153,18 +154,20 @@ def test_signal_at_random_times(tmp_path, harness, old_pair, sig):
     """Signals at random moments of a whole `onnxlock lock` run (start-up, locking, writing)."""
     model, key = setup_pair(tmp_path / "timing", None)
     start = time.monotonic()
-    subprocess.run(lock_command(harness, model, key, 0), env=child_env(), capture_output=True, check=True)
+    subprocess.run(lock_command(harness, model, key), env=child_env(), capture_output=True, check=True)
     duration = time.monotonic() - start
     rng = random.Random(11)
     for i in range(3):
         old = old_pair if i % 2 == 0 else None
         model, key = setup_pair(tmp_path / f"{sig.name}{i}", old)
-        child = subprocess.Popen(lock_command(harness, model, key, i), env=child_env(),
+        child = subprocess.Popen(lock_command(harness, model, key), env=child_env(),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(rng.uniform(0.3, 1.1) * duration)
         child.send_signal(sig)
-        child.communicate()
-        assert child.returncode in (0, 130, -signal.SIGINT, -signal.SIGKILL)
+        _, err = child.communicate()
+        assert "internal error" not in err.decode()
+        if sig == signal.SIGKILL:  # (Ctrl-C can land in Python's own start-up or shut-down: any status)
+            assert child.returncode in (0, -signal.SIGKILL)
         assert_complete_or_absent(model, key, old)
 
 
@@ -207,7 +210,7 @@ def test_file_size_limit_in_a_real_child(tmp_path, harness, old_pair):
     def limit():  # runs in the child: files may not grow past 20 kB; SIGXFSZ ignored so write(2) fails
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
-    done = subprocess.run(lock_command(harness, model, key, 0), env=child_env(), capture_output=True, text=True,
+    done = subprocess.run(lock_command(harness, model, key), env=child_env(), capture_output=True, text=True,
                           preexec_fn=limit)
     assert done.returncode == 1, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("onnxlock: error:")]
@@ -225,7 +228,7 @@ def test_full_disk(tmp_path, harness, old_pair):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         model, key = setup_pair(mount, old_pair)
-        done = subprocess.run(lock_command(harness, model, key, 0), env=child_env(), capture_output=True, text=True)
+        done = subprocess.run(lock_command(harness, model, key), env=child_env(), capture_output=True, text=True)
         assert done.returncode == 1, done.stderr
         assert "No space left on device" in done.stderr and "Traceback" not in done.stderr
         assert assert_complete_or_absent(model, key, old_pair) == "old"
