@@ -1,8 +1,8 @@
 """onnxlock: lock ONNX models with confusion channels and an encrypted key; restore them exactly at load time."""
 
 from .errors import (
-    KeyAuthError, KeyExpiredError, KeyFormatError, ModelFormatError, ModelMismatchError, OnnxlockError,
-    UnsafeOptionError, UnsupportedGraphError,
+    InputDataError, InternalError, InvalidArgumentError, KeyAuthError, KeyExpiredError, KeyFormatError,
+    ModelFormatError, ModelMismatchError, OnnxlockError, UnsafeOptionError, UnsupportedGraphError,
 )
 from .lock import LockedModel, lock_model, write_locked
 from .runtime import load_session, restore_model
@@ -12,5 +12,6 @@ __version__ = "0.1.0"
 __all__ = [
     "lock_model", "write_locked", "LockedModel", "load_session", "restore_model",
     "OnnxlockError", "ModelFormatError", "UnsupportedGraphError", "KeyFormatError", "KeyAuthError",
-    "ModelMismatchError", "KeyExpiredError", "UnsafeOptionError",
+    "ModelMismatchError", "KeyExpiredError", "UnsafeOptionError", "InputDataError", "InvalidArgumentError",
+    "InternalError",
 ]

@@ -1,4 +1,4 @@
-"""The errors onnxlock raises; the CLI prints their message on one line and exits 1."""
+"""The errors onnxlock raises; the CLI prints their message on one line and exits 1 (2 for InternalError)."""
 
 
 class OnnxlockError(Exception):
@@ -35,3 +35,19 @@ class InputDataError(OnnxlockError):
 
 class UnsafeOptionError(OnnxlockError):
     """A session option would write the restored model to disk."""
+
+
+class InvalidArgumentError(OnnxlockError, ValueError):
+    """An argument of the public API (or a CLI option) is out of range or of the wrong type; named in the message."""
+
+
+class InternalError(OnnxlockError):
+    """A bug: an unexpected exception reached the public API's edge or the CLI.
+
+    The message says what was being done, on which file, and where it failed; it never repeats the
+    original message (that could hold secret values). ``original`` is the exception itself.
+    """
+
+    def __init__(self, message: str, original: BaseException):
+        super().__init__(message)
+        self.original = original

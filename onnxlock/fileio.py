@@ -43,11 +43,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = 0o60
         with contextlib.suppress(OSError):
             os.unlink(tmp.name)
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
 
 
-def _fsync_directory(directory: str) -> None:
-    # Makes the rename itself durable; not possible on every platform, hence best effort.
+def fsync_directory(directory: str | os.PathLike) -> None:
+    """fsync a folder so that renames and removals in it are durable (best effort: not every platform can)."""
     if not hasattr(os, "O_DIRECTORY"):
         return
     with contextlib.suppress(OSError):

@@ -9,14 +9,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import OnnxlockError
-from .fileio import atomic_write_bytes, sha256_bytes
+from .errors import InvalidArgumentError, OnnxlockError
+from .filepair import NewFile, write_files
+from .fileio import sha256_bytes
 from .graph.io import load_model, parse_model
+from .guard import guarded
 from .key import seal
 from .passes import WidenChannelsPass, restore
 from .passes.confusion import DEFAULT_TRIES
 from .passes.counterfeit import DEFAULT_STRATEGY
 from .runtime.restore import restore_model, restored_digests
+from .validate import check_calibration, check_lock_options, check_model_argument, check_path
 
 
 @dataclass
@@ -28,13 +31,18 @@ class LockedModel:
     report: dict
 
 
+@guarded("locking {model}")
 def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str, ratio: float = 0.02,
                strategy: str = DEFAULT_STRATEGY, seed: int | None = None,
                calibration: dict[str, np.ndarray] | None = None, kdf_params: dict | None = None,
                tries: int | None = DEFAULT_TRIES, progress: bool = False) -> LockedModel:
     """Lock ``model`` with confusion channels and seal the secret under ``passphrase``."""
+    check_model_argument(model)
+    check_lock_options(ratio=ratio, strategy=strategy, seed=seed, tries=tries, passphrase=passphrase,
+                       kdf_params=kdf_params)
     if not isinstance(model, onnx.ModelProto):
         model = load_model(model)
+    calibration = check_calibration(calibration, model)
     result = WidenChannelsPass(ratio=ratio, strategy=strategy, seed=seed, calibration=calibration,
                                tries=tries, progress=progress)(model)
     locked = result.model.SerializeToString()
@@ -50,18 +58,16 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str, r
     return LockedModel(locked, key, result.report)
 
 
+@guarded("writing {model_path} and {key_path}")
 def write_locked(locked: LockedModel, model_path: str | os.PathLike, key_path: str | os.PathLike,
                  *, force: bool = False) -> None:
-    """Write model and key atomically; a key is never silently overwritten (it may be the only copy)."""
-    model_path, key_path = Path(model_path), Path(key_path)
-    if model_path.resolve() == key_path.resolve():
+    """Write model and key as one (``filepair``: both or neither, even if killed); a key is never
+    silently overwritten (it may be the only copy), and with ``force`` the old pair stays whole
+    until the new one is complete."""
+    if not isinstance(locked, LockedModel):
+        raise InvalidArgumentError(f"locked must be the LockedModel lock_model returned, got {type(locked).__name__}")
+    check_path("model_path", model_path)
+    check_path("key_path", key_path)
+    if Path(model_path).resolve() == Path(key_path).resolve():
         raise OnnxlockError("the locked model and the key must be different files")
-    for path in (model_path, key_path):
-        if path.exists() and not force:
-            raise OnnxlockError(f"{path} exists (use --force to overwrite)")
-    atomic_write_bytes(model_path, locked.model, mode=0o644)
-    try:
-        atomic_write_bytes(key_path, locked.key, mode=0o600)
-    except BaseException:
-        model_path.unlink(missing_ok=True)
-        raise
+    write_files([NewFile(model_path, locked.model, 0o644), NewFile(key_path, locked.key, 0o600)], overwrite=force)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -119,16 +120,41 @@ def test_demo_quick_start(cli, monkeypatch):
         assert row in result.out
 
 
-def test_demo_keeps_files_in_workdir(cli, tmp_path):
+def test_demo_keeps_files_in_workdir_that_open(cli, tmp_path, monkeypatch, digits):
+    """The kept pair opens with the command the demo prints (under the demo passphrase it says)."""
+    monkeypatch.delenv("ONNXLOCK_PASSPHRASE", raising=False)
     result = cli("demo", "--model", "digits_mlp", "--workdir", tmp_path / "demo")
     assert result.code == 0, result.err
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["digits_mlp.key", "digits_mlp.locked.onnx"]
+    shown = [line.strip() for line in result.out.splitlines() if line.strip().startswith("ONNXLOCK_PASSPHRASE=")]
+    assert len(shown) == 1 and "'onnxlock demo'" in result.out
+    assignment, program, *args = shlex.split(shown[0])
+    assert program == "onnxlock" and args[0] == "run"
+    monkeypatch.setenv(*assignment.split("=", 1))
+    opened = cli(*args)
+    assert opened.code == 0, opened.err
+    with np.load(tmp_path / "demo" / "outputs.npz") as written:
+        assert np.array_equal(written["logits"], original_outputs({"pixels": digits["pixels"]})["logits"])
+
+
+def test_run_refuses_to_overwrite_without_force(cli, cli_locked, tmp_path):
+    model, key = cli_locked
+    out = tmp_path / "out.npz"
+    out.write_bytes(b"keep me")
+    command = ("run", model, "--key", key, "--input", TEST_SET, "-o", out, "--provider", "cpu")
+    refused = cli(*command)
+    assert refused.code == 1 and f"onnxlock: error: {out} exists (use --force to overwrite)" in refused.err
+    assert out.read_bytes() == b"keep me"
+    assert cli(*command, "--force").code == 0
+    with np.load(out) as written:
+        assert written["logits"].shape == (360, 10)
 
 
 def test_version_and_help(cli):
     assert cli("--version").code == 0
     assert cli("lock", "--help").code == 0
-    assert cli().code == 2
+    usage = cli()
+    assert usage.code == 1 and "usage: onnxlock" in usage.err  # bad input is 1; 2 means a bug
 
 
 def test_python_dash_m(tmp_path):

@@ -1,4 +1,8 @@
-"""The onnxlock command: ``main(argv)`` parses, dispatches to one verb module, and turns errors into one line."""
+"""The onnxlock command: ``main(argv)`` parses, dispatches to one verb module, and turns errors into one line.
+
+Exit status: 0 done; 1 bad input or environment (usage, files, data, keys, a full disk: see
+``guard.is_user_error``); 2 an internal error, a bug to report; 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,14 @@ import sys
 import traceback
 
 from .. import __version__
-from ..errors import OnnxlockError
+from ..errors import InternalError
+from ..guard import internal_error, is_user_error
 from . import demo, inspect, lock, run, unlock
 
 VERBS = {"lock": lock, "run": run, "unlock": unlock, "inspect": inspect, "demo": demo}
-# errors that mean bad input or a bad environment, not a bug: one line, no traceback
-USER_ERRORS = (OnnxlockError, OSError, ValueError)
+BAD_INPUT, INTERNAL, INTERRUPTED = 1, 2, 130
+# the arguments that name the user's files: an OSError about them is bad input, not a bug
+PATH_ARGUMENTS = ("model", "output", "key", "calib", "input", "locked", "file", "workdir")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,22 +43,36 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line ``argv`` (default: sys.argv[1:]) and return the exit status."""
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help, --version and usage errors; argparse has printed already
-        return 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 2
+    except SystemExit as exc:  # --help and --version (0), usage errors; argparse has printed already
+        return 0 if not exc.code else BAD_INPUT
     try:
         return args.handler(args)
     except KeyboardInterrupt:
-        return 130
-    except USER_ERRORS as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"onnxlock: error: {one_line(exc)}", file=sys.stderr)
-        return 1
+        return INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line
+        return report(exc, args)
+
+
+def report(exc: Exception, args: argparse.Namespace) -> int:
+    """Print ``exc`` as one line (and its traceback with --debug); return the exit status."""
+    paths = [value for name in PATH_ARGUMENTS if isinstance(value := getattr(args, name, None), str)]
+    if not is_user_error(exc, paths):  # a bug: said as the command and its file, even if the API said it first
+        subject = next(iter(paths), None)
+        original = exc.original if isinstance(exc, InternalError) else exc
+        exc = internal_error(original, f"running '{args.verb}'" + (f" on {subject}" if subject else ""))
+    internal = isinstance(exc, InternalError)
+    if args.debug:
+        traceback.print_exception(exc.original if internal else exc)
+    prefix = "onnxlock: " if internal else "onnxlock: error: "
+    print(prefix + one_line(exc), file=sys.stderr)
+    return INTERNAL if internal else BAD_INPUT
 
 
 def one_line(exc: BaseException) -> str:
     """The error's message on one line (onnxruntime and numpy messages can span several)."""
-    if isinstance(exc, OSError) and exc.strerror:
+    if isinstance(exc, MemoryError):
+        message = "out of memory" + (f": {exc}" if str(exc) else "")
+    elif isinstance(exc, OSError) and exc.strerror:
         message = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     else:
         message = str(exc) or type(exc).__name__

@@ -12,14 +12,17 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OnnxlockError
+from ..filepair import settle
 from ..runtime.feeds import read_feeds
 
 
 def refuse_existing(*paths: str | os.PathLike, force: bool, inputs: tuple = ()) -> None:
     """Fail before any work if an output is one of the inputs (even with ``--force``: that would
-    destroy the input), or exists and ``--force`` was not given."""
+    destroy the input), or exists and ``--force`` was not given. A write of these outputs that an
+    earlier command left interrupted is finished or undone first (``filepair``)."""
     sources = {Path(p).resolve() for p in inputs if p is not None}
     for path in paths:
+        settle_pair(path)
         if Path(path).resolve() in sources:
             raise OnnxlockError(f"{path} is also an input; choose another output path")
         if Path(path).exists() and not force:
@@ -34,6 +37,13 @@ def writing(*paths: str | os.PathLike) -> Iterator[None]:
     except OSError as exc:
         names = " and ".join(str(p) for p in paths)
         raise OnnxlockError(f"cannot write {names}: {exc.strerror or exc}") from exc
+
+
+def settle_pair(anchor: str | os.PathLike) -> None:
+    """Finish or undo an interrupted write of the pair whose key is ``anchor``, saying so."""
+    done = settle(anchor)
+    if done:
+        warn(done)
 
 
 def read_npz_feeds(path: str | os.PathLike, inputs) -> dict[str, np.ndarray]:

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import sys
 import tempfile
@@ -26,6 +27,8 @@ from ..runtime.session import PASSPHRASE_ENV
 
 TEST_SET = "digits_test.npz"
 CALIBRATION = "digits_calib.npz"  # training images: where the lock measures damage; never scored
+# kept files must open afterwards, so --workdir locks under a passphrase said on screen: demo only
+DEMO_PASSPHRASE = "onnxlock demo"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     arrays = load_npz(bundled_path(TEST_SET))
     feeds, _ = check_feeds(arrays, load_model(model_path), source=TEST_SET)
     with _workdir(args.workdir) as workdir:
-        locked_path, key_path, passphrase, seconds = _lock(model_path, workdir)
+        passphrase = _passphrase(keep=bool(args.workdir))
+        locked_path, key_path, seconds = _lock(model_path, workdir, passphrase)
         outputs = {
             "original": cpu_session(model_path.read_bytes()).run(None, feeds),
             "locked, no key": cpu_session(locked_path.read_bytes()).run(None, feeds),
@@ -57,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"file size: original {sizes[0]:,} bytes, locked {sizes[1]:,} bytes (+{sizes[1] / sizes[0] - 1:.1%})")
     print(f"lock time: {seconds:.2f} s (scrypt key derivation included)")
     if args.workdir:
-        print(f"locked model and key are in {args.workdir}")
+        _print_how_to_open(locked_path, key_path, passphrase)
     if not all(np.array_equal(r, o) for r, o in zip(restored, original)):
         raise OnnxlockError("the restored model's outputs differ from the original's")
     return 0
@@ -77,9 +81,13 @@ def _workdir(requested: str | None) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _lock(model_path: Path, workdir: Path) -> tuple[Path, Path, str, float]:
-    """Lock with the default KDF under $ONNXLOCK_PASSPHRASE or a one-off passphrase; time it."""
-    passphrase = os.environ.get(PASSPHRASE_ENV) or secrets.token_urlsafe(16)
+def _passphrase(*, keep: bool) -> str:
+    """$ONNXLOCK_PASSPHRASE; else the known demo passphrase for kept files, a one-off one otherwise."""
+    return os.environ.get(PASSPHRASE_ENV) or (DEMO_PASSPHRASE if keep else secrets.token_urlsafe(16))
+
+
+def _lock(model_path: Path, workdir: Path, passphrase: str) -> tuple[Path, Path, float]:
+    """Lock with the default KDF; time it."""
     locked_path, key_path = workdir / f"{model_path.stem}.locked.onnx", workdir / f"{model_path.stem}.key"
     start = time.perf_counter()
     model = load_model(model_path)
@@ -87,7 +95,20 @@ def _lock(model_path: Path, workdir: Path) -> tuple[Path, Path, str, float]:
     locked = lock_model(model, passphrase=passphrase, calibration=calibration, progress=sys.stderr.isatty())
     seconds = time.perf_counter() - start
     write_locked(locked, locked_path, key_path, force=True)
-    return locked_path, key_path, passphrase, seconds
+    return locked_path, key_path, seconds
+
+
+def _print_how_to_open(locked_path: Path, key_path: Path, passphrase: str) -> None:
+    """The command that runs the kept files, copy-paste ready."""
+    said = f"ONNXLOCK_PASSPHRASE={shlex.quote(passphrase)} " if passphrase == DEMO_PASSPHRASE else ""
+    command = ["onnxlock", "run", str(locked_path), "--key", str(key_path),
+               "--input", str(bundled_path(TEST_SET)), "-o", str(locked_path.parent / "outputs.npz")]
+    print(f"kept the locked model and its key: {locked_path}, {key_path}")
+    if said:
+        print(f"  they open with the demo passphrase {passphrase!r} (fine for a demo, never for a real model):")
+    else:
+        print(f"  they open with your ${PASSPHRASE_ENV}:")
+    print(f"  {said}{shlex.join(command)}")
 
 
 def _print_table(outputs: dict[str, list[np.ndarray]], labels: np.ndarray) -> None:

@@ -13,7 +13,7 @@ from ..key.envelope import FORMAT
 from ..passes.confusion import parameter_count
 from ..runtime.feeds import TensorSpec, format_shape, specs_from_values
 from ..fileio import read_input, sha256_file
-from .common import print_json
+from .common import print_json, settle_pair
 
 KEY_PREFIX = f"{FORMAT}/".encode("ascii")
 # header stanza fields worth showing; 'wrapped' (the encrypted file key) and nonces are left out
@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    settle_pair(args.file)  # a key whose lock was interrupted: finish or undo that write first
     info = describe(Path(args.file))
     if args.json:
         print_json(info)

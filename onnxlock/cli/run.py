@@ -5,16 +5,14 @@ from __future__ import annotations
 import argparse
 
 import onnxruntime as ort
-from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from ..errors import OnnxlockError
 from ..runtime import load_session
 from ..runtime.feeds import format_shape, write_npz
 from ..runtime.providers import CHOICES
+from ..runtime.session import ORT_ERRORS
 from . import passphrase
-from .common import refuse_existing, read_npz_feeds, writing
-
-_ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.EPFail)
+from .common import read_npz_feeds, refuse_existing, settle_pair, writing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,11 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write the outputs, one array per model output")
     parser.add_argument("--provider", choices=CHOICES, default="auto",
                         help="execution provider (default: auto, CUDA when available; one warning line on fallback)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     passphrase.add_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    refuse_existing(args.output, force=True, inputs=(args.locked, args.key, args.input))
+    refuse_existing(args.output, force=args.force, inputs=(args.locked, args.key, args.input))
+    settle_pair(args.key)
     session = load_session(args.locked, args.key, passphrase=passphrase.get_passphrase(args),
                            providers=args.provider)
     feeds = read_npz_feeds(args.input, session)
@@ -46,5 +46,5 @@ def infer(session: ort.InferenceSession, feeds: dict) -> list:
     """session.run, with onnxruntime's failures (e.g. inconsistent dynamic dims) as one-line errors."""
     try:
         return session.run(None, feeds)
-    except _ORT_ERRORS as exc:
+    except ORT_ERRORS as exc:
         raise OnnxlockError(f"onnxruntime could not run the model: {exc}") from exc

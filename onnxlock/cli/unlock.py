@@ -7,9 +7,9 @@ import argparse
 from ..errors import KeyFormatError, ModelFormatError
 from ..graph.io import save_model
 from ..runtime import restore_model
-from . import passphrase
 from ..fileio import read_input
-from .common import refuse_existing, writing
+from . import passphrase
+from .common import refuse_existing, settle_pair, writing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     refuse_existing(args.output, force=args.force, inputs=(args.locked, args.key))
+    settle_pair(args.key)
     locked = read_input(args.locked, "locked model", ModelFormatError)
     key = read_input(args.key, "key", KeyFormatError)
     model = restore_model(locked, key, passphrase.get_passphrase(args))

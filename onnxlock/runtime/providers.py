@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import onnxruntime as ort
 
-from ..errors import OnnxlockError
+from ..errors import InvalidArgumentError, OnnxlockError
 
 CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 SHORT_NAMES = {"cpu": [CPU], "cuda": [CUDA, CPU]}
@@ -33,13 +33,13 @@ def requested_providers(requested: str | Sequence[Provider] | None = "auto") -> 
     if isinstance(requested, str):
         requested = SHORT_NAMES.get(requested.lower(), [requested])
     if not isinstance(requested, (list, tuple)) or not requested:
-        raise OnnxlockError("providers must be 'auto', 'cpu', 'cuda', a provider name or a list of them")
+        raise InvalidArgumentError("providers must be 'auto', 'cpu', 'cuda', a provider name or a list of them")
     for provider in requested:
         if isinstance(provider, tuple) and not (len(provider) == 2 and isinstance(provider[1], dict)):
-            raise OnnxlockError("a provider with options is a (name, dict) pair")
+            raise InvalidArgumentError("a provider with options is a (name, dict) pair")
         name = _name(provider)
         if not isinstance(name, str) or name not in ort.get_all_providers():
-            raise OnnxlockError(f"unknown execution provider {str(name)[:64]!r} "
+            raise InvalidArgumentError(f"unknown execution provider {str(name)[:64]!r} "
                                 f"(use {', '.join(CHOICES)} or one of onnxruntime's provider names)")
     return list(requested)
 

@@ -12,8 +12,10 @@ from onnx import numpy_helper
 from ..errors import ModelMismatchError
 from ..fileio import sha256_bytes
 from ..graph.io import parse_model
+from ..guard import guarded
 from ..key import open_key
 from ..passes import restore
+from ..validate import check_bytes, check_passphrase
 from .touches import tensor_digest, touched_tensors
 
 RESTORED_SHA256 = "restored_sha256"  # the restored model's serialization (every key has it)
@@ -60,8 +62,12 @@ def _restore(locked: bytes, key: bytes, passphrase: str) -> tuple[onnx.ModelProt
     return restore_checked(locked, open_secret(key, passphrase, sha256_bytes(locked)))
 
 
+@guarded("restoring a locked model ({locked})")
 def restore_model(locked: bytes, key: bytes, passphrase: str) -> onnx.ModelProto:
     """Open ``key`` for the ``locked`` file's bytes and return the exact original model."""
+    check_bytes("locked", locked)
+    check_bytes("key", key)
+    check_passphrase(passphrase)
     return _restore(locked, key, passphrase)[0]
 
 

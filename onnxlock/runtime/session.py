@@ -20,9 +20,13 @@ import threading
 from collections.abc import Callable, Sequence
 
 import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from ..errors import KeyFormatError, ModelFormatError, ModelMismatchError, OnnxlockError
+from ..filepair import settle
+from ..guard import guarded
 from ..key import read_header
+from ..validate import check_session_arguments
 from . import fast
 from .options import check_safe, copy_options
 from .providers import Provider, requested_providers, select_providers, warn_on_fallback
@@ -35,6 +39,9 @@ _TELEMETRY = threading.Lock()
 _telemetry_off = False
 
 Passphrase = str | Callable[[], str] | None
+# what onnxruntime raises when it cannot load or run a model (not a bug of ours: the model, or the machine)
+ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.EPFail,
+              ort_state.InvalidGraph, ort_state.NotImplemented, ort_state.EngineError)
 
 
 def resolve_passphrase(passphrase: Passphrase) -> str:
@@ -60,6 +67,7 @@ def disable_telemetry() -> None:
             _telemetry_off = True
 
 
+@guarded("loading {locked} with {key}")
 def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
                  providers: str | Sequence[Provider] | None = None,
                  sess_options: ort.SessionOptions | None = None, verify: str = "fast") -> ort.InferenceSession:
@@ -72,14 +80,20 @@ def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
     """
     if verify not in VERIFY:
         raise OnnxlockError(f"verify must be one of {', '.join(VERIFY)}")
+    check_session_arguments(passphrase, sess_options)
     check_safe(sess_options, requested_providers(providers))
     chosen = select_providers(providers)
     disable_telemetry()
+    if isinstance(key, (str, os.PathLike)):
+        settle(key)  # finish or undo a lock that was interrupted while writing this pair
     key_bytes = read_bytes(key, "key", KeyFormatError)
     secret_passphrase = resolve_passphrase(passphrase)
     source = LockedSource(locked, ModelFormatError)
     try:
         session = _create(source, key_bytes, secret_passphrase, chosen, sess_options, verify)
+    except ORT_ERRORS as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxlockError(f"onnxruntime cannot load the locked model: {first}") from None
     finally:
         source.close()
     warn_on_fallback(chosen, session)
