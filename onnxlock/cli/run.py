@@ -25,13 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where to write the outputs, one array per model output")
     parser.add_argument("--provider", choices=("auto", "cpu", "cuda"), default="auto",
                         help="execution provider (default: auto, CUDA when available)")
-    passphrase.add_argument(parser)
+    passphrase.add_identity_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     refuse_existing(args.output, force=True, inputs=(args.locked, args.key, args.input))
-    session = load_session(args.locked, args.key, passphrase=passphrase.get_passphrase(args),
-                           providers=args.provider)
+    identity, secret = passphrase.get_identity(args)
+    session = load_session(args.locked, args.key, passphrase=secret, identity=identity, providers=args.provider)
     feeds = read_npz_feeds(args.input, session)
     outputs = dict(zip((o.name for o in session.get_outputs()), infer(session, feeds)))
     with writing(args.output):

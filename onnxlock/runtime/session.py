@@ -62,10 +62,12 @@ def _config_entry(options: ort.SessionOptions, key: str) -> str:
         return ""
 
 
-def resolve_passphrase(passphrase: str | None) -> str:
+def resolve_passphrase(passphrase: str | None, *, required: bool = True) -> str | None:
     if passphrase is not None:
         return passphrase
     from_env = os.environ.get(PASSPHRASE_ENV)
+    if not from_env and not required:
+        return None
     if not from_env:
         raise OnnxlockError(f"no passphrase given (pass passphrase= or set {PASSPHRASE_ENV})")
     return from_env
@@ -73,11 +75,15 @@ def resolve_passphrase(passphrase: str | None) -> str:
 
 def load_session(locked_path: str | os.PathLike, key_path: str | os.PathLike, *, passphrase: str | None = None,
                  providers: str | Sequence[Provider] | None = None,
-                 sess_options: ort.SessionOptions | None = None) -> ort.InferenceSession:
-    """Decrypt the key, restore the model in memory and return an onnxruntime InferenceSession."""
+                 sess_options: ort.SessionOptions | None = None, identity=None) -> ort.InferenceSession:
+    """Decrypt the key, restore the model in memory and return an onnxruntime InferenceSession.
+
+    The key opens with ``identity`` (an identity file's path or bytes; a protected one takes
+    ``passphrase``) or with ``passphrase`` (else $ONNXLOCK_PASSPHRASE)."""
     chosen = select_providers(providers)
     check_safe(sess_options, chosen)
     locked = read_input(locked_path, "locked model", ModelFormatError)
     key = read_input(key_path, "key", KeyFormatError)
-    restored = unlock_bytes(locked, key, resolve_passphrase(passphrase))
+    restored = unlock_bytes(locked, key, resolve_passphrase(passphrase, required=identity is None),
+                            identity=identity)
     return ort.InferenceSession(restored, sess_options, providers=chosen)
