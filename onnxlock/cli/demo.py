@@ -58,6 +58,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"lock time: {seconds:.2f} s (scrypt key derivation included)")
     if args.workdir:
         print(f"locked model and key are in {args.workdir}")
+        command = f"onnxlock run {locked_path} --key {key_path} --input BATCH.npz -o out.npz"
+        if os.environ.get(PASSPHRASE_ENV) == passphrase:
+            print(f"open them with your ${PASSPHRASE_ENV}: {command}")
+        else:  # a one-off passphrase made for this demo, shown so the demo key stays usable
+            print(f"open them with the demo passphrase: {PASSPHRASE_ENV}='{passphrase}' {command}")
     if not all(np.array_equal(r, o) for r, o in zip(restored, original)):
         raise OnnxlockError("the restored model's outputs differ from the original's")
     return 0
