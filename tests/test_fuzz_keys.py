@@ -200,6 +200,8 @@ def test_fuzz_authentic_secret(locked):
                 target = parent[path[-1]]
             except (KeyError, IndexError, TypeError):
                 continue
+            if not isinstance(parent, (dict, list)):  # an earlier change replaced a container
+                continue
             if action == "set":
                 parent[path[-1]] = value
             elif action == "delete":

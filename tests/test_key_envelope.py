@@ -215,6 +215,15 @@ def test_bad_payload_line(key, tail, message):
         open_key(b"\n".join([magic, header, tail]), passphrase="correct horse")
 
 
+def test_size_caps_come_before_any_parsing(key):
+    with pytest.raises(KeyFormatError, match="larger than 16 MiB"):
+        read_header(key + b"A" * (16 << 20))
+    magic, header, payload = lines(key)
+    long_header = header[:-1] + b',"pad":"' + b"x" * (16 << 10) + b'"}'
+    with pytest.raises(KeyFormatError, match="longer than 16384 bytes"):
+        read_header(b"\n".join([magic, long_header, payload, b""]))
+
+
 def test_header_not_json(key):
     with pytest.raises(KeyFormatError, match="not valid JSON"):
         read_header(b"onnxlock-key/1\n{nope\nAAAA\n")

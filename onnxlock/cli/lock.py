@@ -69,6 +69,7 @@ def print_summary(args: argparse.Namespace, report: dict) -> None:
     if args.licensee:
         print(f"  licensed to {args.licensee}: keep a copy of the key to trace leaks ('onnxlock trace')")
     if args.recipient:
-        print(f"  the key opens for {len(args.recipient)} recipient(s) (onnxlock run --identity ...)")
+        also = " or the passphrase" if passphrase.optional_passphrase(args) else ""
+        print(f"  the key opens for any of {len(args.recipient)} recipient(s){also} (onnxlock run --identity ...)")
     else:
         print("  keep the key and its passphrase safe: without both the model cannot be restored")

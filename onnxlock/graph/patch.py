@@ -6,6 +6,7 @@ A patch is a list of groups, each ``{"positions": [...], "edits": [...]}``, as w
 A patch comes from a key: authentic, but not trusted to be well formed. Every size, index and
 type in it is checked against the model before use, so a malformed one can only raise
 ModelMismatchError (never allocate a block it names, overflow, or raise KeyError/TypeError).
+Messages name tensors and nodes (visible in the locked file anyway), never a position.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def narrow(model: onnx.ModelProto, groups: list[dict], *, in_place: bool = False
                 _undo(edit, positions, inits, nodes)
     except (_Malformed, KeyError, IndexError, ValueError, TypeError, OverflowError) as exc:
         # the named cases are all checked first; the broad catch keeps any we missed one-line
-        raise ModelMismatchError(f"the key does not fit this model ({exc})") from None
+        detail = str(exc) if len(str(exc)) <= 200 else str(exc)[:200] + "..."
+        raise ModelMismatchError(f"the key does not fit this model ({detail})") from None
     return restored
 
 
@@ -111,7 +113,7 @@ def _index_map(edit: list, shape: tuple, positions: np.ndarray) -> IndexMap:
         raise _Malformed(f"positions overlap between heads of {edit[1]!r}")
     highest = imap.offset + ((imap.copies - 1) * (imap.period + k) + last + 1) * imap.block - 1
     if highest >= shape[axis]:
-        raise _Malformed(f"positions reach index {highest} of {edit[1]!r} axis {axis} (size {shape[axis]})")
+        raise _Malformed(f"positions reach past axis {axis} of {edit[1]!r} (size {shape[axis]})")
     return imap
 
 
