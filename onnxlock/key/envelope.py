@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from onnxlock.errors import KeyAuthError, KeyExpiredError, KeyFormatError, ModelMismatchError, OnnxlockError
 from onnxlock.key.fields import b64_field, b64decode, b64encode, exact_fields, field
+from onnxlock.key.identity import load_identity
 from onnxlock.key.recipients import (
     FILE_KEY_SIZE, NONCE_SIZE, SCRYPT_DEFAULTS, Recipient, ScryptRecipient, X25519Recipient, check_stanza,
 )
@@ -147,7 +148,6 @@ def open_key(data: bytes, *, passphrase: str | None = None, identity=None,
     parsed = _check(data, model_sha256)
     identities: list[Recipient] = []
     if identity is not None:
-        from onnxlock.key.identity import load_identity
         identities.append(load_identity(identity, passphrase))
     if passphrase is not None:
         identities.append(ScryptRecipient(passphrase))
