@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +15,17 @@ from .errors import InvalidArgumentError, OnnxlockError
 from .filepair import NewFile, write_files
 from .fileio import sha256_bytes
 from .graph.io import load_model, parse_model
+from .graph.patch import sample_counterfeits
 from .guard import guarded
-from .key import seal
+from .key import check_passphrase, load_recipient, seal
 from .passes import WidenChannelsPass, restore
 from .passes.confusion import DEFAULT_TRIES
 from .passes.counterfeit import DEFAULT_STRATEGY
 from .runtime.restore import restore_model, restored_digests
 from .validate import check_calibration, check_lock_options, check_model_argument, check_path
+
+
+FINGERPRINT_SIZE = 48
 
 
 @dataclass
@@ -32,14 +38,25 @@ class LockedModel:
 
 
 @guarded("locking {model}")
-def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str, ratio: float = 0.02,
-               strategy: str = DEFAULT_STRATEGY, seed: int | None = None,
+def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | None = None,
+               recipients: Iterable = (), expires: datetime | None = None, licensee: str | None = None,
+               ratio: float = 0.02, strategy: str = DEFAULT_STRATEGY, seed: int | None = None,
                calibration: dict[str, np.ndarray] | None = None, kdf_params: dict | None = None,
                tries: int | None = DEFAULT_TRIES, progress: bool = False) -> LockedModel:
-    """Lock ``model`` with confusion channels and seal the secret under ``passphrase``."""
+    """Lock ``model`` with confusion channels and seal the secret for ``passphrase`` and/or public
+    ``recipients`` (paths, public key text or X25519Recipient), any one of which opens it.
+
+    ``expires`` (timezone-aware) ends the key's validity; ``licensee`` records whose copy this is
+    in the authenticated header (each call draws a fresh secret, so give no ``seed``)."""
     check_model_argument(model)
-    check_lock_options(ratio=ratio, strategy=strategy, seed=seed, tries=tries, passphrase=passphrase,
-                       kdf_params=kdf_params)
+    check_lock_options(ratio=ratio, strategy=strategy, seed=seed, tries=tries, kdf_params=kdf_params)
+    recipients = [load_recipient(r) for r in recipients]
+    if passphrase is None and not recipients:
+        raise InvalidArgumentError("passphrase or recipients: give a passphrase or at least one recipient")
+    if passphrase is not None:
+        check_passphrase(passphrase)
+    if licensee is not None and seed is not None:
+        raise InvalidArgumentError("a licensee's lock must come from a fresh secret: give no seed")
     if not isinstance(model, onnx.ModelProto):
         model = load_model(model)
     calibration = check_calibration(calibration, model)
@@ -52,9 +69,14 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str, r
     digests = restored_digests(restored, result.secret)  # per touched tensor: what the fast loader checks
     if digests is not None:
         secret["restored_tensors"] = digests
+    # a sample of this lock's counterfeit values, for 'onnxlock trace' on a leaked copy
+    secret["fingerprint"] = sample_counterfeits(result.model, result.secret["groups"], FINGERPRINT_SIZE,
+                                                np.random.default_rng())
     key = seal(secret, model_sha256=sha256_bytes(locked), method=result.secret["method"],
-               passphrase=passphrase, kdf_params=kdf_params)
-    restore_model(locked, key, passphrase)  # the key must open before anything is written
+               passphrase=passphrase, recipients=recipients, kdf_params=kdf_params, expires=expires,
+               licensee=licensee)
+    if passphrase is not None:
+        restore_model(locked, key, passphrase)  # the key must open before anything is written
     return LockedModel(locked, key, result.report)
 
 

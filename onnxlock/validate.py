@@ -24,7 +24,7 @@ MAX_TRIES = 1000
 SEED_LIMIT = 2**64
 
 
-def check_lock_options(*, ratio, strategy, seed, tries, passphrase, kdf_params) -> None:
+def check_lock_options(*, ratio, strategy, seed, tries, kdf_params) -> None:
     """The scalar options of lock_model."""
     if not _is_number(ratio) or not math.isfinite(ratio) or not 0 < ratio <= 1:
         raise InvalidArgumentError(f"ratio must be a number in (0, 1], got {ratio!r}")
@@ -35,7 +35,6 @@ def check_lock_options(*, ratio, strategy, seed, tries, passphrase, kdf_params) 
     if tries is not None and not (_is_integer(tries) and 1 <= tries <= MAX_TRIES):
         raise InvalidArgumentError(
             f"tries must be a whole number from 1 to {MAX_TRIES} (or None for automatic), got {tries!r}")
-    check_passphrase(passphrase)
     if kdf_params is not None:
         if not isinstance(kdf_params, Mapping) or set(kdf_params) - set(SCRYPT_DEFAULTS):
             raise InvalidArgumentError(f"kdf_params must be a dict with keys among {', '.join(SCRYPT_DEFAULTS)}")

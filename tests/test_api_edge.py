@@ -70,7 +70,7 @@ def test_python_dash_c_users_see_one_clear_line():
     code = ("import onnxlock.passes.confusion as c\n"
             "c.find_groups = lambda graph: 1 / 0\n"
             "import onnxlock\n"
-            f"onnxlock.lock_model({str(MLP)!r}, passphrase='x', kdf_params={{'n': 4096}})\n")
+            f"onnxlock.lock_model({str(MLP)!r}, passphrase='correct horse battery staple', kdf_params={{'n': 4096}})\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
     assert done.returncode == 1

@@ -60,7 +60,7 @@ def test_round_trip(key):
 
 def test_file_shape(key):
     magic, header, payload = lines(key)
-    assert magic == b"onnxlock-key/1"
+    assert magic == b"onnxlock-key/2"
     assert json.loads(header)["recipients"][0]["type"] == "scrypt"
     base64.b64decode(payload, validate=True)
 
@@ -139,7 +139,7 @@ def test_truncated_is_reported_as_such(key, cut):
 
 
 @pytest.mark.parametrize("name", ["format", "version", "model_sha256", "method", "created",
-                                  "expires", "recipients", "nonce"])
+                                  "expires", "licensee", "recipients", "nonce"])
 def test_missing_header_field(key, name):
     data = with_header(key, lambda h: h.pop(name))
     with pytest.raises(KeyFormatError, match=f"key header field '{name}' missing"):
@@ -158,7 +158,7 @@ def test_missing_stanza_field(key, name):
 @pytest.mark.parametrize("data, message", [
     (b"hello\nworld\n", "not an onnxlock key \\(bad first line\\)"),
     (b"\x89PNG\r\n", "bad first line"),
-    (b"onnxlock-key/2\n{}\nAAAA\n", "unsupported key version 2"),
+    (b"onnxlock-key/3\n{}\nAAAA\n", "unsupported key version 3"),
 ])
 def test_bad_first_line(data, message):
     with pytest.raises(KeyFormatError, match=message):
@@ -168,6 +168,12 @@ def test_bad_first_line(data, message):
 @pytest.mark.parametrize("edit, message", [
     (lambda h: h.update(version=7), "unsupported key version 7"),
     (lambda h: h.update(version="1"), "'version' must be an integer"),
+    (lambda h: h.update(version=1), "version 1 does not match the first line"),
+    (lambda h: h.update(licensee=""), "'licensee': a licensee name is 1 to 100"),
+    (lambda h: h.update(licensee="a\nb"), "printable"),
+    (lambda h: h.update(licensee=7), "'licensee' must be a string or null"),
+    (lambda h: h.update(recipients=h["recipients"] * 2), "at most 1 scrypt recipient"),
+    (lambda h: h.update(recipients=h["recipients"] * 17), "1 to 16 recipients"),
     (lambda h: h.update(format="other"), "'format' is 'other'"),
     (lambda h: h.update(extra=1), "unknown field 'extra'"),
     (lambda h: h.update(model_sha256="xyz"), "'model_sha256' is not a lowercase hex"),
@@ -192,8 +198,8 @@ def test_invalid_header(key, edit, message):
 
 
 def test_unknown_recipient_type_is_readable_but_does_not_open(key):
-    data = with_header(key, lambda h: h.update(recipients=[{"type": "x25519", "epk": "AAAA"}]))
-    assert read_header(data)["recipients"][0]["type"] == "x25519"
+    data = with_header(key, lambda h: h.update(recipients=[{"type": "future-kind", "epk": "AAAA"}]))
+    assert read_header(data)["recipients"][0]["type"] == "future-kind"
     with pytest.raises(KeyAuthError):
         open_key(data, passphrase="correct horse")
 
@@ -207,6 +213,15 @@ def test_bad_payload_line(key, tail, message):
     magic, header, _ = lines(key)
     with pytest.raises(KeyFormatError, match=message):
         open_key(b"\n".join([magic, header, tail]), passphrase="correct horse")
+
+
+def test_size_caps_come_before_any_parsing(key):
+    with pytest.raises(KeyFormatError, match="larger than 16 MiB"):
+        read_header(key + b"A" * (16 << 20))
+    magic, header, payload = lines(key)
+    long_header = header[:-1] + b',"pad":"' + b"x" * (16 << 10) + b'"}'
+    with pytest.raises(KeyFormatError, match="longer than 16384 bytes"):
+        read_header(b"\n".join([magic, long_header, payload, b""]))
 
 
 def test_header_not_json(key):
@@ -260,14 +275,15 @@ def test_seal_rejects_bad_arguments(kwargs):
         make(**kwargs)
 
 
-# --- known-answer vector ------------------------------------------------------------------
+# --- known-answer vector: version 1, still read --------------------------------------------
 
 KAT_FILE_KEY = bytes(range(32, 64))
 KAT_NONCE = bytes(range(100, 112))
 KAT_SECRET = {"perm": [3, 1, 2], "tag": "kat"}
-# Pins the whole format. The payload line also depends on zlib's deflate output, which is
-# stable across zlib releases but could differ under a reimplementation such as zlib-ng.
-KAT = (
+# A version-1 file as onnxlock 0.1 wrote it (no 'licensee' field); version 2 vectors are in
+# tests/test_key_vectors.py. The payload also depends on zlib's deflate output, which is stable
+# across zlib releases but could differ under a reimplementation such as zlib-ng.
+KAT_V1 = (
     b'onnxlock-key/1\n'
     b'{"format":"onnxlock-key","version":1,'
     b'"model_sha256":"abababababababababababababababababababababababababababababababab",'
@@ -280,23 +296,22 @@ KAT = (
 )
 
 
-def kat_seal():
-    return seal(KAT_SECRET, model_sha256=SHA, method="confusion", passphrase="pw",
-                kdf_params={"n": 2**12}, _salt=bytes(range(16)), _nonce=KAT_NONCE,
-                _file_key=KAT_FILE_KEY, _created=datetime(2025, 1, 1, tzinfo=timezone.utc))
+def test_version_1_keys_still_open():
+    assert open_key(KAT_V1, passphrase="pw", model_sha256=SHA) == KAT_SECRET
+    assert read_header(KAT_V1)["version"] == 1
 
 
-def test_known_answer_vector():
-    data = kat_seal()
-    assert data == KAT
-    assert open_key(KAT, passphrase="pw", model_sha256=SHA) == KAT_SECRET
-
-
-def test_known_answer_payload_follows_the_spec():
+def test_version_1_payload_follows_the_spec():
     """Decrypt by hand: AES-GCM under the file key, AAD = the header line, zlib'd JSON inside."""
-    _, header, payload = lines(KAT)
+    _, header, payload = lines(KAT_V1)
     plaintext = AESGCM(KAT_FILE_KEY).decrypt(KAT_NONCE, base64.b64decode(payload), header)
     assert json.loads(zlib.decompress(plaintext)) == KAT_SECRET
+
+
+def test_version_1_header_may_not_carry_a_licensee():
+    data = with_header(KAT_V1, lambda h: h.update(licensee=None))
+    with pytest.raises(KeyFormatError, match="unknown field 'licensee'"):
+        read_header(data)
 
 
 # --- read_header --------------------------------------------------------------------------
@@ -305,7 +320,7 @@ def test_read_header_needs_no_passphrase(key):
     header = read_header(key)
     assert header["model_sha256"] == SHA
     assert header["method"] == "confusion"
-    assert header["version"] == 1 and header["expires"] is None
+    assert header["version"] == 2 and header["expires"] is None and header["licensee"] is None
     assert datetime.fromisoformat(header["created"]).tzinfo is not None
 
 

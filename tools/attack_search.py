@@ -53,7 +53,7 @@ def model_and_data(name: str) -> tuple[Path, Data, Data]:
 
 def attack(name: str, ratio: float, seed: int) -> dict:
     path, (calib, calib_labels), (test, test_labels) = model_and_data(name)
-    locked = lock_model(path, passphrase="attack", ratio=ratio, seed=seed, kdf_params={"n": 2**12},
+    locked = lock_model(path, passphrase="attack-search passphrase", ratio=ratio, seed=seed, kdf_params={"n": 2**12},
                         calibration=calib)
     model = parse_model(locked.model)
     widened = {g["group"]: g["added"] for g in locked.report["groups"]}

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..graph.io import load_model
+from ..key.envelope import parse_expires
 from ..lock import lock_model, write_locked
 from ..passes.confusion import DEFAULT_TRIES
 from ..passes.counterfeit import DEFAULT_STRATEGY, STRATEGIES
@@ -28,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib", metavar="DATA.npz",
                         help="calibration inputs, one array per model input named after it "
                              "(default: random inputs)")
+    parser.add_argument("--recipient", action="append", default=[], metavar="PUB",
+                        help="public key file from 'onnxlock keygen' (or its text) that opens the key; "
+                             "repeatable. With recipients, a passphrase is added only if its variable is set")
+    parser.add_argument("--expires", metavar="DATE",
+                        help="the key stops opening after DATE (YYYY-MM-DD, through that day UTC; or an ISO time)")
+    parser.add_argument("--licensee", metavar="NAME",
+                        help="the customer this copy is for: a fresh lock, named in the key for 'onnxlock trace'")
     parser.add_argument("--force", action="store_true", help="overwrite existing output and key files")
     parser.add_argument("--json", action="store_true", help="print the lock report as JSON")
     passphrase.add_argument(parser)
@@ -37,8 +45,11 @@ def run(args: argparse.Namespace) -> int:
     refuse_existing(args.output, args.key, force=args.force, inputs=(args.model, args.calib))
     model = load_model(args.model)
     calibration = read_npz_feeds(args.calib, model) if args.calib else None
-    secret = passphrase.get_passphrase(args, confirm=True)
-    locked = lock_model(model, passphrase=secret, ratio=args.ratio, strategy=args.strategy, seed=args.seed,
+    expires = parse_expires(args.expires) if args.expires else None
+    secret = (passphrase.optional_passphrase(args) if args.recipient
+              else passphrase.get_passphrase(args, confirm=True, new=True))
+    locked = lock_model(model, passphrase=secret, recipients=args.recipient, expires=expires,
+                        licensee=args.licensee, ratio=args.ratio, strategy=args.strategy, seed=args.seed,
                         calibration=calibration, tries=args.tries, progress=sys.stderr.isatty())
     with writing(args.output, args.key):
         write_locked(locked, args.output, args.key, force=args.force)
@@ -55,4 +66,10 @@ def print_summary(args: argparse.Namespace, report: dict) -> None:
     print(f"  {report['groups_widened']} of {report['groups_total']} layer groups widened, "
           f"+{report['params_added']} parameters (+{percent(report['params_added'], report['params_original'])})")
     print(f"  damage on {inputs}: {report['calibration_damage']:.3f} (0 = unchanged, 1 = unrelated outputs)")
-    print("  keep the key and its passphrase safe: without both the model cannot be restored")
+    if args.licensee:
+        print(f"  licensed to {args.licensee}: keep a copy of the key to trace leaks ('onnxlock trace')")
+    if args.recipient:
+        also = " or the passphrase" if passphrase.optional_passphrase(args) else ""
+        print(f"  the key opens for any of {len(args.recipient)} recipient(s){also} (onnxlock run --identity ...)")
+    else:
+        print("  keep the key and its passphrase safe: without both the model cannot be restored")

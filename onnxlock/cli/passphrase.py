@@ -1,4 +1,5 @@
-"""The passphrase, shared by every verb that needs one: an environment variable, else a terminal prompt."""
+"""Passphrases and identities, shared by every verb that opens or seals a key: an environment
+variable, else a terminal prompt; ``--identity`` for a device key."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import getpass
 import os
 import sys
 
-from ..errors import OnnxlockError
+from ..errors import KeyAuthError, KeyFormatError, OnnxlockError
+from ..fileio import read_input
+from ..key import X25519Identity, check_passphrase, parse_identity
 from ..runtime.session import PASSPHRASE_ENV
 
 
@@ -18,12 +21,47 @@ def add_argument(parser: argparse.ArgumentParser) -> None:
                              "when it is unset, a terminal is prompted")
 
 
-def get_passphrase(args: argparse.Namespace, *, confirm: bool = False) -> str:
-    """The passphrase from ``args.passphrase_env``, else asked on the terminal (twice if ``confirm``)."""
-    name = args.passphrase_env
-    value = os.environ.get(name)
-    if value:
-        return value
+def add_identity_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--identity FILE`` and ``--passphrase-env``: open the key with a device identity or a passphrase."""
+    parser.add_argument("--identity", metavar="FILE",
+                        help="identity file from 'onnxlock keygen' (a passphrase-protected one takes "
+                             "the passphrase); without it the key is opened with the passphrase")
+    add_argument(parser)
+
+
+def get_passphrase(args: argparse.Namespace, *, confirm: bool = False, new: bool = False) -> str:
+    """The passphrase from ``args.passphrase_env``, else asked on the terminal (twice if ``confirm``).
+    A ``new`` passphrase (one that will protect something) must be long enough."""
+    value = _from_env(args.passphrase_env) or _prompt(args.passphrase_env, confirm)
+    return check_passphrase(value) if new else value
+
+
+def optional_passphrase(args: argparse.Namespace) -> str | None:
+    """The passphrase if its environment variable is set, else None (no prompt)."""
+    return _from_env(args.passphrase_env)
+
+
+def get_identity(args: argparse.Namespace) -> tuple[X25519Identity | None, str | None]:
+    """The identity named by ``--identity`` (prompting for a protected one's passphrase on a
+    terminal) and the passphrase, if any, to try on the key as well."""
+    passphrase = optional_passphrase(args)
+    if args.identity is None:
+        return None, passphrase or get_passphrase(args)
+    data = read_input(args.identity, "identity", KeyFormatError)
+    try:
+        return parse_identity(data, passphrase), passphrase
+    except KeyAuthError:
+        if passphrase is not None or not sys.stdin.isatty():
+            raise
+    passphrase = _prompt(args.passphrase_env, confirm=False)
+    return parse_identity(data, passphrase), passphrase
+
+
+def _from_env(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def _prompt(name: str, confirm: bool) -> str:
     if not sys.stdin.isatty():
         raise OnnxlockError(f"no passphrase: set {name}, use --passphrase-env NAME, or run on a terminal")
     value = getpass.getpass("Passphrase: ")

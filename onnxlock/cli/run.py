@@ -25,14 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", choices=CHOICES, default="auto",
                         help="execution provider (default: auto, CUDA when available; one warning line on fallback)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    passphrase.add_argument(parser)
+    passphrase.add_identity_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     refuse_existing(args.output, force=args.force, inputs=(args.locked, args.key, args.input))
     settle_pair(args.key)
-    session = load_session(args.locked, args.key, passphrase=passphrase.get_passphrase(args),
-                           providers=args.provider)
+    identity, secret = passphrase.get_identity(args)
+    session = load_session(args.locked, args.key, passphrase=secret, identity=identity, providers=args.provider)
     feeds = read_npz_feeds(args.input, session)
     outputs = dict(zip((o.name for o in session.get_outputs()), infer(session, feeds)))
     with writing(args.output):

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="RESTORED.onnx",
                         help="where to write the restored (plaintext) model")
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
-    passphrase.add_argument(parser)
+    passphrase.add_identity_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
     settle_pair(args.key)
     locked = read_input(args.locked, "locked model", ModelFormatError)
     key = read_input(args.key, "key", KeyFormatError)
-    model = restore_model(locked, key, passphrase.get_passphrase(args))
+    identity, secret = passphrase.get_identity(args)
+    model = restore_model(locked, key, secret, identity=identity)
     with writing(args.output):
         save_model(model, args.output)
     print(f"restored {args.locked} -> {args.output}")

@@ -1,9 +1,17 @@
 """Key envelope: seals a small JSON secret into an encrypted, versioned file bound to a model hash.
 
-Knows nothing about ONNX; see ``envelope`` for the file format and ``recipients`` for key wrapping.
+Knows nothing about ONNX; see ``envelope`` for the file format, ``recipients`` for key wrapping
+and ``identity`` for device identity and public key files. docs/key-format.md is the spec.
 """
 
-from onnxlock.key.envelope import open_key, open_with, read_header, seal, seal_for
-from onnxlock.key.recipients import Recipient, ScryptRecipient
+from onnxlock.key.envelope import open_key, open_with, read_header, rekey, seal, seal_for
+from onnxlock.key.identity import (
+    identity_bytes, load_identity, load_recipient, parse_identity, parse_public, public_text,
+)
+from onnxlock.key.recipients import (
+    Recipient, ScryptRecipient, X25519Identity, X25519Recipient, check_passphrase,
+)
 
-__all__ = ["open_key", "open_with", "read_header", "seal", "seal_for", "Recipient", "ScryptRecipient"]
+__all__ = ["open_key", "open_with", "read_header", "rekey", "seal", "seal_for", "Recipient", "ScryptRecipient",
+           "X25519Identity", "X25519Recipient", "check_passphrase", "identity_bytes", "load_identity",
+           "load_recipient", "parse_identity", "parse_public", "public_text"]

@@ -2,11 +2,12 @@
 
 Layout (UTF-8 text, three '\\n'-terminated lines)::
 
-    onnxlock-key/1
-    {"format":"onnxlock-key","version":1,...}    <- header, authenticated as AAD
+    onnxlock-key/2
+    {"format":"onnxlock-key","version":2,...}    <- header, authenticated as AAD
     <base64 of AES-GCM(zlib(JSON secret))>
 
 The file key is wrapped once per recipient stanza in the header (see ``recipients``).
+Version 1 files (no ``licensee`` field) are still read. docs/key-format.md is the full spec.
 """
 
 from __future__ import annotations
@@ -16,55 +17,68 @@ import os
 import re
 import zlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from onnxlock.errors import KeyAuthError, KeyExpiredError, KeyFormatError, ModelMismatchError
+from onnxlock.errors import KeyAuthError, KeyExpiredError, KeyFormatError, ModelMismatchError, OnnxlockError
 from onnxlock.key.fields import b64_field, b64decode, b64encode, exact_fields, field
+from onnxlock.key.identity import load_identity
 from onnxlock.key.recipients import (
-    FILE_KEY_SIZE, NONCE_SIZE, SCRYPT_DEFAULTS, Recipient, ScryptRecipient, check_stanza,
+    FILE_KEY_SIZE, NONCE_SIZE, SCRYPT_DEFAULTS, Recipient, ScryptRecipient, X25519Recipient, check_stanza,
 )
 
 FORMAT = "onnxlock-key"
-VERSION = 1
+VERSION = 2
 MAGIC = f"{FORMAT}/{VERSION}".encode("ascii")
+_MAGICS = {f"{FORMAT}/{v}".encode("ascii"): v for v in (1, 2)}
 
 _HEADER = "key header"
-_HEADER_FIELDS = ("format", "version", "model_sha256", "method", "created", "expires",
-                  "recipients", "nonce")
-_MAX_RECIPIENTS = 16  # each passphrase stanza costs a scrypt run when opening
+_V1_FIELDS = ("format", "version", "model_sha256", "method", "created", "expires", "recipients", "nonce")
+_HEADER_FIELDS = {1: _V1_FIELDS, 2: _V1_FIELDS + ("licensee",)}
+# Caps checked before any cryptography, so a hostile file costs at most one scrypt run.
+MAX_RECIPIENTS = 16
+MAX_SCRYPT_STANZAS = 1
+MAX_KEY_BYTES = 16 << 20
+MAX_HEADER_BYTES = 16 << 10
+MAX_LICENSEE_CHARS = 100
 _MAX_SECRET_BYTES = 64 << 20
 _TAG_SIZE = 16
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _AUTH_FAILED = "wrong passphrase or corrupted key"
+_AUTH_FAILED_IDENTITY = "the key is not for this identity or passphrase, or it is corrupted"
+_KEEP = object()
 
 
-def seal(secret: dict, *, model_sha256: str, method: str, passphrase: str,
-         kdf_params: dict | None = None, expires: datetime | None = None,
+def seal(secret: dict, *, model_sha256: str, method: str, passphrase: str | None = None,
+         recipients: Iterable[X25519Recipient] = (), kdf_params: dict | None = None,
+         expires: datetime | None = None, licensee: str | None = None,
          _salt: bytes | None = None, _nonce: bytes | None = None,
          _file_key: bytes | None = None, _created: datetime | None = None) -> bytes:
-    """Seal ``secret`` under ``passphrase`` and return the key file bytes.
+    """Seal ``secret`` for ``passphrase`` and/or public ``recipients``; any one of them opens it.
 
     ``kdf_params`` overrides scrypt's n, r, p. The underscored arguments pin the random
     values (and creation time) for known-answer tests; ``_nonce`` pins both the payload
     and the stanza nonce, which is harmless because they are used under different keys.
     """
-    params = dict(SCRYPT_DEFAULTS)
-    if kdf_params:
-        unknown = set(kdf_params) - set(params)
-        if unknown:
-            raise ValueError(f"unknown scrypt parameter {sorted(unknown)[0]!r}")
-        params.update(kdf_params)
-    recipient = ScryptRecipient(passphrase, **params, _salt=_salt, _nonce=_nonce)
-    return seal_for([recipient], secret, model_sha256=model_sha256, method=method,
-                    expires=expires, _nonce=_nonce, _file_key=_file_key, _created=_created)
+    stanzas: list[Recipient] = []
+    if passphrase is not None:
+        params = dict(SCRYPT_DEFAULTS)
+        if kdf_params:
+            unknown = set(kdf_params) - set(params)
+            if unknown:
+                raise ValueError(f"unknown scrypt parameter {sorted(unknown)[0]!r}")
+            params.update(kdf_params)
+        stanzas.append(ScryptRecipient(passphrase, **params, _salt=_salt, _nonce=_nonce))
+    stanzas.extend(recipients)
+    return seal_for(stanzas, secret, model_sha256=model_sha256, method=method, expires=expires,
+                    licensee=licensee, _nonce=_nonce, _file_key=_file_key, _created=_created)
 
 
 def seal_for(recipients: Iterable[Recipient], secret: dict, *, model_sha256: str, method: str,
-             expires: datetime | None = None, _nonce: bytes | None = None,
+             expires: datetime | None = None, licensee: str | None = None, _nonce: bytes | None = None,
              _file_key: bytes | None = None, _created: datetime | None = None) -> bytes:
     """Seal ``secret`` so that any one of ``recipients`` can open it."""
     if not isinstance(secret, dict):
@@ -73,13 +87,17 @@ def seal_for(recipients: Iterable[Recipient], secret: dict, *, model_sha256: str
         raise ValueError("model_sha256 must be 64 lowercase hex digits")
     if not isinstance(method, str) or not method:
         raise ValueError("method must be a non-empty string")
+    if licensee is not None and _licensee_problem(licensee):
+        raise ValueError(_licensee_problem(licensee))
     file_key = _file_key if _file_key is not None else os.urandom(FILE_KEY_SIZE)
     nonce = _nonce if _nonce is not None else os.urandom(NONCE_SIZE)
     if len(file_key) != FILE_KEY_SIZE or len(nonce) != NONCE_SIZE:
         raise ValueError("file key must be 32 bytes and nonce 12 bytes")
     stanzas = [r.wrap(file_key) for r in recipients]
-    if not 1 <= len(stanzas) <= _MAX_RECIPIENTS:
-        raise ValueError(f"a key needs 1 to {_MAX_RECIPIENTS} recipients")
+    if not 1 <= len(stanzas) <= MAX_RECIPIENTS:
+        raise ValueError(f"a key needs 1 to {MAX_RECIPIENTS} recipients")
+    if sum(s["type"] == ScryptRecipient.type for s in stanzas) > MAX_SCRYPT_STANZAS:
+        raise ValueError("a key holds at most one passphrase")
     header = {
         "format": FORMAT,
         "version": VERSION,
@@ -87,10 +105,13 @@ def seal_for(recipients: Iterable[Recipient], secret: dict, *, model_sha256: str
         "method": method,
         "created": _timestamp(_created or datetime.now(timezone.utc)),
         "expires": None if expires is None else _timestamp(expires),
+        "licensee": licensee,
         "recipients": stanzas,
         "nonce": b64encode(nonce),
     }
     header_line = json.dumps(header, separators=(",", ":")).encode("ascii")
+    if len(header_line) > MAX_HEADER_BYTES:
+        raise ValueError("key header too large")
     plaintext = zlib.compress(
         json.dumps(secret, separators=(",", ":"), sort_keys=True, allow_nan=False).encode("utf-8"), 9
     )
@@ -98,14 +119,39 @@ def seal_for(recipients: Iterable[Recipient], secret: dict, *, model_sha256: str
     return b"\n".join([MAGIC, header_line, b64encode(payload).encode("ascii")]) + b"\n"
 
 
+def rekey(data: bytes, identities: Iterable[Recipient], recipients: Iterable[Recipient], *,
+          expires: datetime | None | object = _KEEP) -> bytes:
+    """The same secret, binding and licensee sealed afresh (new file key) for ``recipients``.
+
+    ``data`` must open with one of ``identities``; ``expires`` replaces the expiry (None: never).
+    """
+    secret = open_with(identities, data)
+    header = read_header(data)  # authentic: it was the AAD of the payload that just opened
+    old_expiry = _parse_time(header["expires"], "expires") if header["expires"] else None
+    return seal_for(recipients, secret, model_sha256=header["model_sha256"], method=header["method"],
+                    expires=old_expiry if expires is _KEEP else expires,
+                    licensee=header.get("licensee"), _created=_parse_time(header["created"], "created"))
+
+
 def read_header(data: bytes) -> dict:
     """Parse and validate a key file's structure and return its header; needs no secret."""
     return _parse(data).header
 
 
-def open_key(data: bytes, *, passphrase: str, model_sha256: str | None = None) -> dict:
-    """Return the secret sealed in ``data``; see ``open_with`` for the checks and errors."""
-    return open_with([ScryptRecipient(passphrase)], data, model_sha256=model_sha256)
+def open_key(data: bytes, *, passphrase: str | None = None, identity=None,
+             model_sha256: str | None = None) -> dict:
+    """Return the secret sealed in ``data`` for an ``identity`` (path, identity file bytes or
+    X25519Identity; a protected one is opened with ``passphrase``) or for ``passphrase``.
+    See ``open_with`` for the checks and errors."""
+    if passphrase is None and identity is None:
+        raise OnnxlockError("no passphrase or identity given to open the key")
+    parsed = _check(data, model_sha256)
+    identities: list[Recipient] = []
+    if identity is not None:
+        identities.append(load_identity(identity, passphrase))
+    if passphrase is not None:
+        identities.append(ScryptRecipient(passphrase))
+    return _open(identities, parsed)
 
 
 def open_with(identities: Iterable[Recipient], data: bytes, *,
@@ -117,6 +163,10 @@ def open_with(identities: Iterable[Recipient], data: bytes, *,
     header before it is authenticated; that is safe because the header is the AAD, so
     tampering with it can make opening fail but never succeed.
     """
+    return _open(identities, _check(data, model_sha256))
+
+
+def _check(data: bytes, model_sha256: str | None) -> _Parsed:
     parsed = _parse(data)
     key_sha = parsed.header["model_sha256"]
     if model_sha256 is not None and model_sha256.lower() != key_sha:
@@ -126,6 +176,10 @@ def open_with(identities: Iterable[Recipient], data: bytes, *,
         )
     if parsed.expires is not None and datetime.now(timezone.utc) >= parsed.expires:
         raise KeyExpiredError(f"key expired on {parsed.header['expires']}")
+    return parsed
+
+
+def _open(identities: Iterable[Recipient], parsed: _Parsed) -> dict:
     file_key = _unwrap(identities, parsed.header["recipients"])
     try:
         plaintext = AESGCM(file_key).decrypt(parsed.nonce, parsed.ciphertext, parsed.header_line)
@@ -147,8 +201,10 @@ def _parse(data: bytes) -> _Parsed:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("key data must be bytes")
     data = bytes(data)
-    header_line, payload_line = _split_lines(data)
-    header = _load_header(header_line)
+    if len(data) > MAX_KEY_BYTES:
+        raise KeyFormatError(f"key file is larger than {MAX_KEY_BYTES >> 20} MiB")
+    version, header_line, payload_line = _split_lines(data)
+    header = _load_header(header_line, version)
     nonce = b64_field(header, "nonce", NONCE_SIZE, _HEADER)
     try:
         ciphertext = b64decode(payload_line.decode("ascii"))
@@ -161,12 +217,12 @@ def _parse(data: bytes) -> _Parsed:
                    None if expires is None else _parse_time(expires, "expires"))
 
 
-def _split_lines(data: bytes) -> tuple[bytes, bytes]:
+def _split_lines(data: bytes) -> tuple[int, bytes, bytes]:
     if not data:
         raise KeyFormatError("key file is empty")
     first, newline, rest = data.partition(b"\n")
-    if first != MAGIC:
-        if not newline and MAGIC.startswith(first):
+    if first not in _MAGICS:
+        if not newline and any(magic.startswith(first) for magic in _MAGICS):
             raise KeyFormatError("key file truncated")
         other = re.fullmatch(rb"onnxlock-key/(\d{1,9})", first)
         if other:
@@ -177,10 +233,12 @@ def _split_lines(data: bytes) -> tuple[bytes, bytes]:
         raise KeyFormatError("key file truncated")
     if len(lines) > 3 or lines[2]:
         raise KeyFormatError("key file has data after the payload line")
-    return lines[0], lines[1]
+    if len(lines[0]) > MAX_HEADER_BYTES:
+        raise KeyFormatError(f"key header is longer than {MAX_HEADER_BYTES} bytes")
+    return _MAGICS[first], lines[0], lines[1]
 
 
-def _load_header(line: bytes) -> dict:
+def _load_header(line: bytes, magic_version: int) -> dict:
     try:
         header = json.loads(line.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError, RecursionError):
@@ -191,21 +249,35 @@ def _load_header(line: bytes) -> dict:
     if fmt != FORMAT:
         raise KeyFormatError(f"key header field 'format' is {fmt!r}, expected {FORMAT!r}")
     version = field(header, "version", int, _HEADER)
-    if version != VERSION:
+    if version not in _HEADER_FIELDS:
         raise KeyFormatError(_unsupported(version))
-    exact_fields(header, _HEADER_FIELDS, _HEADER)
+    if version != magic_version:
+        raise KeyFormatError(f"key header version {version} does not match the first line")
+    exact_fields(header, _HEADER_FIELDS[version], _HEADER)
     if not _SHA256_HEX.fullmatch(field(header, "model_sha256", str, _HEADER)):
         raise KeyFormatError("key header field 'model_sha256' is not a lowercase hex SHA-256")
     field(header, "method", str, _HEADER)
     _parse_time(field(header, "created", str, _HEADER), "created")
     field(header, "expires", (str, type(None)), _HEADER)
+    if version >= 2:
+        licensee = field(header, "licensee", (str, type(None)), _HEADER)
+        if licensee is not None and _licensee_problem(licensee):
+            raise KeyFormatError(f"key header field 'licensee': {_licensee_problem(licensee)}")
     recipients = field(header, "recipients", list, _HEADER)
-    if not 1 <= len(recipients) <= _MAX_RECIPIENTS:
-        raise KeyFormatError(f"key header must list 1 to {_MAX_RECIPIENTS} recipients, "
+    if not 1 <= len(recipients) <= MAX_RECIPIENTS:
+        raise KeyFormatError(f"key header must list 1 to {MAX_RECIPIENTS} recipients, "
                              f"got {len(recipients)}")
     for i, stanza in enumerate(recipients):
         check_stanza(stanza, f"key recipient {i}")
+    if sum(stanza["type"] == ScryptRecipient.type for stanza in recipients) > MAX_SCRYPT_STANZAS:
+        raise KeyFormatError(f"key header may hold at most {MAX_SCRYPT_STANZAS} scrypt recipient")
     return header
+
+
+def _licensee_problem(name: str) -> str | None:
+    if not 1 <= len(name) <= MAX_LICENSEE_CHARS or not name.isprintable():
+        return f"a licensee name is 1 to {MAX_LICENSEE_CHARS} printable characters"
+    return None
 
 
 def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
@@ -218,7 +290,21 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
 
 
 def _unsupported(version: object) -> str:
-    return f"unsupported key version {version} (this onnxlock reads version {VERSION})"
+    return f"unsupported key version {version} (this onnxlock reads versions 1 and {VERSION})"
+
+
+def parse_expires(text: str) -> datetime:
+    """A user's expiry: a date (the key opens through the end of that day, UTC) or an ISO-8601
+    time with a UTC offset."""
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            return datetime.fromisoformat(text).replace(tzinfo=timezone.utc) + timedelta(days=1)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise OnnxlockError(f"expiry {text!r} is not a date (YYYY-MM-DD) or an ISO-8601 time") from None
+    if moment.tzinfo is None:
+        raise OnnxlockError(f"expiry {text!r} needs a UTC offset (e.g. +00:00), or give a date")
+    return moment
 
 
 def _timestamp(moment: datetime) -> str:
@@ -238,12 +324,14 @@ def _parse_time(text: str, name: str) -> datetime:
 
 
 def _unwrap(identities: Iterable[Recipient], stanzas: list[dict]) -> bytes:
+    identities = list(identities)
     for identity in identities:
         for stanza in stanzas:
             file_key = identity.unwrap(stanza)
             if file_key is not None:
                 return file_key
-    raise KeyAuthError(_AUTH_FAILED)
+    passphrases_only = all(isinstance(i, ScryptRecipient) for i in identities)
+    raise KeyAuthError(_AUTH_FAILED if passphrases_only else _AUTH_FAILED_IDENTITY)
 
 
 def _decode_secret(plaintext: bytes) -> dict:

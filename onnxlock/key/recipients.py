@@ -1,20 +1,25 @@
 """Recipient stanzas: each wraps the random file key for one kind of identity (as in age).
 
-A new kind (e.g. X25519) is one more ``Recipient`` subclass here; subclassing registers
-its stanza ``type`` so headers holding it are validated, and the envelope never changes.
+Two kinds: a passphrase (``scrypt``) and a device public key (``x25519``). A new kind is one
+more ``Recipient`` subclass here; subclassing registers its stanza ``type`` so headers holding
+it are validated, and the envelope never changes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from onnxlock.errors import KeyFormatError
+from onnxlock.errors import InvalidArgumentError, KeyFormatError
 from onnxlock.key.fields import b64_field, b64decode, b64encode, exact_fields, field
 
 FILE_KEY_SIZE = 32
@@ -30,7 +35,8 @@ class Recipient(ABC):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        Recipient._by_type[cls.type] = cls
+        if "type" in cls.__dict__:  # an identity subclass shares its recipient's stanza type
+            Recipient._by_type[cls.type] = cls
 
     @abstractmethod
     def wrap(self, file_key: bytes) -> dict:
@@ -58,13 +64,25 @@ def check_stanza(stanza: object, where: str) -> None:
         recipient_class.check_stanza(stanza, f"{where} ({kind})")
 
 
-SCRYPT_DEFAULTS = {"n": 2**15, "r": 8, "p": 1}
+# n=2**17, r=8, p=1 is OWASP's scrypt minimum for password storage (128 MiB, about 1 s to open)
+SCRYPT_DEFAULTS = {"n": 2**17, "r": 8, "p": 1}
+MIN_PASSPHRASE_CHARS = 12
 _SCRYPT_AAD = b"onnxlock-key/1 scrypt"
 _SCRYPT_SALT_SIZE = 16
 _SCRYPT_FIELDS = ("type", "salt", "n", "r", "p", "nonce", "wrapped")
 _SCRYPT_MIN_N, _SCRYPT_MAX_N = 2**12, 2**20
 _SCRYPT_MAX_R, _SCRYPT_MAX_P = 32, 16
 _SCRYPT_MAX_MEMORY = 2**30  # scrypt needs 128 * n * r bytes; a hostile file must not exhaust RAM
+
+
+def check_passphrase(passphrase: str) -> str:
+    """Return ``passphrase`` if it is long enough to protect a key against offline guessing."""
+    if not isinstance(passphrase, str):
+        raise InvalidArgumentError(f"passphrase must be a string, got {type(passphrase).__name__}")
+    if len(passphrase) < MIN_PASSPHRASE_CHARS:
+        raise InvalidArgumentError(f"passphrase must have at least {MIN_PASSPHRASE_CHARS} characters "
+                                   f"(a few random words will do)")
+    return passphrase
 
 
 def scrypt_params_problem(n: int, r: int, p: int) -> str | None:
@@ -87,7 +105,7 @@ class ScryptRecipient(Recipient):
 
     type = "scrypt"
 
-    def __init__(self, passphrase: str, *, n: int = 2**15, r: int = 8, p: int = 1,
+    def __init__(self, passphrase: str, *, n: int = SCRYPT_DEFAULTS["n"], r: int = 8, p: int = 1,
                  _salt: bytes | None = None, _nonce: bytes | None = None):
         if not isinstance(passphrase, str):
             raise TypeError("passphrase must be a str")
@@ -132,3 +150,84 @@ class ScryptRecipient(Recipient):
         problem = scrypt_params_problem(*(field(stanza, k, int, where) for k in ("n", "r", "p")))
         if problem:
             raise KeyFormatError(f"{where}: {problem}")
+
+
+X25519_SIZE = 32
+KID_SIZE = 8
+_X25519_INFO = b"onnxlock-key x25519"
+_X25519_FIELDS = ("type", "kid", "epk", "wrapped")
+_ZERO_NONCE = bytes(NONCE_SIZE)  # each wrap key is fresh (new ephemeral key) and used once
+
+
+def key_id(public: bytes) -> str:
+    """The recipient key id in a stanza: the first 8 bytes of SHA-256(public key), in hex."""
+    return hashlib.sha256(public).hexdigest()[:2 * KID_SIZE]
+
+
+def _wrap_key(shared: bytes, epk: bytes, public: bytes) -> AESGCM:
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=epk + public, info=_X25519_INFO).derive(shared)
+    return AESGCM(key)
+
+
+class X25519Recipient(Recipient):
+    """A device public key (age-style): ECDH with a fresh ephemeral key, HKDF-SHA256, AES-256-GCM."""
+
+    type = "x25519"
+
+    def __init__(self, public: bytes, *, _ephemeral: bytes | None = None):
+        if not isinstance(public, bytes) or len(public) != X25519_SIZE:
+            raise ValueError("an X25519 public key is 32 bytes")
+        self.public = public
+        self.kid = key_id(public)
+        self._ephemeral = _ephemeral
+
+    def wrap(self, file_key: bytes) -> dict:
+        ephemeral = (X25519PrivateKey.generate() if self._ephemeral is None
+                     else X25519PrivateKey.from_private_bytes(self._ephemeral))
+        epk = ephemeral.public_key().public_bytes_raw()
+        try:
+            shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(self.public))
+        except ValueError:  # a low-order point: nothing could ever unwrap this
+            raise ValueError("not a usable X25519 public key") from None
+        wrapped = _wrap_key(shared, epk, self.public).encrypt(_ZERO_NONCE, file_key, None)
+        return {"type": self.type, "kid": self.kid, "epk": b64encode(epk), "wrapped": b64encode(wrapped)}
+
+    def unwrap(self, stanza: dict) -> bytes | None:
+        return None  # a public key opens nothing; see X25519Identity
+
+    @classmethod
+    def check_stanza(cls, stanza: dict, where: str) -> None:
+        exact_fields(stanza, _X25519_FIELDS, where)
+        kid = field(stanza, "kid", str, where)
+        if len(kid) != 2 * KID_SIZE or any(c not in "0123456789abcdef" for c in kid):
+            raise KeyFormatError(f"{where} field 'kid' must be {2 * KID_SIZE} lowercase hex digits")
+        b64_field(stanza, "epk", X25519_SIZE, where)
+        b64_field(stanza, "wrapped", _WRAPPED_SIZE, where)
+
+
+class X25519Identity(X25519Recipient):
+    """The private half: opens the stanzas whose key id is its own."""
+
+    def __init__(self, private: bytes):
+        if not isinstance(private, bytes) or len(private) != X25519_SIZE:
+            raise ValueError("an X25519 private key is 32 bytes")
+        self._private = X25519PrivateKey.from_private_bytes(private)
+        super().__init__(self._private.public_key().public_bytes_raw())
+
+    @classmethod
+    def generate(cls) -> X25519Identity:
+        return cls(X25519PrivateKey.generate().private_bytes_raw())
+
+    @property
+    def private(self) -> bytes:
+        return self._private.private_bytes_raw()
+
+    def unwrap(self, stanza: dict) -> bytes | None:
+        if stanza.get("type") != self.type or stanza.get("kid") != self.kid:
+            return None
+        epk = b64decode(stanza["epk"])
+        try:
+            shared = self._private.exchange(X25519PublicKey.from_public_bytes(epk))
+            return _wrap_key(shared, epk, self.public).decrypt(_ZERO_NONCE, b64decode(stanza["wrapped"]), None)
+        except (ValueError, InvalidTag):  # a low-order point, or not wrapped for us
+            return None

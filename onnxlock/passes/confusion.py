@@ -177,7 +177,7 @@ class WidenChannelsPass:
     @staticmethod
     def restore(model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
         """The inverse pass: delete the confusion channels named by ``secret``."""
-        return narrow(model, secret["groups"], in_place=in_place)
+        return narrow(model, secret.get("groups"), in_place=in_place)
 
     @staticmethod
     def _ensure(original: onnx.ModelProto, locked: onnx.ModelProto, patch: list[dict]) -> None:

@@ -39,7 +39,8 @@ def restore_secret(model: onnx.ModelProto, secret: dict, restorers: dict, *,
                    in_place: bool = False) -> onnx.ModelProto:
     """Undo every layer of ``secret`` on ``model``, last applied first."""
     for layer in reversed(secret_layers(secret)):
-        restorer = restorers.get(layer.get("method"))
+        method = layer.get("method")
+        restorer = restorers.get(method) if isinstance(method, str) else None
         if restorer is None:
             raise KeyFormatError(f"key holds an unknown method {layer.get('method')!r}")
         model = restorer(model, layer, in_place=in_place)

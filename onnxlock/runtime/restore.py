@@ -23,10 +23,11 @@ RESTORED_TENSORS = "restored_tensors"  # {name: tensor_digest} of each touched i
 _ALTERED = "the restored model does not match the original (key or model altered)"
 
 
-def open_secret(key: bytes, passphrase: str, model_sha256: str | None) -> dict:
-    """The key's secret; the one place a key is opened. ``model_sha256`` None: the caller checks
-    the locked file's hash against the key header itself (see ``session.load_session``)."""
-    return open_key(key, passphrase=passphrase, model_sha256=model_sha256)
+def open_secret(key: bytes, passphrase: str | None, model_sha256: str | None, identity=None) -> dict:
+    """The key's secret; the one place a key is opened (with ``identity`` and/or ``passphrase``).
+    ``model_sha256`` None: the caller checks the locked file's hash against the key header itself
+    (see ``session.load_session``)."""
+    return open_key(key, passphrase=passphrase, identity=identity, model_sha256=model_sha256)
 
 
 def restored_digests(model: onnx.ModelProto, secret: dict) -> dict[str, str] | None:
@@ -58,19 +59,20 @@ def restore_checked(locked: bytes, secret: dict) -> tuple[onnx.ModelProto, bytes
     return model, data
 
 
-def _restore(locked: bytes, key: bytes, passphrase: str) -> tuple[onnx.ModelProto, bytes]:
-    return restore_checked(locked, open_secret(key, passphrase, sha256_bytes(locked)))
+def _restore(locked: bytes, key: bytes, passphrase: str | None, identity=None) -> tuple[onnx.ModelProto, bytes]:
+    return restore_checked(locked, open_secret(key, passphrase, sha256_bytes(locked), identity))
 
 
 @guarded("restoring a locked model ({locked})")
-def restore_model(locked: bytes, key: bytes, passphrase: str) -> onnx.ModelProto:
-    """Open ``key`` for the ``locked`` file's bytes and return the exact original model."""
+def restore_model(locked: bytes, key: bytes, passphrase: str | None = None, *, identity=None) -> onnx.ModelProto:
+    """Open ``key`` (with ``identity``: a path, identity bytes or X25519Identity, and/or
+    ``passphrase``) for the ``locked`` file's bytes and return the exact original model."""
     check_bytes("locked", locked)
     check_bytes("key", key)
-    check_passphrase(passphrase)
-    return _restore(locked, key, passphrase)[0]
+    check_passphrase(passphrase, optional=identity is not None)
+    return _restore(locked, key, passphrase, identity)[0]
 
 
-def unlock_bytes(locked: bytes, key: bytes, passphrase: str) -> bytes:
+def unlock_bytes(locked: bytes, key: bytes, passphrase: str | None = None, *, identity=None) -> bytes:
     """The restored model, serialized once: what onnxruntime is handed on the slow path."""
-    return _restore(locked, key, passphrase)[1]
+    return _restore(locked, key, passphrase, identity)[1]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
@@ -44,8 +45,8 @@ ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeExcept
               ort_state.InvalidGraph, ort_state.NotImplemented, ort_state.EngineError)
 
 
-def resolve_passphrase(passphrase: Passphrase) -> str:
-    """The passphrase from the argument, a callback, or ONNXLOCK_PASSPHRASE."""
+def resolve_passphrase(passphrase: Passphrase, *, required: bool = True) -> str | None:
+    """The passphrase from the argument, a callback, or ONNXLOCK_PASSPHRASE (None if not ``required``)."""
     if callable(passphrase):
         passphrase = passphrase()
     if passphrase is not None:
@@ -53,6 +54,8 @@ def resolve_passphrase(passphrase: Passphrase) -> str:
             raise OnnxlockError("the passphrase must be a string")
         return passphrase
     from_env = os.environ.get(PASSPHRASE_ENV)
+    if not from_env and not required:
+        return None
     if not from_env:
         raise OnnxlockError(f"no passphrase given (pass passphrase= or set {PASSPHRASE_ENV})")
     return from_env
@@ -70,13 +73,16 @@ def disable_telemetry() -> None:
 @guarded("loading {locked} with {key}")
 def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
                  providers: str | Sequence[Provider] | None = None,
-                 sess_options: ort.SessionOptions | None = None, verify: str = "fast") -> ort.InferenceSession:
+                 sess_options: ort.SessionOptions | None = None, verify: str = "fast",
+                 identity=None) -> ort.InferenceSession:
     """Open the key, restore the model in memory and return an onnxruntime InferenceSession.
 
-    ``locked`` and ``key`` are paths, bytes or binary file objects; ``passphrase`` a string, a
-    callable returning one, or None for ONNXLOCK_PASSPHRASE. ``sess_options`` is copied, never
-    changed (its attributes and the config entries in ``options.CARRIED_CONFIG_ENTRIES``).
-    Thread-safe: concurrent calls share nothing but onnxruntime's environment.
+    ``locked`` and ``key`` are paths, bytes or binary file objects. The key opens with
+    ``identity`` (an identity file's path or bytes; a protected one takes ``passphrase``) or with
+    ``passphrase``: a string, a callable returning one, or None for ONNXLOCK_PASSPHRASE.
+    ``sess_options`` is copied, never changed (its attributes and the config entries in
+    ``options.CARRIED_CONFIG_ENTRIES``). Thread-safe: concurrent calls share nothing but
+    onnxruntime's environment.
     """
     if verify not in VERIFY:
         raise OnnxlockError(f"verify must be one of {', '.join(VERIFY)}")
@@ -87,10 +93,10 @@ def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
     if isinstance(key, (str, os.PathLike)):
         settle(key)  # finish or undo a lock that was interrupted while writing this pair
     key_bytes = read_bytes(key, "key", KeyFormatError)
-    secret_passphrase = resolve_passphrase(passphrase)
+    credentials = Credentials(resolve_passphrase(passphrase, required=identity is None), identity)
     source = LockedSource(locked, ModelFormatError)
     try:
-        session = _create(source, key_bytes, secret_passphrase, chosen, sess_options, verify)
+        session = _create(source, key_bytes, credentials, chosen, sess_options, verify)
     except ORT_ERRORS as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OnnxlockError(f"onnxruntime cannot load the locked model: {first}") from None
@@ -100,11 +106,22 @@ def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
     return session
 
 
-def _create(source: LockedSource, key: bytes, passphrase: str, providers: list,
+@dataclass(frozen=True)
+class Credentials:
+    """What opens a key: a passphrase and/or an identity."""
+
+    passphrase: str | None
+    identity: object = None
+
+    def open(self, key: bytes, model_sha256: str | None) -> dict:
+        return open_secret(key, self.passphrase, model_sha256, self.identity)
+
+
+def _create(source: LockedSource, key: bytes, credentials: Credentials, providers: list,
             sess_options: ort.SessionOptions | None, verify: str) -> ort.InferenceSession:
     if verify == "fast":
         try:
-            secret = open_secret(key, passphrase, None)
+            secret = credentials.open(key, None)
             prepared = fast.prepare(source, secret, copy_options(sess_options))
             session = None if prepared is None else \
                 ort.InferenceSession(prepared.model, prepared.options, providers=providers)
@@ -116,7 +133,7 @@ def _create(source: LockedSource, key: bytes, passphrase: str, providers: list,
             _check_binding(source, key)  # after creation: hashing overlapped it
             return session
     digest = source.sha256()
-    secret = open_secret(key, passphrase, digest)
+    secret = credentials.open(key, digest)
     _, data = restore_checked(bytes(source.buffer), secret)
     return ort.InferenceSession(data, sess_options, providers=providers)
 
