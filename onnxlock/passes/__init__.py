@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import onnx
 
+from .advparams import PerturbWeightsPass, restore_weights
 from .base import PassResult
 from .confusion import WidenChannelsPass, restore_channels
 from .stack import secret_layers, stack_secrets
 from .stack import restore_secret as _restore_secret
 
-RESTORERS = {WidenChannelsPass.method: restore_channels}
+RESTORERS = {WidenChannelsPass.method: restore_channels, PerturbWeightsPass.method: restore_weights}
 
 
 def restore(model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
@@ -17,5 +18,5 @@ def restore(model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> 
     return _restore_secret(model, secret, RESTORERS, in_place=in_place)
 
 
-__all__ = ["PassResult", "WidenChannelsPass", "restore_channels", "RESTORERS", "restore",
+__all__ = ["PassResult", "WidenChannelsPass", "restore_channels", "PerturbWeightsPass", "restore_weights", "RESTORERS", "restore",
            "secret_layers", "stack_secrets"]
