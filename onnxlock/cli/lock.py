@@ -5,18 +5,28 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 from ..graph.io import load_model
-from ..lock import lock_model, write_locked
+from ..lock import METHODS, lock_model, parse_methods, write_locked
+from ..passes.advparams import DEFAULT_MAX_WEIGHTS
+from ..errors import InputDataError
+from ..runtime.feeds import check_feeds, load_npz
 from ..passes.confusion import DEFAULT_TRIES
 from ..passes.counterfeit import DEFAULT_STRATEGY, STRATEGIES
 from . import passphrase
-from .common import percent, print_json, read_npz_feeds, refuse_existing, writing
+from .common import percent, print_json, refuse_existing, warn, writing
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help="the ONNX model to lock")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="where to write the locked model")
     parser.add_argument("--key", required=True, metavar="KEY", help="where to write the key (owner-only permissions)")
+    parser.add_argument("--method", default="confusion", metavar="|".join(METHODS),
+                        help="protection passes, applied in order: confusion, advparams or confusion,advparams "
+                             "(default: confusion)")
+    parser.add_argument("--max-weights", type=int, default=DEFAULT_MAX_WEIGHTS,
+                        help=f"advparams: most weights changed (default: {DEFAULT_MAX_WEIGHTS})")
     parser.add_argument("--ratio", type=float, default=0.02,
                         help="parameter budget for confusion channels, as a share of the model's (default: 0.02)")
     parser.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
@@ -26,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: 32 for small models down to 4 from a million parameters)")
     parser.add_argument("--seed", type=int, help="random seed, for a reproducible lock")
     parser.add_argument("--calib", metavar="DATA.npz",
-                        help="calibration inputs, one array per model input named after it "
-                             "(default: random inputs)")
+                        help="calibration inputs, one array per model input named after it, and for "
+                             "advparams optionally 'labels' (default: random inputs)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output and key files")
     parser.add_argument("--json", action="store_true", help="print the lock report as JSON")
     passphrase.add_argument(parser)
@@ -35,11 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     refuse_existing(args.output, args.key, force=args.force, inputs=(args.model, args.calib))
+    methods = parse_methods(args.method)
     model = load_model(args.model)
-    calibration = read_npz_feeds(args.calib, model) if args.calib else None
+    calibration, labels = read_calibration(args.calib, model, "advparams" in methods)
     secret = passphrase.get_passphrase(args, confirm=True)
     locked = lock_model(model, passphrase=secret, ratio=args.ratio, strategy=args.strategy, seed=args.seed,
-                        calibration=calibration, tries=args.tries, progress=sys.stderr.isatty())
+                        calibration=calibration, tries=args.tries, progress=sys.stderr.isatty(),
+                        method=args.method, max_weights=args.max_weights, labels=labels)
     with writing(args.output, args.key):
         write_locked(locked, args.output, args.key, force=args.force)
     if args.json:
@@ -49,10 +61,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_calibration(path, model, with_labels: bool) -> tuple[dict | None, np.ndarray | None]:
+    """Calibration feeds and, when advparams can use them, the npz's integer 'labels' (else None)."""
+    if not path:
+        return None, None
+    arrays = load_npz(path)
+    labels = arrays.pop("labels", None) if with_labels else None
+    feeds, unused = check_feeds(arrays, model, source=str(path))
+    if unused:
+        warn(f"ignoring arrays in {path} that are not model inputs: {', '.join(unused)}")
+    if labels is not None and (labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer)
+                               or any(len(labels) != len(a) for a in feeds.values())):
+        raise InputDataError(f"{path}: 'labels' must be integers, one per calibration sample")
+    return feeds, labels
+
+
 def print_summary(args: argparse.Namespace, report: dict) -> None:
-    inputs = "calibration data" if args.calib else "random inputs"
     print(f"locked {args.model} -> {args.output} (key: {args.key})")
+    for layer in report.get("layers", [report]):
+        (print_advparams if layer["method"] == "advparams" else print_confusion)(args, layer)
+    print("  keep the key and its passphrase safe: without both the model cannot be restored")
+
+
+def print_advparams(args: argparse.Namespace, report: dict) -> None:
+    print(f"  advparams: {report['weights_changed']} weights changed in {report['layers_changed']} of "
+          f"{report['layers_total']} layers; calibration agreement {report['calibration_agreement_before']:.3f} "
+          f"-> {report['calibration_agreement_after']:.3f}")
+
+
+def print_confusion(args: argparse.Namespace, report: dict) -> None:
+    inputs = "calibration data" if args.calib else "random inputs"
     print(f"  {report['groups_widened']} of {report['groups_total']} layer groups widened, "
           f"+{report['params_added']} parameters (+{percent(report['params_added'], report['params_original'])})")
     print(f"  damage on {inputs}: {report['calibration_damage']:.3f} (0 = unchanged, 1 = unrelated outputs)")
-    print("  keep the key and its passphrase safe: without both the model cannot be restored")
