@@ -107,12 +107,13 @@ class TorchBridge:
         try:
             module = _convert(self.model)
         except Exception as first:  # onnx2torch raises many kinds (KeyError, NotImplementedError...)
+            problem = f"onnx2torch cannot convert {_failed_node(first)}"
             if not feeds:
-                raise UnsupportedGraphError(f"onnx2torch cannot convert {_failed_node(first)}") from first
+                raise UnsupportedGraphError(problem) from first
             try:
                 module = _convert(pin_shapes(self.model, feeds))
             except Exception as exc:
-                raise UnsupportedGraphError(f"onnx2torch cannot convert {_failed_node(exc)}") from exc
+                raise UnsupportedGraphError(problem) from exc
         self.module = module.eval()
         for tensor in [*self.module.parameters(), *self.module.buffers()]:
             tensor.requires_grad_(False)
