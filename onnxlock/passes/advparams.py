@@ -279,34 +279,34 @@ class PerturbWeightsPass:
         }
         return PassResult(locked, secret, report)
 
-    def _agreement(self, bridge, head, feeds) -> float:
-        import torch
-
-        with torch.no_grad():
-            return head.agreement(bridge.forward(feeds)[0].numpy())
-
     def _search(self, bridge, head, layers, feeds, target):
-        """Greedy steps until the calibration agreement reaches ``target`` or nothing can move."""
+        """Greedy steps until the calibration agreement reaches ``target`` or nothing can move;
+        each step's forward pass gives both the gradient and the agreement it starts from."""
         changed: dict[tuple[str, int], None] = {}
-        before = agreement = self._agreement(bridge, head, feeds)
+        seen: list[float] = []
+
+        def loss(outputs):
+            seen.append(head.agreement(outputs[0].detach().numpy()))
+            return head.loss(outputs[0])
+
         steps = 0
         bar = tqdm(total=self.max_weights, desc="perturbing weights", disable=not self.progress, leave=False)
-        while agreement > target and steps < self.max_steps:
-            _, grads = bridge.gradients(lambda outputs: head.loss(outputs[0]), feeds, list(layers))
+        while True:
+            _, grads = bridge.gradients(loss, feeds, list(layers))
+            bar.set_postfix(agreement=f"{seen[-1]:.3f}")
+            if seen[-1] <= target or steps >= self.max_steps:
+                break
             picks = self._pick(layers, grads, changed)
             if not picks:
                 break
             for name, index, value in picks:
-                layer = layers[name]
-                layer.current.reshape(-1)[index] = value
+                layers[name].current.reshape(-1)[index] = value
                 bridge.set_value(name, index, float(value))
                 changed.setdefault((name, index))
             steps += 1
-            agreement = self._agreement(bridge, head, feeds)
             bar.n = len(changed)
-            bar.set_postfix(agreement=f"{agreement:.3f}")
         bar.close()
-        return list(changed), steps, before, agreement
+        return list(changed), steps, seen[0], seen[-1]
 
     def _pick(self, layers, grads, changed) -> list[tuple[str, int, np.float32]]:
         """Up to ``per_step`` moves, the best one of each of the most sensitive layers; once the
