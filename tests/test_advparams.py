@@ -37,10 +37,10 @@ def _accuracy(model, digits) -> float:
     return float(np.mean(run(model, {"pixels": digits["pixels"]})[0].argmax(-1) == digits["labels"]))
 
 
-@pytest.mark.parametrize("method", ["advparams", "confusion,advparams", "advparams,confusion"])
+@pytest.mark.parametrize("method", ["advparams", "confusion,advparams"])
 @pytest.mark.parametrize("name", DIGITS)
 def test_every_method_restores_exactly(name, method, calib):
-    feeds, labels = calib
+    feeds, labels = {"pixels": calib[0]["pixels"][:64]}, calib[1][:64]
     locked = lock_model(MODELS / f"{name}.onnx", passphrase=PASSPHRASE, kdf_params=CHEAP_KDF, seed=0,
                         calibration=feeds, labels=labels, method=method, max_weights=8, tries=1)
     original = normalize(load_model(MODELS / f"{name}.onnx"))
