@@ -15,10 +15,13 @@ from .errors import InvalidArgumentError, OnnxlockError
 from .filepair import NewFile, write_files
 from .fileio import sha256_bytes
 from .graph.io import load_model, parse_model
+from .graph.normalize import normalize
 from .graph.patch import sample_counterfeits
 from .guard import guarded
 from .key import check_passphrase, load_recipient, seal
-from .passes import WidenChannelsPass, restore
+from .passes import FlipSignsPass, PerturbWeightsPass, WidenChannelsPass, restore, secret_layers, stack_secrets
+from .passes.advparams import DEFAULT_MAX_WEIGHTS
+from .passes.base import PassResult
 from .passes.confusion import DEFAULT_TRIES
 from .passes.counterfeit import DEFAULT_STRATEGY
 from .runtime.restore import restore_model, restored_digests
@@ -37,19 +40,65 @@ class LockedModel:
     report: dict
 
 
+# the passes lock_model can stack, in the order they are applied (restored in reverse)
+METHODS = ("confusion", "advparams", "signflip")
+DEFAULT_METHOD = "confusion"
+
+
+def parse_methods(method: str) -> list[str]:
+    """``"signflip,confusion"`` -> the passes in application order (METHODS order); unknown or
+    repeated ones refused."""
+    methods = [m.strip() for m in str(method).split(",")]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or len(set(methods)) != len(methods) or not methods:
+        raise InvalidArgumentError(f"method must be one or more of {', '.join(METHODS)}, comma-separated, each once")
+    return sorted(methods, key=METHODS.index)
+
+
+@dataclass
+class LockOptions:
+    """What the passes need besides the model."""
+
+    ratio: float
+    strategy: str
+    seed: int | None
+    calibration: dict[str, np.ndarray] | None
+    tries: int | None
+    progress: bool
+    max_weights: int
+    labels: np.ndarray | None
+
+
+def _run_pass(name: str, original: onnx.ModelProto, current: onnx.ModelProto, earlier: list[dict],
+              options: LockOptions) -> PassResult:
+    """Apply pass ``name`` to ``current`` (``original`` already locked by the ``earlier`` secrets)."""
+    if name == "confusion":
+        return WidenChannelsPass(ratio=options.ratio, strategy=options.strategy, seed=options.seed,
+                                 calibration=options.calibration, tries=options.tries,
+                                 progress=options.progress)(current)
+    if name == "advparams":  # chosen on the original, so that stripping an earlier lock leaves this one
+        advparams = PerturbWeightsPass(max_weights=options.max_weights, calibration=options.calibration,
+                                       labels=options.labels, seed=options.seed, progress=options.progress)
+        return advparams(original, onto=normalize(current) if earlier else None, earlier=earlier)
+    return FlipSignsPass()(normalize(current) if not earlier else current)
+
+
 @guarded("locking {model}")
 def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | None = None,
                recipients: Iterable = (), expires: datetime | None = None, licensee: str | None = None,
-               ratio: float = 0.02, strategy: str = DEFAULT_STRATEGY, seed: int | None = None,
-               calibration: dict[str, np.ndarray] | None = None, kdf_params: dict | None = None,
-               tries: int | None = DEFAULT_TRIES, progress: bool = False) -> LockedModel:
-    """Lock ``model`` with confusion channels and seal the secret for ``passphrase`` and/or public
-    ``recipients`` (paths, public key text or X25519Recipient), any one of which opens it.
+               method: str = DEFAULT_METHOD, ratio: float = 0.02, strategy: str = DEFAULT_STRATEGY,
+               seed: int | None = None, calibration: dict[str, np.ndarray] | None = None,
+               kdf_params: dict | None = None, tries: int | None = DEFAULT_TRIES, progress: bool = False,
+               max_weights: int = DEFAULT_MAX_WEIGHTS, labels: np.ndarray | None = None) -> LockedModel:
+    """Lock ``model`` with the passes named in ``method`` (e.g. ``"confusion,signflip"``, applied in
+    METHODS order) and seal their stacked secret for ``passphrase`` and/or public ``recipients``
+    (paths, public key text or X25519Recipient), any one of which opens it.
 
     ``expires`` (timezone-aware) ends the key's validity; ``licensee`` records whose copy this is
     in the authenticated header (each call draws a fresh secret, so give no ``seed``)."""
     check_model_argument(model)
     check_lock_options(ratio=ratio, strategy=strategy, seed=seed, tries=tries, kdf_params=kdf_params)
+    methods = parse_methods(method)
     recipients = [load_recipient(r) for r in recipients]
     if passphrase is None and not recipients:
         raise InvalidArgumentError("passphrase or recipients: give a passphrase or at least one recipient")
@@ -59,25 +108,32 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
         raise InvalidArgumentError("a licensee's lock must come from a fresh secret: give no seed")
     if not isinstance(model, onnx.ModelProto):
         model = load_model(model)
-    calibration = check_calibration(calibration, model)
-    result = WidenChannelsPass(ratio=ratio, strategy=strategy, seed=seed, calibration=calibration,
-                               tries=tries, progress=progress)(model)
-    locked = result.model.SerializeToString()
-    secret = dict(result.secret)
-    restored = restore(parse_model(locked), result.secret, in_place=True)
+    options = LockOptions(ratio, strategy, seed, check_calibration(calibration, model), tries, progress,
+                          max_weights, labels)
+    current, secrets, reports = model, [], []
+    for name in methods:
+        result = _run_pass(name, model, current, secrets, options)
+        current = result.model
+        secrets.append(result.secret)
+        reports.append(result.report)
+    locked = current.SerializeToString()
+    secret = dict(secrets[0]) if len(secrets) == 1 else stack_secrets(secrets)
+    restored = restore(parse_model(locked), secret, in_place=True)
     secret["restored_sha256"] = sha256_bytes(restored.SerializeToString())
-    digests = restored_digests(restored, result.secret)  # per touched tensor: what the fast loader checks
+    digests = restored_digests(restored, secret)  # per touched tensor: what the fast loader checks
     if digests is not None:
         secret["restored_tensors"] = digests
-    # a sample of this lock's counterfeit values, for 'onnxlock trace' on a leaked copy
-    secret["fingerprint"] = sample_counterfeits(result.model, result.secret["groups"], FINGERPRINT_SIZE,
-                                                np.random.default_rng())
-    key = seal(secret, model_sha256=sha256_bytes(locked), method=result.secret["method"],
+    confusion = [layer for layer in secret_layers(secret) if layer["method"] == WidenChannelsPass.method]
+    if confusion:  # a sample of this lock's counterfeit values, for 'onnxlock trace' on a leaked copy
+        secret["fingerprint"] = sample_counterfeits(current, confusion[0]["groups"], FINGERPRINT_SIZE,
+                                                    np.random.default_rng())
+    key = seal(secret, model_sha256=sha256_bytes(locked), method=",".join(methods),
                passphrase=passphrase, recipients=recipients, kdf_params=kdf_params, expires=expires,
                licensee=licensee)
     if passphrase is not None:
         restore_model(locked, key, passphrase)  # the key must open before anything is written
-    return LockedModel(locked, key, result.report)
+    report = reports[0] if len(reports) == 1 else {"method": ",".join(methods), "layers": reports}
+    return LockedModel(locked, key, report)
 
 
 @guarded("writing {model_path} and {key_path}")

@@ -1,0 +1,352 @@
+"""PerturbWeightsPass: a few dozen weights moved by the gradient (seed 001, AdvParams, Algorithm 1).
+
+Each step computes the gradient of a loss with respect to the weight tensors (Conv, Gemm, MatMul
+initializers) through torch (onnxlock.torchbridge) and moves the entries with the largest
+first-order loss gain in the sign of their gradient by ``theta`` x the layer's range, clipped
+inside the layer's own min-max (Eq. 3-4) until the calibration outputs stop agreeing with the
+original. What makes it stronger than the seed on real models:
+
+* with labels the seed's cross-entropy, without them a label-free loss against the original's
+  own outputs (push away from its top-1; per pixel for probability maps; a fixed random direction
+  for other regression outputs), summed only over samples (or positions) still agreeing;
+* several weights per step, at most one per layer, layers ranked by sensitivity (their best gain);
+* values that do not stand out: every new value lies inside the layer's range shrunk by ``alpha``
+  at each end, within the ``stealth`` quantile of the layer's magnitudes and of the |z-score|s of
+  its filter (row along axis 0).
+
+The secret is the list of (tensor name, flat index, original float32 bits): restore is byte-exact.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+from tqdm import tqdm
+
+from ..errors import KeyFormatError, ModelMismatchError, UnsupportedGraphError
+from ..evaluate.damage import run, synthetic_feeds
+from ..graph.normalize import normalize
+from .base import PassResult
+
+SECRET_VERSION = 1
+DEFAULT_MAX_WEIGHTS = 64
+MAX_SECRET_WEIGHTS = 1 << 16
+WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}  # op -> input index of its weight
+MIN_WEIGHT_SIZE = 16
+
+
+# --- the secret: exact float32 bits at flat indices ---------------------------------
+
+
+def float_bits(value: float) -> int:
+    """The float32 bit pattern of ``value`` as an unsigned int (what the key stores)."""
+    return struct.unpack("<I", struct.pack("<f", value))[0]
+
+
+def write_bits(tensor: onnx.TensorProto, edits: list[tuple[int, int]]) -> None:
+    """Set float32 elements of ``tensor`` (flat index, bits) in its own storage (raw or float_data),
+    so that writing the original bits back gives the original serialisation."""
+    if tensor.data_type != TensorProto.FLOAT:
+        raise ModelMismatchError(f"the key does not fit this model (tensor {tensor.name} is not float32)")
+    size = int(np.prod(tensor.dims, dtype=np.int64))
+    if tensor.HasField("raw_data") and len(tensor.raw_data) == 4 * size:
+        raw = bytearray(tensor.raw_data)
+        for index, bits in edits:
+            raw[4 * index:4 * index + 4] = struct.pack("<I", bits)
+        tensor.raw_data = bytes(raw)
+    elif len(tensor.float_data) == size:
+        for index, bits in edits:
+            tensor.float_data[index] = struct.unpack("<f", struct.pack("<I", bits))[0]
+    else:
+        raise ModelMismatchError(f"the key does not fit this model (tensor {tensor.name} has no inline data)")
+
+
+def _checked_edits(model: onnx.ModelProto, secret: dict) -> dict[str, list[tuple[int, int]]]:
+    """Tensor name -> [(index, bits)] from ``secret``, every field checked against ``model``."""
+    if secret.get("version") != SECRET_VERSION:
+        raise KeyFormatError(f"advparams key version {secret.get('version')!r} is not supported")
+    weights = secret.get("weights")
+    if not isinstance(weights, list) or len(weights) > MAX_SECRET_WEIGHTS:
+        raise KeyFormatError("advparams key 'weights' must be a list")
+    sizes = {t.name: (t.data_type, int(np.prod(t.dims, dtype=np.int64))) for t in model.graph.initializer}
+    edits: dict[str, list[tuple[int, int]]] = {}
+    for entry in weights:
+        if (not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[0], str)
+                or any(type(v) is not int for v in entry[1:]) or not 0 <= entry[2] < 1 << 32):
+            raise KeyFormatError("advparams key entries must be [tensor, index, float32 bits]")
+        name, index, bits = entry
+        if name not in sizes:
+            raise ModelMismatchError("the key does not fit this model (a perturbed tensor is missing)")
+        dtype, size = sizes[name]
+        if dtype != TensorProto.FLOAT or not 0 <= index < size:
+            raise ModelMismatchError("the key does not fit this model (a perturbed weight is out of place)")
+        edits.setdefault(name, []).append((index, bits))
+    return edits
+
+
+def restore_weights(model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
+    """The inverse pass: write back the original bits of every perturbed weight."""
+    edits = _checked_edits(model, secret)
+    restored = model if in_place else onnx.ModelProto()
+    if not in_place:
+        restored.CopyFrom(model)
+    for tensor in restored.graph.initializer:
+        if tensor.name in edits:
+            write_bits(tensor, edits[tensor.name])
+    return restored
+
+
+# --- the loss: push the outputs away from the original's ---------------------------
+
+
+@dataclass
+class Head:
+    """How the first graph output is scored: its kind, the targets to push away from, chance level."""
+
+    kind: str            # "class" (scores on the last axis), "map" (probabilities), "regression"
+    targets: np.ndarray  # class ids, binary map, or the reference output
+    chance: float
+    probabilities: bool = False
+    direction: np.ndarray | None = None
+
+    @classmethod
+    def from_reference(cls, reference: np.ndarray, labels: np.ndarray | None = None, seed: int = 0) -> Head:
+        ref = np.asarray(reference)
+        unit = ref.size and np.isfinite(ref).all() and ref.min() >= 0 and ref.max() <= 1
+        if ref.ndim in (2, 3) and ref.shape[-1] > 1 and np.issubdtype(ref.dtype, np.floating):
+            targets = ref.argmax(-1)
+            if labels is not None and ref.ndim == 2 and len(labels) == len(ref):
+                targets = np.asarray(labels, dtype=np.int64)
+            probabilities = bool(unit and np.allclose(ref.sum(-1), 1, atol=1e-3))
+            return cls("class", targets, 1.0 / ref.shape[-1], probabilities)
+        if unit:
+            return cls("map", ref > 0.5, 0.5)
+        direction = np.random.default_rng(seed).choice([-1.0, 1.0], size=ref.shape).astype(np.float32)
+        return cls("regression", ref.astype(np.float32), 0.1, direction=direction)
+
+    def agreement(self, output: np.ndarray) -> float:
+        """Share of samples (positions) still agreeing with the targets; |r| for regression."""
+        if self.kind == "class":
+            return float(np.mean(output.argmax(-1) == self.targets))
+        if self.kind == "map":
+            return float(np.mean((output > 0.5) == self.targets))
+        from ..evaluate.damage import pearson
+        return abs(pearson(output, self.targets))
+
+    def loss(self, output):
+        """The loss to raise (a torch scalar), over the samples still agreeing only."""
+        import torch
+
+        if self.kind == "class":
+            targets = torch.from_numpy(self.targets)
+            logp = torch.log(output.clamp_min(1e-12)) if self.probabilities else torch.log_softmax(output, -1)
+            picked = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+            agree = (output.argmax(-1) == targets).float()
+            return -(picked * agree).sum() / agree.sum().clamp_min(1)
+        if self.kind == "map":
+            targets = torch.from_numpy(self.targets)
+            p = output.clamp(1e-6, 1 - 1e-6)
+            bce = -torch.where(targets, torch.log(p), torch.log1p(-p))
+            agree = ((output > 0.5) == targets).float()
+            return (bce * agree).sum() / agree.sum().clamp_min(1)
+        return ((output - torch.from_numpy(self.targets)) * torch.from_numpy(self.direction)).mean()
+
+
+# --- where a weight may go ----------------------------------------------------------
+
+
+@dataclass
+class Layer:
+    """A candidate weight tensor: its current values and, per element, the interval a new value
+    must stay in (the layer's range shrunk by alpha, its magnitude and filter z-score quantiles)."""
+
+    name: str
+    original: np.ndarray
+    current: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    span: float
+
+    @classmethod
+    def build(cls, name: str, array: np.ndarray, alpha: float, stealth: float) -> Layer:
+        values = array.astype(np.float64)
+        lo, hi = float(values.min()), float(values.max())
+        span = hi - lo
+        magnitude = float(np.quantile(np.abs(values), stealth))
+        rows = values.reshape(values.shape[0], -1)
+        mean, std = rows.mean(1, keepdims=True), rows.std(1, keepdims=True)
+        z = np.abs(rows - mean) / np.where(std > 0, std, 1)
+        zcap = np.quantile(z, stealth, axis=1, keepdims=True)
+        low = np.maximum(np.maximum(mean - zcap * std, lo + alpha * span), -magnitude)
+        high = np.minimum(np.minimum(mean + zcap * std, hi - alpha * span), magnitude)
+        low, high = np.broadcast_to(low, rows.shape).reshape(-1), np.broadcast_to(high, rows.shape).reshape(-1)
+        return cls(name, array.copy(), array.astype(np.float32).copy(), low, high, span)
+
+    def moves(self, grad: np.ndarray, theta: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per element: the new float32 value after one step (Eq. 3, clipped as Eq. 4) and its
+        first-order loss gain; elements that cannot move get gain 0."""
+        flat = self.current.reshape(-1).astype(np.float64)
+        g = grad.reshape(-1)
+        target = np.clip(flat + theta * self.span * np.sign(g), self.low, self.high).astype(np.float32)
+        gain = g * (target.astype(np.float64) - flat)
+        gain[~(self.low < self.high)] = 0
+        gain[target == self.current.reshape(-1)] = 0
+        return target, np.maximum(gain, 0)
+
+
+def weight_names(model: onnx.ModelProto) -> list[str]:
+    """Float32 weight initializers of Conv, ConvTranspose, Gemm and MatMul nodes (at least
+    MIN_WEIGHT_SIZE elements, 2-D or more), in graph order."""
+    inits = {t.name: t for t in model.graph.initializer}
+    names = []
+    for node in model.graph.node:
+        index = WEIGHT_OPS.get(node.op_type)
+        if index is None or len(node.input) <= index:
+            continue
+        tensor = inits.get(node.input[index])
+        if (tensor is not None and tensor.data_type == TensorProto.FLOAT and len(tensor.dims) >= 2
+                and int(np.prod(tensor.dims)) >= MIN_WEIGHT_SIZE and tensor.name not in names):
+            names.append(tensor.name)
+    return names
+
+
+# --- the pass -----------------------------------------------------------------------
+
+
+class PerturbWeightsPass:
+    """Lock a model by perturbing at most ``max_weights`` weights; the secret restores them."""
+
+    method = "advparams"
+
+    def __init__(self, max_weights: int = DEFAULT_MAX_WEIGHTS, calibration: dict[str, np.ndarray] | None = None,
+                 labels: np.ndarray | None = None, theta: float = 0.25, alpha: float = 0.05,
+                 stealth: float = 0.9, per_step: int = 4, target: float | None = None,
+                 max_steps: int = 200, seed: int | None = None, progress: bool = False):
+        if max_weights < 1:
+            raise ValueError(f"max_weights must be at least 1, got {max_weights}")
+        if not 0 < alpha < 0.5 or not 0 < stealth <= 1 or theta <= 0:
+            raise ValueError("need 0 < alpha < 0.5, 0 < stealth <= 1 and theta > 0")
+        self.max_weights, self.calibration, self.labels = max_weights, calibration, labels
+        self.theta, self.alpha, self.stealth = theta, alpha, stealth
+        self.per_step, self.target, self.max_steps = max(1, per_step), target, max_steps
+        self.seed, self.progress = seed, progress
+
+    def __call__(self, model: onnx.ModelProto, *, onto: onnx.ModelProto | None = None,
+                 earlier: list[dict] = ()) -> PassResult:
+        """Perturb ``model``; with ``onto`` (``model`` already locked by the ``earlier`` secrets,
+        e.g. confusion channels) the weights are chosen on ``model`` and written into ``onto``
+        at their positions there, so stripping the earlier lock still leaves this one."""
+        from ..torchbridge import TorchBridge
+
+        original = normalize(model)
+        feeds = self.calibration or synthetic_feeds(original)
+        head = Head.from_reference(run(original, feeds)[0], self.labels, seed=self.seed or 0)
+        target = head.chance if self.target is None else self.target
+        bridge = TorchBridge(original, feeds)
+        names = [n for n in weight_names(original) if n in bridge.bindings]
+        if not names:
+            raise UnsupportedGraphError("no Conv, Gemm or MatMul weight to perturb")
+        layers = {n: Layer.build(n, bridge.arrays[n], self.alpha, self.stealth) for n in names}
+        changed, steps, before, after = self._search(bridge, head, layers, feeds, target)
+        if not changed:
+            raise UnsupportedGraphError("no weight could be perturbed (calibration outputs already at target?)")
+        weights = [[name, int(index), float_bits(float(layers[name].original.reshape(-1)[index]))]
+                   for name, index in changed]
+        new_bits = {(name, index): float_bits(float(layers[name].current.reshape(-1)[index])) for name, index in changed}
+        secret = {"method": self.method, "version": SECRET_VERSION, "weights": weights}
+        base = original
+        if onto is not None:
+            secret = rebase(secret, onto, earlier)
+            new_bits = {(w[0], w[1]): new_bits[(o[0], o[1])] for w, o in zip(secret["weights"], weights)}
+            base = onto
+        locked = restore_weights(base, {**secret, "weights": [[n, i, b] for (n, i), b in new_bits.items()]})
+        report = {
+            "method": self.method,
+            "weights_changed": len(changed),
+            "max_weights": self.max_weights,
+            "steps": steps,
+            "layers_changed": len({name for name, _ in changed}),
+            "layers_total": len(names),
+            "calibration_agreement_before": round(before, 4),
+            "calibration_agreement_after": round(after, 4),
+            "target_agreement": round(target, 4),
+            "output_kind": head.kind,
+            "labels": head.kind == "class" and self.labels is not None,
+        }
+        return PassResult(locked, secret, report)
+
+    def _search(self, bridge, head, layers, feeds, target):
+        """Greedy steps until the calibration agreement reaches ``target`` or nothing can move;
+        each step's forward pass gives both the gradient and the agreement it starts from."""
+        changed: dict[tuple[str, int], None] = {}
+        seen: list[float] = []
+
+        def loss(outputs):
+            seen.append(head.agreement(outputs[0].detach().numpy()))
+            return head.loss(outputs[0])
+
+        steps = 0
+        bar = tqdm(total=self.max_weights, desc="perturbing weights", disable=not self.progress, leave=False)
+        while True:
+            _, grads = bridge.gradients(loss, feeds, list(layers))
+            bar.set_postfix(agreement=f"{seen[-1]:.3f}")
+            if seen[-1] <= target or steps >= self.max_steps:
+                break
+            picks = self._pick(layers, grads, changed)
+            if not picks:
+                break
+            for name, index, value in picks:
+                layers[name].current.reshape(-1)[index] = value
+                bridge.set_value(name, index, float(value))
+                changed.setdefault((name, index))
+            steps += 1
+            bar.n = len(changed)
+        bar.close()
+        return list(changed), steps, seen[0], seen[-1]
+
+    def _pick(self, layers, grads, changed) -> list[tuple[str, int, np.float32]]:
+        """Up to ``per_step`` moves, the best one of each of the most sensitive layers; once the
+        budget is spent, only weights already changed may move again."""
+        full = len(changed) >= self.max_weights
+        best = []
+        for name, layer in layers.items():
+            values, gain = layer.moves(grads[name], self.theta)
+            if full:
+                allowed = np.zeros(gain.shape, bool)
+                allowed[[i for n, i in changed if n == name]] = True
+                gain = np.where(allowed, gain, 0)
+            index = int(gain.argmax())
+            if gain[index] > 0:
+                best.append((float(gain[index]), name, index, values[index]))
+        best.sort(reverse=True)
+        room = self.per_step if full else min(self.per_step, self.max_weights - len(changed))
+        return [(name, index, value) for _, name, index, value in best[:room]]
+
+
+def rebase(secret: dict, model: onnx.ModelProto, earlier: list[dict]) -> dict:
+    """``secret`` (flat indices into the original) re-indexed into ``model``, the original locked by
+    the ``earlier`` secrets: each tensor is replaced by its own indices and the earlier locks
+    restored, which leaves, at every original position, where that element sits in ``model``."""
+    from . import restore, stack_secrets
+
+    names = {name for name, _, _ in secret["weights"]}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for tensor in probe.graph.initializer:
+        if tensor.name in names:
+            size = int(np.prod(tensor.dims, dtype=np.int64))
+            tensor.CopyFrom(numpy_helper.from_array(np.arange(size, dtype=np.int64).reshape(tuple(tensor.dims)), tensor.name))
+    positions = {t.name: numpy_helper.to_array(t).reshape(-1)
+                 for t in restore(probe, stack_secrets(list(earlier))).graph.initializer if t.name in names}
+    weights = [[name, int(positions[name][index]), bits] for name, index, bits in secret["weights"]]
+    current = {t.name: numpy_helper.to_array(t).reshape(-1) for t in model.graph.initializer if t.name in names}
+    if any(float_bits(float(current[name][index])) != bits for name, index, bits in weights):
+        raise UnsupportedGraphError("an earlier lock changed a weight advparams chose; cannot stack")
+    return {**secret, "weights": weights}
+
+
+restore_advparams = restore_weights
