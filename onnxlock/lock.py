@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +13,10 @@ import onnx
 from .errors import OnnxlockError
 from .fileio import atomic_write_bytes, sha256_bytes
 from .graph.io import load_model, parse_model
-from .key import seal
+from .key import open_key, seal
 from .passes import WidenChannelsPass, restore
 from .passes.confusion import DEFAULT_TRIES
 from .passes.counterfeit import DEFAULT_STRATEGY
-from .runtime.restore import restore_model
 
 
 @dataclass
@@ -38,12 +38,16 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str, r
     result = WidenChannelsPass(ratio=ratio, strategy=strategy, seed=seed, calibration=calibration,
                                tries=tries, progress=progress)(model)
     locked = result.model.SerializeToString()
+    result.model = None  # the bytes are all we keep: a large model is held once, not twice
     secret = dict(result.secret)
-    secret["restored_sha256"] = sha256_bytes(
-        restore(parse_model(locked), result.secret, in_place=True).SerializeToString())
+    restored = restore(parse_model(locked), result.secret, in_place=True).SerializeToString()  # the only restore
+    secret["restored_sha256"] = sha256_bytes(restored)
+    del restored
     key = seal(secret, model_sha256=sha256_bytes(locked), method=result.secret["method"],
                passphrase=passphrase, kdf_params=kdf_params)
-    restore_model(locked, key, passphrase)  # the key must open before anything is written
+    # the key must open, for these bytes, to this secret before anything is written
+    if open_key(key, passphrase=passphrase, model_sha256=sha256_bytes(locked)) != json.loads(json.dumps(secret)):
+        raise OnnxlockError("the sealed key does not open to its secret")
     return LockedModel(locked, key, result.report)
 
 

@@ -53,6 +53,33 @@ class Schedule:
                 if made < position and (self.last_read.get(name, -1) >= position or name in outputs)]
 
 
+def stub(name: str, elem_type: int, dims) -> TensorProto:
+    """An initializer's name, type and shape, its data left to be handed over in memory."""
+    tensor = TensorProto(name=name, data_type=elem_type, dims=dims, data_location=TensorProto.EXTERNAL)
+    tensor.external_data.add(key="location", value=IN_MEMORY)
+    return tensor
+
+
+def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its initializers above INLINE_BYTES turned into typed graph inputs: the same
+    graph for the checker and shape inference, at a fraction of the memory."""
+    light = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name)
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    graph, source = light.graph, model.graph
+    graph.name = source.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(graph, field).extend(getattr(source, field))
+    declared = {value.name for value in source.input}
+    for tensor in source.initializer:
+        size = int(np.prod(tensor.dims, dtype=np.int64))
+        if tensor.data_type == TensorProto.STRING or size * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize <= INLINE_BYTES:
+            graph.initializer.append(tensor)
+        elif tensor.name not in declared:
+            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    return light
+
+
 def _value_info(name: str, elem_type: int | None) -> onnx.ValueInfoProto:
     if elem_type is None:
         info = onnx.ValueInfoProto()
@@ -82,10 +109,7 @@ def session(graph: gs.Graph, start: int, stop: int, inputs: dict[str, np.ndarray
         if values.nbytes <= INLINE_BYTES or values.dtype == object:
             initializers.append(numpy_helper.from_array(values, name))
             continue
-        stub = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(values.dtype), dims=values.shape,
-                           data_location=TensorProto.EXTERNAL)
-        stub.external_data.add(key="location", value=IN_MEMORY)
-        initializers.append(stub)
+        initializers.append(stub(name, helper.np_dtype_to_tensor_dtype(values.dtype), values.shape))
         names.append(name)
         buffers.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(values)))
     declared = {o.name: o.type.tensor_type.elem_type for o in like.graph.output if o.type.HasField("tensor_type")}

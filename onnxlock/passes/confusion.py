@@ -18,15 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
 from tqdm import tqdm
 
 from ..errors import UnsupportedGraphError
 from ..evaluate.activations import input_means
 from ..evaluate.damage import PLAUSIBLE_RANGE, all_plausible, damage, synthetic_feeds
-from ..evaluate.subgraph import Frontier, Schedule
+from ..evaluate.subgraph import Frontier, Schedule, weightless
 from ..graph.channels import ParamEdit, Role
 from ..graph.groups import Group, build_group, find_groups
-from ..graph.normalize import export_graph, import_graph, initializer_arrays, normalize
+from ..graph.normalize import export_graph, import_graph, normalize
 from ..graph.patch import narrow
 from ..graph.widen import widen_group
 from .base import PassResult
@@ -40,6 +41,12 @@ def auto_tries(params: int) -> int:
     """Draws per group when not given: many for small models (each draw is cheap and small models
     vary most from draw to draw), 4 for models of a million parameters and more."""
     return int(np.clip(2_000_000 // max(params, 1), 4, 32))
+
+
+def probe_tries(params: int, tries: int) -> int:
+    """Draws per group when probing: as auto_tries, but down to one for models of two million
+    parameters and more (the probe only ranks groups; each draw there runs much of the model)."""
+    return int(np.clip(2_000_000 // max(params, 1), 1, tries))
 
 
 def parameter_count(model: onnx.ModelProto) -> int:
@@ -61,6 +68,12 @@ def group_nodes(group: Group) -> list[gs.Node]:
     nodes = {id(e.node): e.node for e in group.edits}
     nodes.update({id(n): n for member in group.members.values() for n in member.tensor.inputs})
     return list(nodes.values())
+
+
+def fallback_counts(k: int) -> list[int]:
+    """Channel counts to draw in turn when no draw of ``k`` channels keeps the outputs plausible
+    (many aligned channels add up): k, a quarter of k, then one."""
+    return sorted({k, max(1, k // 4), 1}, reverse=True)
 
 
 def allocate(groups: list[Group], efficiency: dict[str, float], budget: float) -> Plan:
@@ -150,41 +163,46 @@ class WidenChannelsPass:
                         "added": k, "params_added": k * by_name[name].params_per_channel()}
                        for name, k in widened.items()],
             "blocked": [{"group": g.name, "reason": g.blocked} for g in groups if not g.widenable],
-            "skipped": [{"group": name, "reason": f"no plausible draw in {self.tries} tries"} for name in skipped],
+            "skipped": [{"group": name, "reason": f"no plausible draw in {self.tries} tries of "
+                         f"{', '.join(map(str, fallback_counts(plan.channels[name])))} channel(s)"} for name in skipped],
         }
         secret = {"method": self.method, "version": SECRET_VERSION, "groups": patch}
         return PassResult(locked, secret, report)
 
     def _probe(self, graph, candidates, feeds, reference, original) -> dict[str, float]:
-        """Damage per parameter of one extra channel in each group alone (best plausible of ``tries``
-        draws; 0 when none is plausible). Each draw runs only the graph from the group on."""
+        """Damage per parameter of one extra channel in each group alone (best plausible of
+        ``probe_tries`` draws; 0 when none is plausible). Each draw runs only the graph from the group on."""
         efficiency = {}
+        draws = probe_tries(parameter_count(original), self.tries)
         frontier = Frontier(graph, feeds, original)
         for group in tqdm(candidates, desc="probing layers", disable=not self.progress, leave=False):
             frontier.advance(graph, frontier.schedule.cut(group_nodes(group)))
             self._measure_inputs(frontier, graph, group)
-            scores = [self._trial(frontier, graph, group, 1, reference)[3] for _ in range(self.tries)]
+            scores = [self._trial(frontier, graph, group, 1, reference)[3] for _ in range(draws)]
             efficiency[group.name] = max((s for s in scores if s is not None), default=0.0) / group.params_per_channel()
         return efficiency
 
     def _lock(self, graph, chosen, plan, feeds, reference, original) -> tuple[gs.Graph, list[dict], dict, list]:
         """Widen the planned groups one after another; for each keep the most damaging of ``tries``
         draws of positions and counterfeit weights whose outputs stay plausible (measured with the
-        groups before it already locked), or skip the group when no draw is plausible."""
+        groups before it already locked), with fewer channels when no draw is, or skip the group
+        when no draw of even one channel is."""
         patch, widened, outputs = [], {}, reference
         frontier = Frontier(graph, feeds, original)
         for group in tqdm(chosen, desc="locking layers", disable=not self.progress, leave=False):
             frontier.advance(graph, frontier.schedule.cut(group_nodes(group)))
             self._measure_inputs(frontier, graph, group)  # earlier groups may have widened its inputs
-            best = None
-            for _ in range(self.tries):
-                trial = self._trial(frontier, graph, group, plan.channels[group.name], reference)
-                if trial[3] is not None and (best is None or trial[3] > best[3]):
-                    best = trial
-            if best is not None:
-                graph, edits, outputs, _ = best
-                patch.append(edits)
-                widened[group.name] = plan.channels[group.name]
+            for k in fallback_counts(plan.channels[group.name]):
+                best = None
+                for _ in range(self.tries):
+                    trial = self._trial(frontier, graph, group, k, reference)
+                    if trial[3] is not None and (best is None or trial[3] > best[3]):
+                        best = trial
+                if best is not None:
+                    graph, edits, outputs, _ = best
+                    patch.append(edits)
+                    widened[group.name] = k
+                    break
         return graph, patch, widened, outputs
 
     def _measure_inputs(self, frontier: Frontier, graph: gs.Graph, group: Group) -> None:
@@ -219,16 +237,27 @@ class WidenChannelsPass:
 
     @staticmethod
     def _ensure(original: onnx.ModelProto, locked: onnx.ModelProto, patch: list[dict]) -> None:
-        """Guarantees: the locked model is valid ONNX and the patch restores every original weight."""
+        """Guarantees: the locked model is valid ONNX and the patch restores every original weight.
+        The checker reads the graph without its large weights; only what the patch touches is narrowed."""
         try:
-            onnx.checker.check_model(locked, full_check=True)
+            onnx.checker.check_model(weightless(locked), full_check=True)
         except onnx.checker.ValidationError as exc:
             raise UnsupportedGraphError(f"locked model fails the checker: {str(exc).splitlines()[0]}") from exc
-        before, after = initializer_arrays(original), initializer_arrays(narrow(locked, patch))
-        broken = [name for name, value in before.items()
-                  if name not in after or after[name].tobytes() != value.tobytes() or after[name].shape != value.shape]
+        touched = {edit[1] for group in patch for edit in group["edits"]}
+        part = onnx.ModelProto()
+        part.graph.initializer.extend(t for t in locked.graph.initializer if t.name in touched)
+        part.graph.node.extend(n for n in locked.graph.node if n.name in touched)
+        after = {t.name: t for t in locked.graph.initializer}
+        after.update((t.name, t) for t in narrow(part, patch, in_place=True).graph.initializer)
+        broken = [t.name for t in original.graph.initializer if t.name not in after or not same_tensor(t, after[t.name])]
         if broken:
             raise UnsupportedGraphError(f"restore would not be exact for {', '.join(broken[:3])}")
+
+
+def same_tensor(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
+    """Same dtype, shape and bytes (decoded one tensor at a time)."""
+    x, y = numpy_helper.to_array(a), numpy_helper.to_array(b)
+    return x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
 
 
 restore_channels = WidenChannelsPass.restore
