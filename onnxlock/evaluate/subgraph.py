@@ -88,10 +88,10 @@ def _value_info(name: str, elem_type: int | None) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, elem_type, None)
 
 
-def session(graph: gs.Graph, start: int, stop: int, inputs: dict[str, np.ndarray], wanted: list[str],
-            like: onnx.ModelProto) -> tuple[ort.InferenceSession, dict[str, np.ndarray]]:
-    """A CPU session over nodes ``start:stop`` of ``graph`` computing ``wanted``; returns it with the
-    subset of ``inputs`` it reads. Weights above INLINE_BYTES are handed over without a copy."""
+def stretch_model(graph: gs.Graph, start: int, stop: int, inputs: dict[str, np.ndarray], wanted: list[str],
+                  like: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The model of nodes ``start:stop`` of ``graph`` computing ``wanted``, the subset of ``inputs``
+    it reads, and its weights above INLINE_BYTES (stubs in the model, to be handed over in memory)."""
     nodes = graph.nodes[start:stop]
     constants: dict[str, gs.Constant] = {}
     read: list[str] = []
@@ -103,29 +103,30 @@ def session(graph: gs.Graph, start: int, stop: int, inputs: dict[str, np.ndarray
             elif tensor.name and tensor.name not in made and tensor.name not in read:
                 read.append(tensor.name)
     feeds = {name: inputs[name] for name in read}
-    initializers, names, buffers = [], [], []
+    initializers, weights = [], {}
     for name, constant in constants.items():
         values = np.asarray(constant.values)
         if values.nbytes <= INLINE_BYTES or values.dtype == object:
             initializers.append(numpy_helper.from_array(values, name))
-            continue
-        initializers.append(stub(name, helper.np_dtype_to_tensor_dtype(values.dtype), values.shape))
-        names.append(name)
-        buffers.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(values)))
+        else:
+            initializers.append(stub(name, helper.np_dtype_to_tensor_dtype(values.dtype), values.shape))
+            weights[name] = np.ascontiguousarray(values)
     declared = {o.name: o.type.tensor_type.elem_type for o in like.graph.output if o.type.HasField("tensor_type")}
     proto = helper.make_graph(
         [OnnxExporter.export_node(node) for node in nodes], "stretch",
         [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in feeds.items()],
         [_value_info(name, declared.get(name)) for name in wanted], initializers)
-    model = helper.make_model(proto, opset_imports=like.opset_import, ir_version=like.ir_version)
+    return helper.make_model(proto, opset_imports=like.opset_import, ir_version=like.ir_version), feeds, weights
+
+
+def session(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> ort.InferenceSession:
+    """A quiet CPU session over ``model`` reading ``weights`` in place (they must outlive it)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.add_session_config_entry("session.disable_prepacking", "1")  # prepacking copies weights
-    if names:
-        options.add_external_initializers(names, buffers)
-    created = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    created._onnxlock_buffers = buffers  # the session reads them in place: keep them alive with it
-    return created, feeds
+    if weights:
+        options.add_external_initializers(list(weights), [ort.OrtValue.ortvalue_from_numpy(w) for w in weights.values()])
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def run_stretch(graph: gs.Graph, start: int, stop: int, inputs: dict[str, np.ndarray], wanted: list[str],
@@ -134,8 +135,8 @@ def run_stretch(graph: gs.Graph, start: int, stop: int, inputs: dict[str, np.nda
     result = {name: inputs[name] for name in wanted if name in inputs}
     missing = [name for name in wanted if name not in result]
     if missing:
-        created, feeds = session(graph, start, stop, inputs, missing, like)
-        result.update(zip(missing, created.run(missing, feeds)))
+        model, feeds, weights = stretch_model(graph, start, stop, inputs, missing, like)
+        result.update(zip(missing, session(model, weights).run(missing, feeds)))
     return result
 
 
