@@ -124,6 +124,7 @@ def session(model: onnx.ModelProto, weights: dict[str, np.ndarray]) -> ort.Infer
     options = ort.SessionOptions()
     options.log_severity_level = 3
     options.add_session_config_entry("session.disable_prepacking", "1")  # prepacking copies weights
+    options.enable_cpu_mem_arena = False  # one session per trial: give activations back after each
     if weights:
         options.add_external_initializers(list(weights), [ort.OrtValue.ortvalue_from_numpy(w) for w in weights.values()])
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
