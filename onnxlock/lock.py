@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,13 +19,13 @@ from .graph.io import load_model, parse_model
 from .graph.normalize import normalize
 from .graph.patch import sample_counterfeits
 from .guard import guarded
-from .key import check_passphrase, load_recipient, seal
+from .key import check_passphrase, load_recipient, open_key, seal
 from .passes import FlipSignsPass, PerturbWeightsPass, WidenChannelsPass, restore, secret_layers, stack_secrets
 from .passes.advparams import DEFAULT_MAX_WEIGHTS
 from .passes.base import PassResult
 from .passes.confusion import DEFAULT_TRIES
 from .passes.counterfeit import DEFAULT_STRATEGY
-from .runtime.restore import restore_model, restored_digests
+from .runtime.restore import restored_digests
 from .validate import check_calibration, check_lock_options, check_model_argument, check_path
 
 
@@ -118,20 +119,24 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
         reports.append(result.report)
     locked = current.SerializeToString()
     secret = dict(secrets[0]) if len(secrets) == 1 else stack_secrets(secrets)
-    restored = restore(parse_model(locked), secret, in_place=True)
+    restored = restore(parse_model(locked), secret, in_place=True)  # the only restore
     secret["restored_sha256"] = sha256_bytes(restored.SerializeToString())
     digests = restored_digests(restored, secret)  # per touched tensor: what the fast loader checks
     if digests is not None:
         secret["restored_tensors"] = digests
+    del restored
     confusion = [layer for layer in secret_layers(secret) if layer["method"] == WidenChannelsPass.method]
     if confusion:  # a sample of this lock's counterfeit values, for 'onnxlock trace' on a leaked copy
         secret["fingerprint"] = sample_counterfeits(current, confusion[0]["groups"], FINGERPRINT_SIZE,
                                                     np.random.default_rng())
+    del current, result  # the bytes are all we keep: a large model is held once, not twice
     key = seal(secret, model_sha256=sha256_bytes(locked), method=",".join(methods),
                passphrase=passphrase, recipients=recipients, kdf_params=kdf_params, expires=expires,
                licensee=licensee)
-    if passphrase is not None:
-        restore_model(locked, key, passphrase)  # the key must open before anything is written
+    # the key must open, for these bytes, to this secret before anything is written
+    if passphrase is not None and open_key(key, passphrase=passphrase, model_sha256=sha256_bytes(locked)) \
+            != json.loads(json.dumps(secret)):
+        raise OnnxlockError("the sealed key does not open to its secret")
     report = reports[0] if len(reports) == 1 else {"method": ",".join(methods), "layers": reports}
     return LockedModel(locked, key, report)
 

@@ -1,48 +1,33 @@
-"""Calibration statistics of intermediate tensors, read by exposing them as extra graph outputs."""
+"""Calibration statistics of intermediate tensors: mean activation per channel of layer inputs."""
 
 from __future__ import annotations
 
 import numpy as np
-import onnx
+import onnx_graphsurgeon as gs
 
-from .damage import run
+from .subgraph import Frontier
 
-# op -> (index of the data input, its contracted axis as a function of the node's attributes)
+# op -> the contracted axis of its data input (input 0), from the node's attributes and the input's rank
 CONTRACTED = {
-    "Conv": (0, lambda attrs, rank: 1),
-    "Gemm": (0, lambda attrs, rank: 0 if attrs.get("transA", 0) else 1),
-    "MatMul": (0, lambda attrs, rank: rank - 1),
+    "Conv": lambda attrs, rank: 1,
+    "Gemm": lambda attrs, rank: 0 if attrs.get("transA", 0) else 1,
+    "MatMul": lambda attrs, rank: rank - 1,
 }
 
 
-def _attrs(node: onnx.NodeProto) -> dict:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
-def input_means(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Node name -> mean activation per input channel of each Conv/Gemm/MatMul's data input."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    infos = {v.name: v for v in [*inferred.graph.value_info, *inferred.graph.input]}
-    initializers = {t.name for t in model.graph.initializer}
-    wanted: dict[str, tuple[str, int]] = {}
-    for node in model.graph.node:
-        if node.op_type not in CONTRACTED or len(node.input) < 2 or node.input[1] not in initializers:
-            continue
-        index, axis_of = CONTRACTED[node.op_type]
-        info = infos.get(node.input[index])
-        if info is None or not info.type.tensor_type.HasField("shape"):
-            continue
-        rank = len(info.type.tensor_type.shape.dim)
-        wanted[node.name] = (node.input[index], axis_of(_attrs(node), rank))
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    outputs = {o.name for o in probe.graph.output}
-    names = sorted({name for name, _ in wanted.values()} - outputs - set(feeds))
-    probe.graph.output.extend(infos[name] for name in names)
-    values = dict(zip([o.name for o in probe.graph.output], run(probe, feeds)))
-    values.update(feeds)
+def input_means(frontier: Frontier, graph: gs.Graph, nodes: list[gs.Node]) -> dict[str, np.ndarray]:
+    """Node name -> mean activation per input channel of the data input of each Conv/Gemm/MatMul
+    of ``nodes`` with a constant weight, on ``graph`` from the frontier's calibration activations."""
+    wanted = {node.name: node.inputs[0].name for node in nodes
+              if node.op in CONTRACTED and len(node.inputs) > 1 and isinstance(node.inputs[1], gs.Constant)}
+    if not wanted:
+        return {}
+    stop = max(frontier.schedule.index[name] for name in wanted)
+    values = frontier.tensors(graph, sorted(set(wanted.values())), stop)
+    by_name = {node.name: node for node in nodes}
     means = {}
-    for node_name, (tensor, axis) in wanted.items():
+    for node_name, tensor in wanted.items():
         data = np.asarray(values[tensor], dtype=np.float64)
+        axis = CONTRACTED[by_name[node_name].op](by_name[node_name].attrs, data.ndim)
         means[node_name] = np.moveaxis(data, axis, 0).reshape(data.shape[axis], -1).mean(axis=1)
     return means

@@ -46,37 +46,71 @@ def synthetic_feeds(model: onnx.ModelProto, batch: int = 8, seed: int = 0) -> di
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Correlation of two arrays flattened; 0 when either is constant or not finite."""
+    """Correlation of two arrays flattened, over the positions where both are finite; 0 when either
+    is constant there. Scaled first, so huge values cannot overflow."""
     a = np.asarray(a, dtype=np.float64).reshape(-1)
     b = np.asarray(b, dtype=np.float64).reshape(-1)
-    if not (np.isfinite(a).all() and np.isfinite(b).all()) or a.std() == 0 or b.std() == 0:
+    finite = np.isfinite(a) & np.isfinite(b)
+    a, b = a[finite], b[finite]
+    if a.size < 2:
         return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
+    a, b = a - a.mean(), b - b.mean()
+    scale_a, scale_b = np.abs(a).max(), np.abs(b).max()
+    if scale_a == 0 or scale_b == 0:
+        return 0.0
+    a, b = a / scale_a, b / scale_b
+    denominator = np.sqrt(np.dot(a, a) * np.dot(b, b))
+    return float(np.clip(np.dot(a, b) / denominator, -1.0, 1.0)) if denominator > 0 else 0.0
 
 
 def top1_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Share of rows whose arg-max over the last axis agrees."""
-    return float(np.mean(np.argmax(a, axis=-1) == np.argmax(b, axis=-1)))
+    """Share of rows whose arg-max over the last axis agrees (a row holding NaN agrees with nothing)."""
+    a, b = np.asarray(a), np.asarray(b)
+    agree = np.argmax(a, axis=-1) == np.argmax(b, axis=-1)
+    if np.issubdtype(b.dtype, np.floating):
+        agree &= ~np.isnan(b).any(axis=-1)
+    return float(np.mean(agree))
 
 
 def plausible(ref: np.ndarray, out: np.ndarray) -> bool:
-    """Finite, and the largest magnitude within PLAUSIBLE_RANGE of the original's."""
-    if not np.isfinite(out).all():
+    """Finite wherever the original is, and the largest finite magnitude within PLAUSIBLE_RANGE of
+    the original's (inf, NaN, wild or dead outputs would point a thief at the changed layer)."""
+    ref, out = np.asarray(ref), np.asarray(out)
+    if ref.shape != out.shape:
         return False
-    peak, ref_peak = float(np.abs(out).max()), float(np.abs(ref).max())
+    if not (np.issubdtype(ref.dtype, np.number) and np.issubdtype(out.dtype, np.number)):
+        return True  # strings and booleans have no scale
+    ref, out = ref.astype(np.float64), out.astype(np.float64)
+    finite = np.isfinite(ref)
+    if not np.isfinite(out[finite]).all():
+        return False
+    if not finite.any():
+        return True
+    ref_peak, peak = float(np.abs(ref[finite]).max()), float(np.abs(out[finite]).max())
     low, high = PLAUSIBLE_RANGE
     return low * ref_peak <= peak <= high * ref_peak
 
 
+def all_plausible(reference: list[np.ndarray], outputs: list[np.ndarray]) -> bool:
+    """Whether every output is plausible next to the original's (what a lock may ship)."""
+    return len(reference) == len(outputs) and all(plausible(r, o) for r, o in zip(reference, outputs))
+
+
 def damage(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
-    """0 for identical outputs, ~1 for unrelated ones (class scores: top-1 disagreement; else 1-|r|); implausible outputs count as none."""
+    """How different ``outputs`` are from the original's, in [0, 1] whatever their values: 0 for
+    identical, ~1 for unrelated (class scores: top-1 disagreement; else 1-|r|, non-finite values
+    counting as changed). Whether a lock may ship them is ``all_plausible``'s question."""
     scores = []
     for ref, out in zip(reference, outputs):
-        if not plausible(ref, out):
-            scores.append(0.0)  # inf, NaN, wild or dead outputs would point a thief at the changed layer
-            continue
-        if ref.ndim in (2, 3) and ref.shape[-1] > 1 and np.issubdtype(ref.dtype, np.floating):
+        ref, out = np.asarray(ref), np.asarray(out)
+        if ref.shape != out.shape:
+            scores.append(1.0)
+        elif ref.ndim in (2, 3) and ref.shape[-1] > 1 and np.issubdtype(ref.dtype, np.floating):
             scores.append(1.0 - top1_agreement(ref, out))  # class scores: what counts is the decision
+        elif not np.issubdtype(ref.dtype, np.number) or not np.issubdtype(out.dtype, np.number):
+            scores.append(0.0 if np.array_equal(ref, out) else 1.0)
         else:
-            scores.append(1.0 - abs(pearson(ref, out)))
-    return float(np.mean(scores)) if scores else 0.0
+            changed = float(np.mean(np.isfinite(ref) != np.isfinite(out))) if ref.size else 0.0
+            scores.append(max(changed, 1.0 - abs(pearson(ref, out))))
+    score = float(np.mean(scores)) if scores else 0.0
+    return float(np.clip(score, 0.0, 1.0))

@@ -18,13 +18,16 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
 from tqdm import tqdm
 
 from ..errors import UnsupportedGraphError
 from ..evaluate.activations import input_means
-from ..evaluate.damage import damage, run, synthetic_feeds
+from ..evaluate.damage import PLAUSIBLE_RANGE, all_plausible, damage, synthetic_feeds
+from ..evaluate.subgraph import Frontier, Schedule, weightless
+from ..graph.channels import ParamEdit, Role
 from ..graph.groups import Group, build_group, find_groups
-from ..graph.normalize import export_graph, import_graph, initializer_arrays, normalize
+from ..graph.normalize import export_graph, import_graph, normalize
 from ..graph.patch import narrow
 from ..graph.widen import widen_group
 from .base import PassResult
@@ -40,6 +43,12 @@ def auto_tries(params: int) -> int:
     return int(np.clip(2_000_000 // max(params, 1), 4, 32))
 
 
+def probe_tries(params: int, tries: int) -> int:
+    """Draws per group when probing: as auto_tries, but down to one for models of two million
+    parameters and more (the probe only ranks groups; each draw there runs much of the model)."""
+    return int(np.clip(2_000_000 // max(params, 1), 1, tries))
+
+
 def parameter_count(model: onnx.ModelProto) -> int:
     return sum(int(np.prod(t.dims, dtype=np.int64)) for t in model.graph.initializer)
 
@@ -52,6 +61,19 @@ class Plan:
 
     def cost(self, groups: dict[str, Group]) -> int:
         return sum(k * groups[name].params_per_channel() for name, k in self.channels.items())
+
+
+def group_nodes(group: Group) -> list[gs.Node]:
+    """The nodes widening ``group`` edits or whose outputs it grows: nothing before them changes."""
+    nodes = {id(e.node): e.node for e in group.edits}
+    nodes.update({id(n): n for member in group.members.values() for n in member.tensor.inputs})
+    return list(nodes.values())
+
+
+def fallback_counts(k: int) -> list[int]:
+    """Channel counts to draw in turn when no draw of ``k`` channels keeps the outputs plausible
+    (many aligned channels add up): k, a quarter of k, then one."""
+    return sorted({k, max(1, k // 4), 1}, reverse=True)
 
 
 def allocate(groups: list[Group], efficiency: dict[str, float], budget: float) -> Plan:
@@ -92,7 +114,8 @@ class WidenChannelsPass:
 
     def __call__(self, model: onnx.ModelProto) -> PassResult:
         original = normalize(model)
-        groups = find_groups(import_graph(original))
+        graph = import_graph(original)
+        groups = find_groups(graph)
         candidates = [g for g in groups if g.widenable]
         if not candidates:
             reasons = "; ".join(sorted({g.blocked for g in groups})[:3]) or "no Conv, Gemm or MatMul with constant weights"
@@ -106,15 +129,25 @@ class WidenChannelsPass:
                 f"ratio {self.ratio} allows {budget:.0f} parameters but the cheapest channel costs {cheapest} "
                 f"(use --ratio {math.ceil(1000 * cheapest / params) / 1000} or more)")
         feeds = self.calibration or synthetic_feeds(original)
-        reference = run(original, feeds)
-        self.input_means = input_means(original, feeds) if self.align else {}
-        efficiency = self._probe(original, candidates, feeds, reference)
+        schedule = Schedule(graph)
+        candidates.sort(key=lambda g: schedule.cut(group_nodes(g)))  # so a frontier walks forward once
+        reference = Frontier(graph, feeds, original).outputs(graph)
+        efficiency = self._probe(graph, candidates, feeds, reference, original)
         plan = allocate(candidates, efficiency, budget)
-        locked, patch, score = self._lock(original, plan, feeds, reference)
-        if all(np.array_equal(a, b) for a, b in zip(reference, run(locked, feeds))):
+        graph, patch, widened, outputs = self._lock(graph, [g for g in candidates if g.name in plan.channels],
+                                                     plan, feeds, reference, original)
+        skipped = [name for name in plan.channels if name not in widened]
+        if not patch:
+            raise UnsupportedGraphError(
+                f"no draw of confusion channels kept the outputs plausible (finite, peak within "
+                f"{PLAUSIBLE_RANGE[0]}x-{PLAUSIBLE_RANGE[1]}x of the original's) in {len(skipped)} layer group(s); "
+                "give real inputs with --calib or more --tries")
+        if all(np.array_equal(a, b) for a, b in zip(reference, outputs)):
             raise UnsupportedGraphError(
                 "the confusion channels changed no output on the calibration inputs (they stay inactive); "
                 "give real inputs with --calib, more --tries or a larger --ratio")
+        locked = export_graph(graph, original)
+        del graph
         self._ensure(original, locked, patch)
         by_name = {g.name: g for g in candidates}
         report = {
@@ -122,49 +155,72 @@ class WidenChannelsPass:
             "strategy": self.strategy,
             "tries": self.tries,
             "params_original": params,
-            "params_added": plan.cost(by_name),
+            "params_added": sum(widened[name] * by_name[name].params_per_channel() for name in widened),
             "groups_total": len(groups),
-            "groups_widened": len(plan.channels),
-            "calibration_damage": round(score, 4),
+            "groups_widened": len(widened),
+            "calibration_damage": round(damage(reference, outputs), 4),
             "groups": [{"group": name, "layers": by_name[name].layers(), "channels": by_name[name].channels,
                         "added": k, "params_added": k * by_name[name].params_per_channel()}
-                       for name, k in plan.channels.items()],
+                       for name, k in widened.items()],
             "blocked": [{"group": g.name, "reason": g.blocked} for g in groups if not g.widenable],
+            "skipped": [{"group": name, "reason": f"no plausible draw in {self.tries} tries of "
+                         f"{', '.join(map(str, fallback_counts(plan.channels[name])))} channel(s)"} for name in skipped],
         }
         secret = {"method": self.method, "version": SECRET_VERSION, "groups": patch}
         return PassResult(locked, secret, report)
 
-    def _probe(self, original, candidates, feeds, reference) -> dict[str, float]:
-        """Damage per parameter of one extra channel in each group alone (best of ``tries`` draws)."""
+    def _probe(self, graph, candidates, feeds, reference, original) -> dict[str, float]:
+        """Damage per parameter of one extra channel in each group alone (best plausible of
+        ``probe_tries`` draws; 0 when none is plausible). Each draw runs only the graph from the group on."""
         efficiency = {}
-        graph = import_graph(original)
+        draws = probe_tries(parameter_count(original), self.tries)
+        frontier = Frontier(graph, feeds, original)
         for group in tqdm(candidates, desc="probing layers", disable=not self.progress, leave=False):
-            score = max(damage(reference, run(export_graph(self._widen(graph, group, 1)[0], original), feeds))
-                        for _ in range(self.tries))
-            efficiency[group.name] = score / group.params_per_channel()
+            frontier.advance(graph, frontier.schedule.cut(group_nodes(group)))
+            self._measure_inputs(frontier, graph, group)
+            scores = [self._trial(frontier, graph, group, 1, reference)[3] for _ in range(draws)]
+            efficiency[group.name] = max((s for s in scores if s is not None), default=0.0) / group.params_per_channel()
         return efficiency
 
-    def _lock(self, original, plan, feeds, reference) -> tuple[onnx.ModelProto, list[dict], float]:
-        """Widen the planned groups one after another; for each keep the best of ``tries`` draws
-        of positions and counterfeit weights, measured with the groups before it already locked."""
-        graph = import_graph(original)
-        patch, score = [], 0.0
-        chosen = [g for g in find_groups(graph) if plan.channels.get(g.name)]
+    def _lock(self, graph, chosen, plan, feeds, reference, original) -> tuple[gs.Graph, list[dict], dict, list]:
+        """Widen the planned groups one after another; for each keep the most damaging of ``tries``
+        draws of positions and counterfeit weights whose outputs stay plausible (measured with the
+        groups before it already locked), with fewer channels when no draw is, or skip the group
+        when no draw of even one channel is."""
+        patch, widened, outputs = [], {}, reference
+        frontier = Frontier(graph, feeds, original)
         for group in tqdm(chosen, desc="locking layers", disable=not self.progress, leave=False):
-            if self.align and patch:  # earlier groups may have widened this group's inputs
-                self.input_means = input_means(export_graph(graph, original), feeds)
-            best = None
-            for _ in range(self.tries):
-                trial, edits = self._widen(graph, group, plan.channels[group.name])
-                trial_score = damage(reference, run(export_graph(trial, original), feeds))
-                if best is None or trial_score > best[2]:
-                    best = (trial, edits, trial_score)
-            graph, edits, score = best
-            patch.append(edits)
-        return export_graph(graph, original), patch, score
+            frontier.advance(graph, frontier.schedule.cut(group_nodes(group)))
+            self._measure_inputs(frontier, graph, group)  # earlier groups may have widened its inputs
+            for k in fallback_counts(plan.channels[group.name]):
+                best = None
+                for _ in range(self.tries):
+                    trial = self._trial(frontier, graph, group, k, reference)
+                    if trial[3] is not None and (best is None or trial[3] > best[3]):
+                        best = trial
+                if best is not None:
+                    graph, edits, outputs, _ = best
+                    patch.append(edits)
+                    widened[group.name] = k
+                    break
+        return graph, patch, widened, outputs
 
-    def _widen(self, graph: gs.Graph, group: Group, k: int) -> tuple[gs.Graph, dict]:
-        """A copy of ``graph`` with ``k`` confusion channels in ``group`` at fresh random positions."""
+    def _measure_inputs(self, frontier: Frontier, graph: gs.Graph, group: Group) -> None:
+        """Mean input activations of the layers creating ``group``'s channels (counterfeits align to them)."""
+        producers = [e.node for e in group.edits if isinstance(e, ParamEdit) and e.role is Role.OUT]
+        self.input_means = input_means(frontier, graph, producers) if self.align else {}
+
+    def _trial(self, frontier: Frontier, graph: gs.Graph, group: Group, k: int,
+               reference: list[np.ndarray]) -> tuple[gs.Graph, dict, list[np.ndarray], float | None]:
+        """One draw: the widened copy, its patch, its outputs and their damage (None if implausible)."""
+        trial, edits, changed = self._widen(graph, group, k)
+        outputs = frontier.outputs(trial, frontier.schedule.cut(changed))
+        score = damage(reference, outputs) if all_plausible(reference, outputs) else None
+        return trial, edits, outputs, score
+
+    def _widen(self, graph: gs.Graph, group: Group, k: int) -> tuple[gs.Graph, dict, list[gs.Node]]:
+        """A copy of ``graph`` with ``k`` confusion channels in ``group`` at fresh random positions,
+        its patch, and the nodes the widening touched."""
         trial = graph.copy()
         # rebuilt on the copy: earlier widenings may have moved concat offsets this group sees
         current = build_group(trial, trial.tensors()[group.name], group.axis)
@@ -172,7 +228,7 @@ class WidenChannelsPass:
         counterfeit = Counterfeiter(self.strategy, self.rng, self.input_means)
         counterfeit.start_group(k)
         edits = widen_group(current, positions, counterfeit)
-        return trial, {"positions": positions.tolist(), "edits": edits}
+        return trial, {"positions": positions.tolist(), "edits": edits}, group_nodes(current)
 
     @staticmethod
     def restore(model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
@@ -181,16 +237,27 @@ class WidenChannelsPass:
 
     @staticmethod
     def _ensure(original: onnx.ModelProto, locked: onnx.ModelProto, patch: list[dict]) -> None:
-        """Guarantees: the locked model is valid ONNX and the patch restores every original weight."""
+        """Guarantees: the locked model is valid ONNX and the patch restores every original weight.
+        The checker reads the graph without its large weights; only what the patch touches is narrowed."""
         try:
-            onnx.checker.check_model(locked, full_check=True)
+            onnx.checker.check_model(weightless(locked), full_check=True)
         except onnx.checker.ValidationError as exc:
             raise UnsupportedGraphError(f"locked model fails the checker: {str(exc).splitlines()[0]}") from exc
-        before, after = initializer_arrays(original), initializer_arrays(narrow(locked, patch))
-        broken = [name for name, value in before.items()
-                  if name not in after or after[name].tobytes() != value.tobytes() or after[name].shape != value.shape]
+        touched = {edit[1] for group in patch for edit in group["edits"]}
+        part = onnx.ModelProto()
+        part.graph.initializer.extend(t for t in locked.graph.initializer if t.name in touched)
+        part.graph.node.extend(n for n in locked.graph.node if n.name in touched)
+        after = {t.name: t for t in locked.graph.initializer}
+        after.update((t.name, t) for t in narrow(part, patch, in_place=True).graph.initializer)
+        broken = [t.name for t in original.graph.initializer if t.name not in after or not same_tensor(t, after[t.name])]
         if broken:
             raise UnsupportedGraphError(f"restore would not be exact for {', '.join(broken[:3])}")
+
+
+def same_tensor(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
+    """Same dtype, shape and bytes (decoded one tensor at a time)."""
+    x, y = numpy_helper.to_array(a), numpy_helper.to_array(b)
+    return x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
 
 
 restore_channels = WidenChannelsPass.restore
