@@ -14,7 +14,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .channels import Edit, IndexMap, ParamEdit, Role, ShapeEdit
-from .handlers import einsum_source_axis, head_split, rule_for, shape_target, slice_params, static_dim
+from .handlers import einsum_source_axis, group_map, head_split, rule_for, shape_target, slice_params, static_dim
 
 SOURCE_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": -1, "Gather": -1}
 
@@ -60,10 +60,19 @@ def _graph_io(graph: gs.Graph) -> tuple[set[str], set[str]]:
     return {t.name for t in graph.inputs}, {t.name for t in graph.outputs}
 
 
+def seed_map(seed: gs.Variable, axis: int) -> IndexMap:
+    """Where the base channels of a group seeded at ``seed`` lie: one group's channels repeated per
+    group at the output of a grouped convolution, the whole axis elsewhere."""
+    producer = seed.inputs[0] if len(seed.inputs) == 1 else None
+    grouped = group_map(producer) if producer is not None and axis == 1 and producer.op == "Conv" else None
+    return grouped or IndexMap()
+
+
 def build_group(graph: gs.Graph, seed: gs.Variable, axis: int) -> Group:
     """Grow the group of ``seed``'s axis until closed or blocked."""
     inputs, outputs = _graph_io(graph)
-    group = Group(name=seed.name, axis=axis, channels=static_dim(seed, axis) or 0)
+    imap = seed_map(seed, axis)
+    group = Group(name=seed.name, axis=axis, channels=(static_dim(seed, axis) or 0) // imap.copies)
     if not group.channels:
         group.blocked = f"tensor '{seed.name}' has no static size on axis {axis}"
         return group
@@ -83,7 +92,7 @@ def build_group(graph: gs.Graph, seed: gs.Variable, axis: int) -> Group:
         queue.append(member)
         return None
 
-    group.blocked = add(Member(seed, axis, IndexMap()))
+    group.blocked = add(Member(seed, axis, imap))
     visited: set[tuple[int, str]] = set()
     while queue and group.blocked is None:
         member = queue.pop(0)
@@ -150,7 +159,7 @@ def head_axis(node: gs.Node) -> int | None:
     if target is None:
         return None
     split = head_split(list(node.inputs[0].shape), list(node.outputs[0].shape), target.values)
-    return None if split is None else split[0] + 1
+    return None if split is None else split[0] + split[3]
 
 
 def find_groups(graph: gs.Graph) -> list[Group]:

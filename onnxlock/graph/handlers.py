@@ -375,17 +375,22 @@ def _same_leading(src: list, dst: list, target: list) -> bool:
             and not isinstance(src[unknown[0]], (int, np.integer)))
 
 
-def head_split(short: list, long: list, target: list) -> tuple[int, int, int] | None:
-    """(axis, heads, head size) when ``long`` is ``short`` with one axis split in two (D -> H, D/H),
-    every other dim unchanged: the multi-head attention reshape (and, read backwards, the merge)."""
-    if len(long) != len(short) + 1:
-        return None
-    for a in range(len(short)):
-        if not _same_leading(short[:a], long[:a], target[:a]) or short[a + 1:] != long[a + 2:]:
+def head_split(short: list, long: list, target: list) -> tuple[int, int, int, int] | None:
+    """(axis, copies, head size, split dims) when ``long`` is ``short`` with one axis D split into
+    several (D -> H, D/H; or 3, H, D/3H for a fused q/k/v projection), every other dim unchanged:
+    the multi-head attention reshape (and, read backwards, the merge). The head features are last."""
+    for extra in range(1, len(long) - len(short) + 1 if len(long) > len(short) else 1):
+        if len(long) != len(short) + extra:
             continue
-        sizes = (short[a], long[a], long[a + 1])
-        if all(isinstance(d, (int, np.integer)) and d > 1 for d in sizes) and sizes[0] == sizes[1] * sizes[2]:
-            return a, int(sizes[1]), int(sizes[2])
+        for a in range(len(short)):
+            if not _same_leading(short[:a], long[:a], target[:a]) or short[a + 1:] != long[a + 1 + extra:]:
+                continue
+            sizes = [short[a], *long[a:a + extra + 1]]
+            if not all(isinstance(d, (int, np.integer)) and d > 1 for d in sizes):
+                continue
+            copies = int(np.prod(sizes[1:-1], dtype=np.int64))
+            if sizes[0] == copies * sizes[-1]:
+                return a, copies, int(sizes[-1]), extra
     return None
 
 
@@ -397,12 +402,12 @@ def reshape_heads(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap, 
     split = head_split(src, dst, target.values) if entry is out else head_split(dst, src, target.values)
     if split is None or not imap.plain:
         return None
-    a, heads, size = split
-    if axis != a + 1:
+    a, heads, size, extra = split
+    if axis != a + extra:
         return None
     merged = IndexMap(copies=heads, period=size)
     if entry is out:  # [.., D, ..] -> [.., H, D/H, ..], entered from the head-feature axis
-        link, dim, per_channel = Link(data, a, merged), a + 1, 1
+        link, dim, per_channel = Link(data, a, merged), a + extra, 1
     else:  # [.., H, D/H, ..] -> [.., D, ..]
         link, dim, per_channel = Link(out, a, merged), a, heads
     value = target.values[dim]
@@ -414,9 +419,37 @@ def reshape_heads(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap, 
     return Rule(links=[link], edits=edits)
 
 
+def _same_product(src: list, dst: list) -> bool:
+    """Leading dims that hold the same number of rows: equal static products, same dynamic dims."""
+    static = [[d for d in dims if isinstance(d, (int, np.integer))] for dims in (src, dst)]
+    dynamic = [sorted(str(d) for d in dims if not isinstance(d, (int, np.integer))) for dims in (src, dst)]
+    return int(np.prod(static[0], dtype=np.int64)) == int(np.prod(static[1], dtype=np.int64)) and dynamic[0] == dynamic[1]
+
+
+def _folded_axis(src: list, axis: int, dst: list, target: list) -> tuple[int, int] | None:
+    """(axis of ``dst``, entries per channel there) where axis ``axis`` of ``src`` lands when a
+    Reshape keeps the rows before it and folds it with trailing dims into one axis; None if it
+    does not (split, or merged with a leading dim)."""
+    tail = src[axis + 1:]
+    if not all(isinstance(d, (int, np.integer)) for d in tail):
+        return None
+    per_channel = int(np.prod(tail, dtype=np.int64))
+    for out_axis in range(len(dst)):
+        if not (_same_leading(src[:axis], dst[:out_axis], target[:out_axis]) or _same_product(src[:axis], dst[:out_axis])):
+            continue
+        out_tail = dst[out_axis + 1:]
+        if not all(isinstance(d, (int, np.integer)) for d in out_tail):
+            continue
+        rows = int(np.prod(out_tail, dtype=np.int64))
+        if rows and per_channel % rows == 0:
+            return out_axis, per_channel // rows
+    return None
+
+
 def reshape(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
-    """Reshape that keeps the leading dims and folds the channel with trailing dims into one axis,
-    or splits/merges attention heads."""
+    """Reshape that keeps the rows before the widened axis and folds it with trailing dims into one
+    axis (window partitions, flattening, squeezes; back through it when nothing folds), or
+    splits/merges attention heads."""
     data, out = node.inputs[0], node.outputs[0]
     target = shape_target(node, 1)
     if target is None or data.shape is None or out.shape is None:
@@ -424,30 +457,28 @@ def reshape(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rul
     heads = reshape_heads(node, entry, axis, imap, target)
     if heads is not None:
         return heads
-    if entry is not data:
-        return blocked(node, "cannot widen a reshaped tensor back through Reshape")
     src, dst = list(data.shape), list(out.shape)
-    tail = [static_dim(data, a) for a in range(axis + 1, len(src))]
-    if None in tail:
-        return blocked(node, "trailing dimensions are dynamic")
-    per_channel = int(np.prod(tail, dtype=np.int64))
-    for out_axis in range(len(dst)):
-        if not _same_leading(src[:axis], dst[:out_axis], target.values[:out_axis]):
-            continue
-        out_tail = [static_dim(out, a) for a in range(out_axis + 1, len(dst))]
-        if None in out_tail or per_channel % max(int(np.prod(out_tail, dtype=np.int64)), 1):
-            continue
-        block = per_channel // int(np.prod(out_tail, dtype=np.int64))
-        rule = Rule(links=[Link(out, out_axis, imap.expand(block))])
-        value = target.values[out_axis]
-        if value is None:
-            return blocked(node, "the size of the widened axis is computed at run time")
-        if value > 0:
-            rule.edits.append(target.edit(out_axis, block * imap.block))
-        elif value == 0 and (out_axis != axis or block != 1):
-            return blocked(node, "target shape copies a dimension that moves")
-        return rule
-    return blocked(node, "the widened axis is split or merged with leading dims")
+    if entry is data:
+        found = _folded_axis(src, axis, dst, target.values)
+        if found is None:
+            return blocked(node, "the widened axis is split or merged with leading dims")
+        out_axis, block = found
+        link, per_channel = Link(out, out_axis, imap.expand(block)), block * imap.block
+    else:
+        found = _folded_axis(dst, axis, src, [-1] * len(src))
+        if found is None or found[1] != 1:
+            return blocked(node, "cannot widen a folded tensor back through Reshape")
+        out_axis, per_channel = axis, imap.growth(1)
+        link = Link(data, found[0], imap)
+    value = target.values[out_axis]
+    copied = [i for i, v in enumerate(target.values) if v == 0]
+    if value is None:
+        return blocked(node, "the size of the widened axis is computed at run time")
+    if any(i == link.axis or i == out_axis for i in copied) and not (copied == [out_axis] and link.axis == out_axis
+                                                                     and per_channel == imap.growth(1)):
+        return blocked(node, "target shape copies a dimension that moves")
+    edits = [target.edit(out_axis, per_channel)] if value > 0 else []
+    return Rule(links=[link], edits=edits)
 
 
 # --- ops with weights: they create channels (output side) or consume them (input side) -------
@@ -470,7 +501,23 @@ def conv(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
         other = node.outputs[0] if entry is node.inputs[0] else node.inputs[0]
         edits = [ParamEdit(node, 1, 0, imap, Role.OUT), *bias, AttrEdit(node, "group", 1)]
         return Rule(links=[Link(other, 1, imap)], edits=edits)
-    return blocked(node, f"grouped convolution (group={group}) is not depthwise")
+    elif imap == group_map(node):  # every group grows alike: k more inputs and outputs in each
+        other = node.outputs[0] if entry is node.inputs[0] else node.inputs[0]
+        edits = [ParamEdit(node, 1, 0, imap, Role.OUT), ParamEdit(node, 1, 1, IDENTITY, Role.IN), *bias]
+        return Rule(links=[Link(other, 1, imap)], edits=edits, mixes=True)
+    return blocked(node, f"grouped convolution (group={group}) is entered outside its per-group channel space")
+
+
+def group_map(node: gs.Node) -> IndexMap | None:
+    """The channel space of a grouped (not depthwise) Conv with as many inputs as outputs per group:
+    one group's channels, repeated per group. None for other convolutions."""
+    weight, group = node.inputs[1], int(node.attrs.get("group", 1))
+    if node.op != "Conv" or group == 1 or not isinstance(weight, gs.Constant):
+        return None
+    per_group = weight.shape[0] // group
+    if per_group != weight.shape[1] or per_group == 1:
+        return None
+    return IndexMap(copies=group, period=per_group)
 
 
 def conv_transpose(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
