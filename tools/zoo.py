@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from onnxlock import OnnxlockError, load_session, lock_model, write_locked  # noqa: E402
 from onnxlock.evaluate.damage import run, synthetic_feeds  # noqa: E402
+from onnxlock.fileio import atomic_write_bytes  # noqa: E402
 from onnxlock.graph.groups import find_groups, widenable_share  # noqa: E402
 from onnxlock.graph.normalize import import_graph, normalize  # noqa: E402
 
@@ -230,15 +231,17 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "reason"} | {"reason": row.get("reason", "")[-200:]}),
               flush=True)
-    total = summary(rows)
-    from onnxlock.fileio import atomic_write_bytes
+        write_report(rows, failed, "" if only is None and len(rows) == len(entries) else "-partial")
+    print(json.dumps(summary(rows)))
+    return 0
 
-    suffix = "" if only is None else "-partial"
+
+def write_report(rows: list[dict], failed: list[dict], suffix: str) -> None:
+    """reports/coverage{suffix}.{json,md}, rewritten after every model so a long run shows progress."""
+    total = summary(rows)
     payload = {"summary": total, "models": rows, "export_failures": failed}
     atomic_write_bytes(REPORTS / f"coverage{suffix}.json", json.dumps(payload, indent=1).encode())
     atomic_write_bytes(REPORTS / f"coverage{suffix}.md", markdown(rows, failed, total).encode())
-    print(json.dumps(total))
-    return 0
 
 
 if __name__ == "__main__":
