@@ -240,8 +240,8 @@ def write_report(rows: list[dict], failed: list[dict], suffix: str) -> None:
     """reports/coverage{suffix}.{json,md}, rewritten after every model so a long run shows progress."""
     total = summary(rows)
     payload = {"summary": total, "models": rows, "export_failures": failed}
-    atomic_write_bytes(REPORTS / f"coverage{suffix}.json", json.dumps(payload, indent=1).encode())
-    atomic_write_bytes(REPORTS / f"coverage{suffix}.md", markdown(rows, failed, total).encode())
+    atomic_write_bytes(REPORTS / f"coverage{suffix}.json", json.dumps(payload, indent=1).encode(), mode=0o644)
+    atomic_write_bytes(REPORTS / f"coverage{suffix}.md", markdown(rows, failed, total).encode(), mode=0o644)
 
 
 if __name__ == "__main__":
