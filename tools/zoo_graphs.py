@@ -87,13 +87,13 @@ def tf_nhwc_cnn() -> onnx.ModelProto:
     """tf2onnx CNN: NHWC input, Transpose pairs around each Conv, mean over H and W, Dense head."""
     b = Builder(1)
     x = "input_1"
-    for i, (c_in, c_out) in enumerate([(3, 8), (8, 16)]):
+    for i, (c_in, c_out) in enumerate([(3, 32), (32, 64)]):
         nchw = b.op("Transpose", [x], f"conv{i}/transpose_in", perm=[0, 3, 1, 2])
         conv = b.op("Conv", [nchw, b.weight(f"conv{i}/kernel", c_out, c_in, 3, 3), b.const(f"conv{i}/bias", np.full(c_out, 0.1, np.float32))],
                     f"conv{i}/Conv2D", pads=[1, 1, 1, 1])
         x = b.op("Transpose", [b.op("Relu", [conv], f"conv{i}/Relu")], f"conv{i}/transpose_out", perm=[0, 2, 3, 1])
     pooled = b.op("ReduceMean", [x], "global_average_pooling2d/Mean", axes=[1, 2], keepdims=0)
-    logits = b.dense(pooled, 16, 10, "dense")
+    logits = b.dense(pooled, 64, 10, "dense")
     b.op("Softmax", [logits], "probs", axis=-1)
     return b.model([value("input_1", [1, 16, 16, 3])], [value("probs", [1, 10])], "tf_nhwc_cnn")
 
@@ -101,34 +101,33 @@ def tf_nhwc_cnn() -> onnx.ModelProto:
 def jax_classifier() -> onnx.ModelProto:
     """jax2tf token classifier: Dense, decomposed LayerNorm, erf and tanh GELUs, strided_slice of the
     first token (a Slice over every axis, the feature axis taken whole), Dense head."""
-    b = Builder(2)
-    h = b.dense("x", 16, 32, "embed")
-    h = b.gelu_erf(b.layer_norm(h, 32, "ln0"), "gelu0")
-    h = b.gelu_tanh(b.layer_norm(b.dense(h, 32, 32, "mlp"), 32, "ln1"), "gelu1")
-    first = b.op("Slice", [h, b.const("begin", np.array([0, 0, 0])), b.const("end", np.array([1, 1, 32])),
+    b, d = Builder(2), 128
+    h = b.dense("x", 16, d, "embed")
+    h = b.gelu_erf(b.layer_norm(h, d, "ln0"), "gelu0")
+    h = b.gelu_tanh(b.layer_norm(b.dense(h, d, d, "mlp"), d, "ln1"), "gelu1")
+    first = b.op("Slice", [h, b.const("begin", np.array([0, 0, 0])), b.const("end", np.array([1, 1, d])),
                            b.const("axes", np.array([0, 1, 2])), b.const("strides", np.array([1, 1, 1]))], "strided_slice")
-    flat = b.op("Reshape", [first, b.const("shape", np.array([1, 32]))], "Reshape")
-    b.dense(flat, 32, 10, "head")
+    flat = b.op("Reshape", [first, b.const("shape", np.array([1, d]))], "Reshape")
+    b.dense(flat, d, 10, "head")
     return b.model([value("x", [1, 8, 16])], [value("head/BiasAdd", [1, 10])], "jax_classifier")
 
 
 def einsum_mlp() -> onnx.ModelProto:
-    """TF/JAX Einsum dense layers (``btd,dh->bth``) and an Einsum attention score."""
-    b = Builder(3)
-    h = b.op("Einsum", ["x", b.weight("dense/kernel", 16, 32)], "dense/einsum", equation="btd,dh->bth")
-    h = b.op("Relu", [b.op("Add", [h, b.const("dense/bias", np.full(32, 0.1, np.float32))], "dense/add")], "dense/relu")
-    q = b.op("Einsum", [h, b.weight("q/kernel", 32, 2, 16)], "q/einsum", equation="btd,dnh->btnh")
-    k = b.op("Einsum", [h, b.weight("k/kernel", 32, 2, 16)], "k/einsum", equation="btd,dnh->btnh")
-    v = b.op("Einsum", [h, b.weight("v/kernel", 32, 2, 16)], "v/einsum", equation="btd,dnh->btnh")
+    """TF/JAX Einsum dense layers (``btd,dh->bth``, ``btd,dnh->btnh``) and Einsum attention."""
+    b, d, heads = Builder(3), 64, 2
+    h = b.op("Einsum", ["x", b.weight("dense/kernel", 16, d)], "dense/einsum", equation="btd,dh->bth")
+    h = b.op("Relu", [b.op("Add", [h, b.const("dense/bias", np.full(d, 0.1, np.float32))], "dense/add")], "dense/relu")
+    q, k, v = (b.op("Einsum", [h, b.weight(f"{n}/kernel", d, heads, d // heads)], f"{n}/einsum", equation="btd,dnh->btnh")
+               for n in "qkv")
     scores = b.op("Softmax", [b.op("Einsum", [q, k], "attn/scores", equation="bqnh,bknh->bnqk")], "attn/softmax", axis=-1)
     ctx = b.op("Einsum", [scores, v], "attn/context", equation="bnqk,bknh->bqnh")
-    out = b.op("Einsum", [ctx, b.weight("o/kernel", 2, 16, 32)], "o/einsum", equation="btnh,nhd->btd")
+    out = b.op("Einsum", [ctx, b.weight("o/kernel", heads, d // heads, d)], "o/einsum", equation="btnh,nhd->btd")
     pooled = b.op("ReduceMean", [b.op("Add", [out, h], "residual")], "pool", axes=[1], keepdims=0)
-    b.op("Einsum", [pooled, b.weight("head/kernel", 32, 4)], "head/einsum", equation="bd,dc->bc")
+    b.op("Einsum", [pooled, b.weight("head/kernel", d, 4)], "head/einsum", equation="bd,dc->bc")
     return b.model([value("x", [1, 8, 16])], [value("head/einsum", [1, 4])], "einsum_mlp")
 
 
-def tf_gru_like_dense() -> onnx.ModelProto:
+def tf_keras_mlp() -> onnx.ModelProto:
     """A Keras MLP as tf2onnx writes it: Identity-routed weights, a shared bias, BatchNorm folded to Mul/Add."""
     b = Builder(4)
     kernel = b.op("Identity", [b.weight("dense/kernel", 16, 32)], "dense/MatMul/ReadVariableOp")
@@ -147,5 +146,5 @@ GRAPHS: dict[str, Callable[[], onnx.ModelProto]] = {
     "tf_nhwc_cnn": tf_nhwc_cnn,
     "jax_classifier": jax_classifier,
     "einsum_mlp": einsum_mlp,
-    "tf_keras_mlp": tf_gru_like_dense,
+    "tf_keras_mlp": tf_keras_mlp,
 }
