@@ -659,8 +659,7 @@ def shape_of(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Ru
     r = rank(entry)
     if r is None:
         return blocked(node, "shapes unknown")
-    start = node.attrs.get("start", 0) % max(r, 1) if node.attrs.get("start", 0) < 0 else node.attrs.get("start", 0)
-    end = min(node.attrs.get("end", r) % r if node.attrs.get("end", r) < 0 else node.attrs.get("end", r), r)
+    start, end, _ = slice(node.attrs.get("start", 0), node.attrs.get("end", r)).indices(r)  # Python's clamping rules
     if not start <= axis < end:
         return Rule()
     for consumer in node.outputs[0].outputs:
