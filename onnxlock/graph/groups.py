@@ -14,7 +14,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .channels import Edit, IndexMap, ParamEdit, Role, ShapeEdit
-from .handlers import constant_values, head_split, rule_for, static_dim
+from .handlers import einsum_source_axis, group_map, head_split, rule_for, shape_target, slice_params, static_dim
 
 SOURCE_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": -1, "Gather": -1}
 
@@ -60,10 +60,19 @@ def _graph_io(graph: gs.Graph) -> tuple[set[str], set[str]]:
     return {t.name for t in graph.inputs}, {t.name for t in graph.outputs}
 
 
+def seed_map(seed: gs.Variable, axis: int) -> IndexMap:
+    """Where the base channels of a group seeded at ``seed`` lie: one group's channels repeated per
+    group at the output of a grouped convolution, the whole axis elsewhere."""
+    producer = seed.inputs[0] if len(seed.inputs) == 1 else None
+    grouped = group_map(producer) if producer is not None and axis == 1 and producer.op == "Conv" else None
+    return grouped or IndexMap()
+
+
 def build_group(graph: gs.Graph, seed: gs.Variable, axis: int) -> Group:
     """Grow the group of ``seed``'s axis until closed or blocked."""
     inputs, outputs = _graph_io(graph)
-    group = Group(name=seed.name, axis=axis, channels=static_dim(seed, axis) or 0)
+    imap = seed_map(seed, axis)
+    group = Group(name=seed.name, axis=axis, channels=(static_dim(seed, axis) or 0) // imap.copies)
     if not group.channels:
         group.blocked = f"tensor '{seed.name}' has no static size on axis {axis}"
         return group
@@ -83,7 +92,7 @@ def build_group(graph: gs.Graph, seed: gs.Variable, axis: int) -> Group:
         queue.append(member)
         return None
 
-    group.blocked = add(Member(seed, axis, IndexMap()))
+    group.blocked = add(Member(seed, axis, imap))
     visited: set[tuple[int, str]] = set()
     while queue and group.blocked is None:
         member = queue.pop(0)
@@ -125,23 +134,32 @@ def _edit_key(edit: Edit) -> tuple:
 
 def source_axis(node: gs.Node) -> int | None:
     """The channel axis of a source node's output, or None if the node creates no channels."""
+    if node.op == "Einsum":
+        return einsum_source_axis(node)
     axis = SOURCE_OPS.get(node.op)
-    if axis is None or not node.outputs or node.outputs[0].shape is None:
+    if axis is None or not node.outputs or not node.outputs[0].shape:  # unknown or 0-d (a shape entry)
         return None
-    if node.op in ("Gemm", "MatMul", "Gather") and not any(isinstance(t, gs.Constant) for t in node.inputs[:2]):
+    if node.op == "Gather" and not is_embedding(node.inputs[0]):
+        return None
+    if node.op in ("Gemm", "MatMul") and not any(isinstance(t, gs.Constant) for t in node.inputs[:2]):
         return None
     return axis % len(node.outputs[0].shape)
+
+
+def is_embedding(table: gs.Tensor) -> bool:
+    """A constant float table of rank >= 2 that a Gather looks rows up in (not a shape or an index list)."""
+    return isinstance(table, gs.Constant) and table.values.ndim >= 2 and np.asarray(table.values).dtype.kind == "f"
 
 
 def head_axis(node: gs.Node) -> int | None:
     """The head-feature axis of an attention head split (Reshape [.., D] -> [.., H, D/H]), or None."""
     if node.op != "Reshape" or node.inputs[0].shape is None or node.outputs[0].shape is None:
         return None
-    target = constant_values(node.inputs[1])
+    target = shape_target(node, 1)
     if target is None:
         return None
-    split = head_split(list(node.inputs[0].shape), list(node.outputs[0].shape), target)
-    return None if split is None else split[0] + 1
+    split = head_split(list(node.inputs[0].shape), list(node.outputs[0].shape), target.values)
+    return None if split is None else split[0] + split[3]
 
 
 def find_groups(graph: gs.Graph) -> list[Group]:
@@ -170,8 +188,25 @@ def find_groups(graph: gs.Graph) -> list[Group]:
 
 
 def split_seeds(node: gs.Node) -> list[tuple[gs.Variable, int]]:
-    """Each output of a Split along a channel axis seeds its own group (its channels lie in one chunk)."""
+    """Each output of a Split along a channel axis seeds its own group (its channels lie in one chunk);
+    so does the output of a Slice, along each axis it slices with step 1."""
+    if node.op == "Slice" and (params := slice_params(node)) is not None and node.outputs[0].outputs:
+        return [(node.outputs[0], axis) for axis, step in zip(params[2], params[3]) if step == 1]
     if node.op != "Split" or node.inputs[0].shape is None:
         return []
     axis = node.attrs.get("axis", 0) % len(node.inputs[0].shape)
     return [(out, axis) for out in node.outputs if out.outputs]
+
+
+WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum")
+
+
+def widenable_share(graph: gs.Graph, groups: list[Group]) -> float:
+    """Share of the Conv/Gemm/MatMul/Einsum weight parameters that some widenable group creates or reads
+    channels through (1.0 for a graph without such weights)."""
+    sizes = {t.name: t.values.size for node in graph.nodes if node.op in WEIGHT_OPS
+             for t in node.inputs[:2] if isinstance(t, gs.Constant)}
+    covered = {e.constant.name for g in groups if g.widenable for e in g.edits
+               if isinstance(e, ParamEdit) and e.role is not Role.CHANNEL and e.node.op in WEIGHT_OPS}
+    total = sum(sizes.values())
+    return sum(size for name, size in sizes.items() if name in covered) / total if total else 1.0

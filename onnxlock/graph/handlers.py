@@ -9,6 +9,7 @@ blocks its group: nothing is ever guessed.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -325,85 +326,159 @@ def flatten(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rul
     return Rule(links=[Link(node.outputs[0], 1, imap.expand(int(np.prod(trailing, dtype=np.int64))))])
 
 
-def _same_leading(src: list, dst: list, target: np.ndarray) -> bool:
+@dataclass(frozen=True)
+class ShapeTarget:
+    """The entries of a shape-valued input (Reshape target, Expand shape): known values, None for
+    entries computed at run time, and where each known value is stored, so that it can grow."""
+
+    values: list[int | None]
+    places: list[tuple[gs.Node, int, int] | None]
+
+    def edit(self, dim: int, per_channel: int) -> ShapeEdit:
+        node, index, item = self.places[dim]
+        return ShapeEdit(node, index, item, per_channel)
+
+
+def shape_target(node: gs.Node, index: int) -> ShapeTarget | None:
+    """Input ``index`` of ``node`` as a ShapeTarget: a constant, or a Concat of constants and run-time
+    pieces (``x.view(x.size(0), C, -1)`` with a dynamic batch). None when its length is unknown."""
+    tensor = node.inputs[index]
+    if isinstance(tensor, gs.Constant):
+        values = [int(v) for v in np.asarray(tensor.values).reshape(-1)]
+        return ShapeTarget(values, [(node, index, i) for i in range(len(values))])
+    producer = tensor.inputs[0] if len(tensor.inputs) == 1 else None
+    if producer is None or producer.op != "Concat" or producer.attrs.get("axis", 0) not in (0, -1):
+        return None
+    values, places = [], []
+    for j, piece in enumerate(producer.inputs):
+        if isinstance(piece, gs.Constant):
+            flat = [int(v) for v in np.asarray(piece.values).reshape(-1)]
+            values += flat
+            places += [(producer, j, i) for i in range(len(flat))]
+        elif rank(piece) == 1 and static_dim(piece, 0) is not None:
+            values += [None] * piece.shape[0]
+            places += [None] * piece.shape[0]
+        else:
+            return None
+    return ShapeTarget(values, places)
+
+
+def _same_leading(src: list, dst: list, target: list) -> bool:
     """Leading dims unchanged by a Reshape: equal, or one inferred (-1) where the other is the
     same single dynamic dim (``x.reshape(-1, C*H*W)`` with a dynamic batch)."""
-    if len(src) != len(dst):
-        return False
+    if len(src) != len(dst):  # dims of size 1 squeezed or added (``x[:, 0:1]`` reshaped to [B, C])
+        return [d for d in src if d != 1] == [d for d in dst if d != 1] and 0 not in target
     unknown = [i for i, (a, b) in enumerate(zip(src, dst)) if a != b]
     if not unknown:
         return True
-    return (len(unknown) == 1 and int(target[unknown[0]]) == -1
+    return (len(unknown) == 1 and target[unknown[0]] == -1
             and not isinstance(src[unknown[0]], (int, np.integer)))
 
 
-def head_split(short: list, long: list, target: np.ndarray) -> tuple[int, int, int] | None:
-    """(axis, heads, head size) when ``long`` is ``short`` with one axis split in two (D -> H, D/H),
-    every other dim unchanged: the multi-head attention reshape (and, read backwards, the merge)."""
-    if len(long) != len(short) + 1:
-        return None
-    for a in range(len(short)):
-        if not _same_leading(short[:a], long[:a], target[:a]) or short[a + 1:] != long[a + 2:]:
+def head_split(short: list, long: list, target: list) -> tuple[int, int, int, int] | None:
+    """(axis, copies, head size, split dims) when ``long`` is ``short`` with one axis D split into
+    several (D -> H, D/H; or 3, H, D/3H for a fused q/k/v projection), every other dim unchanged:
+    the multi-head attention reshape (and, read backwards, the merge). The head features are last."""
+    for extra in range(1, len(long) - len(short) + 1 if len(long) > len(short) else 1):
+        if len(long) != len(short) + extra:
             continue
-        sizes = (short[a], long[a], long[a + 1])
-        if all(isinstance(d, (int, np.integer)) and d > 1 for d in sizes) and sizes[0] == sizes[1] * sizes[2]:
-            return a, int(sizes[1]), int(sizes[2])
+        for a in range(len(short)):
+            if not _same_leading(short[:a], long[:a], target[:a]) or short[a + 1:] != long[a + 1 + extra:]:
+                continue
+            sizes = [short[a], *long[a:a + extra + 1]]
+            if not all(isinstance(d, (int, np.integer)) and d > 1 for d in sizes):
+                continue
+            copies = int(np.prod(sizes[1:-1], dtype=np.int64))
+            if sizes[0] == copies * sizes[-1]:
+                return a, copies, int(sizes[-1]), extra
     return None
 
 
-def reshape_heads(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap, target: np.ndarray) -> Rule | None:
+def reshape_heads(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap, target: ShapeTarget) -> Rule | None:
     """Attention head split/merge: the base space is one head's features, repeated per head on the
     merged axis. Widening adds k features to every head at the same positions."""
     data, out = node.inputs[0], node.outputs[0]
     src, dst = list(data.shape), list(out.shape)
-    split = head_split(src, dst, target) if entry is out else head_split(dst, src, target)
+    split = head_split(src, dst, target.values) if entry is out else head_split(dst, src, target.values)
     if split is None or not imap.plain:
         return None
-    a, heads, size = split
-    if axis != a + 1:
+    a, heads, size, extra = split
+    if axis != a + extra:
         return None
     merged = IndexMap(copies=heads, period=size)
     if entry is out:  # [.., D, ..] -> [.., H, D/H, ..], entered from the head-feature axis
-        link, dim, per_channel = Link(data, a, merged), a + 1, 1
+        link, dim, per_channel = Link(data, a, merged), a + extra, 1
     else:  # [.., H, D/H, ..] -> [.., D, ..]
         link, dim, per_channel = Link(out, a, merged), a, heads
-    if int(target[dim]) == 0:
+    value = target.values[dim]
+    if value is None:
+        return blocked(node, "the size of the widened axis is computed at run time")
+    if value == 0:
         return blocked(node, "target shape copies a dimension that moves")
-    edits = [ShapeEdit(node, 1, dim, per_channel)] if int(target[dim]) > 0 else []
+    edits = [target.edit(dim, per_channel)] if value > 0 else []
     return Rule(links=[link], edits=edits)
 
 
+def _same_product(src: list, dst: list) -> bool:
+    """Leading dims that hold the same number of rows: equal static products, same dynamic dims."""
+    static = [[d for d in dims if isinstance(d, (int, np.integer))] for dims in (src, dst)]
+    dynamic = [sorted(str(d) for d in dims if not isinstance(d, (int, np.integer))) for dims in (src, dst)]
+    return int(np.prod(static[0], dtype=np.int64)) == int(np.prod(static[1], dtype=np.int64)) and dynamic[0] == dynamic[1]
+
+
+def _folded_axis(src: list, axis: int, dst: list, target: list) -> tuple[int, int] | None:
+    """(axis of ``dst``, entries per channel there) where axis ``axis`` of ``src`` lands when a
+    Reshape keeps the rows before it and folds it with trailing dims into one axis; None if it
+    does not (split, or merged with a leading dim)."""
+    tail = src[axis + 1:]
+    if not all(isinstance(d, (int, np.integer)) for d in tail):
+        return None
+    per_channel = int(np.prod(tail, dtype=np.int64))
+    for out_axis in range(len(dst)):
+        if not (_same_leading(src[:axis], dst[:out_axis], target[:out_axis]) or _same_product(src[:axis], dst[:out_axis])):
+            continue
+        out_tail = dst[out_axis + 1:]
+        if not all(isinstance(d, (int, np.integer)) for d in out_tail):
+            continue
+        rows = int(np.prod(out_tail, dtype=np.int64))
+        if rows and per_channel % rows == 0:
+            return out_axis, per_channel // rows
+    return None
+
+
 def reshape(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
-    """Reshape that keeps the leading dims and folds the channel with trailing dims into one axis,
-    or splits/merges attention heads."""
+    """Reshape that keeps the rows before the widened axis and folds it with trailing dims into one
+    axis (window partitions, flattening, squeezes; back through it when nothing folds), or
+    splits/merges attention heads."""
     data, out = node.inputs[0], node.outputs[0]
-    target = constant_values(node.inputs[1])
+    target = shape_target(node, 1)
     if target is None or data.shape is None or out.shape is None:
         return blocked(node, "target shape is not constant")
     heads = reshape_heads(node, entry, axis, imap, target)
     if heads is not None:
         return heads
-    if entry is not data:
-        return blocked(node, "cannot widen a reshaped tensor back through Reshape")
     src, dst = list(data.shape), list(out.shape)
-    tail = [static_dim(data, a) for a in range(axis + 1, len(src))]
-    if None in tail:
-        return blocked(node, "trailing dimensions are dynamic")
-    per_channel = int(np.prod(tail, dtype=np.int64))
-    for out_axis in range(len(dst)):
-        if not _same_leading(src[:axis], dst[:out_axis], target[:out_axis]):
-            continue
-        out_tail = [static_dim(out, a) for a in range(out_axis + 1, len(dst))]
-        if None in out_tail or per_channel % max(int(np.prod(out_tail, dtype=np.int64)), 1):
-            continue
-        block = per_channel // int(np.prod(out_tail, dtype=np.int64))
-        rule = Rule(links=[Link(out, out_axis, imap.expand(block))])
-        if int(target[out_axis]) > 0:
-            rule.edits.append(ShapeEdit(node, 1, out_axis, block * imap.block))
-        elif int(target[out_axis]) == 0 and (out_axis != axis or block != 1):
-            return blocked(node, "target shape copies a dimension that moves")
-        return rule
-    return blocked(node, "the widened axis is split or merged with leading dims")
+    if entry is data:
+        found = _folded_axis(src, axis, dst, target.values)
+        if found is None:
+            return blocked(node, "the widened axis is split or merged with leading dims")
+        out_axis, block = found
+        link, per_channel = Link(out, out_axis, imap.expand(block)), block * imap.block
+    else:
+        found = _folded_axis(dst, axis, src, [-1] * len(src))
+        if found is None or found[1] != 1:
+            return blocked(node, "cannot widen a folded tensor back through Reshape")
+        out_axis, per_channel = axis, imap.growth(1)
+        link = Link(data, found[0], imap)
+    value = target.values[out_axis]
+    copied = [i for i, v in enumerate(target.values) if v == 0]
+    if value is None:
+        return blocked(node, "the size of the widened axis is computed at run time")
+    if any(i == link.axis or i == out_axis for i in copied) and not (copied == [out_axis] and link.axis == out_axis
+                                                                     and per_channel == imap.growth(1)):
+        return blocked(node, "target shape copies a dimension that moves")
+    edits = [target.edit(out_axis, per_channel)] if value > 0 else []
+    return Rule(links=[link], edits=edits)
 
 
 # --- ops with weights: they create channels (output side) or consume them (input side) -------
@@ -426,7 +501,23 @@ def conv(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
         other = node.outputs[0] if entry is node.inputs[0] else node.inputs[0]
         edits = [ParamEdit(node, 1, 0, imap, Role.OUT), *bias, AttrEdit(node, "group", 1)]
         return Rule(links=[Link(other, 1, imap)], edits=edits)
-    return blocked(node, f"grouped convolution (group={group}) is not depthwise")
+    elif imap == group_map(node):  # every group grows alike: k more inputs and outputs in each
+        other = node.outputs[0] if entry is node.inputs[0] else node.inputs[0]
+        edits = [ParamEdit(node, 1, 0, imap, Role.OUT), ParamEdit(node, 1, 1, IDENTITY, Role.IN), *bias]
+        return Rule(links=[Link(other, 1, imap)], edits=edits, mixes=True)
+    return blocked(node, f"grouped convolution (group={group}) is entered outside its per-group channel space")
+
+
+def group_map(node: gs.Node) -> IndexMap | None:
+    """The channel space of a grouped (not depthwise) Conv with as many inputs as outputs per group:
+    one group's channels, repeated per group. None for other convolutions."""
+    weight, group = node.inputs[1], int(node.attrs.get("group", 1))
+    if node.op != "Conv" or group == 1 or not isinstance(weight, gs.Constant):
+        return None
+    per_group = weight.shape[0] // group
+    if per_group != weight.shape[1] or per_group == 1:
+        return None
+    return IndexMap(copies=group, period=per_group)
 
 
 def conv_transpose(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
@@ -492,20 +583,166 @@ def matmul(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule
 
 
 def gather(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
-    """Embedding lookup Gather(table, ids): the table grows along the looked-up feature axis."""
+    """Embedding lookup Gather(table, ids): the table grows along the looked-up feature axis.
+    A Gather along another axis (``x[:, 0]``) passes the widened axis through, both ways."""
     data, out = node.inputs[0], node.outputs[0]
     r = rank(data)
     gather_axis = node.attrs.get("axis", 0) % r if r else 0
     if r is None or rank(out) is None:
         return blocked(node, "shapes unknown")
-    if entry is out and isinstance(data, gs.Constant) and axis == rank(out) - 1 and gather_axis != r - 1:
-        return Rule(edits=[ParamEdit(node, 0, -1, imap, Role.OUT)])
-    if entry is data and axis > gather_axis:
-        shift = rank(out) - r
-        return Rule(links=[Link(out, axis + shift, imap)])
-    if entry is data and axis < gather_axis:
-        return Rule(links=[Link(out, axis, imap)])
+    q = rank(out) - r + 1  # rank of the indices, whose axes replace the gathered one
+    if entry is out and isinstance(data, gs.Constant):
+        if axis == rank(out) - 1 and gather_axis != r - 1:
+            return Rule(edits=[ParamEdit(node, 0, -1, imap, Role.OUT)])
+        return blocked(node, "looks up a constant along the widened axis")
+    if entry is data and axis != gather_axis:
+        return Rule(links=[Link(out, axis if axis < gather_axis else axis + q - 1, imap)])
+    if entry is out and (axis < gather_axis or axis >= gather_axis + q):
+        return Rule(links=[Link(data, axis if axis < gather_axis else axis - q + 1, imap)])
     return blocked(node, "gathers along the widened axis")
+
+
+INT_END = 2**31 - 1  # Slice ends at or past this mean "to the end of the axis"
+
+
+def slice_params(node: gs.Node) -> tuple[list[int], list[int], list[int], list[int]] | None:
+    """Constant (starts, ends, axes, steps) of a Slice (axes made non-negative), or None."""
+    r = rank(node.inputs[0])
+    starts, ends = constant_values(node.inputs[1]), constant_values(node.inputs[2])
+    if r is None or starts is None or ends is None:
+        return None
+    axes = constant_values(node.inputs[3]) if present(node, 3) is not None else np.arange(len(starts))
+    steps = constant_values(node.inputs[4]) if present(node, 4) is not None else np.ones(len(starts), np.int64)
+    if axes is None or steps is None:
+        return None
+    return ([int(v) for v in starts], [int(v) for v in ends], [int(a) % r for a in axes], [int(v) for v in steps])
+
+
+def slice_(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Slice (``strided_slice``): other axes pass through; the widened axis taken whole passes
+    through (a finite end grows); a part of it, entered from the output, sits at its start offset."""
+    data, out = node.inputs[0], node.outputs[0]
+    params = slice_params(node)
+    if params is None or entry not in (data, out):
+        return blocked(node, "starts, ends, axes or steps are not constant")
+    starts, ends, axes, steps = params
+    other = out if entry is data else data
+    if axis not in axes:
+        return Rule(links=[Link(other, axis, imap)])
+    j = axes.index(axis)
+    size, start, end = static_dim(data, axis), starts[j], ends[j]
+    if size is None or steps[j] != 1 or start < 0 or end < 0:
+        return blocked(node, "slices the widened axis with a step, a negative index or an unknown size")
+    edits = [] if end >= INT_END else [ShapeEdit(node, 2, j, imap.growth(1))]
+    if start == 0 and end >= size:
+        return Rule(links=[Link(other, axis, imap)], edits=edits)
+    if entry is data:
+        return blocked(node, "takes part of the widened axis (the part is widened on its own instead)")
+    return Rule(links=[Link(data, axis, imap.shift(start))], edits=edits)
+
+
+def _picked(consumer: gs.Node, shape: gs.Variable) -> set[int] | None:
+    """Entries of a shape vector a Gather or Slice with constant indices reads; None if unknown."""
+    n = static_dim(shape, 0)
+    if n is None or consumer.inputs[0] is not shape:
+        return None
+    if consumer.op == "Gather" and isinstance(consumer.inputs[1], gs.Constant):
+        return {int(i) % n for i in np.asarray(consumer.inputs[1].values).reshape(-1)}
+    if consumer.op == "Slice" and (params := slice_params(consumer)) is not None:
+        starts, ends, _, steps = params
+        return set(range(n)[slice(starts[0], ends[0], steps[0])])
+    return None
+
+
+def shape_of(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Shape of a widened tensor is harmless when nothing reads the widened axis's size from it."""
+    r = rank(entry)
+    if r is None:
+        return blocked(node, "shapes unknown")
+    start, end, _ = slice(node.attrs.get("start", 0), node.attrs.get("end", r)).indices(r)  # Python's clamping rules
+    if not start <= axis < end:
+        return Rule()
+    for consumer in node.outputs[0].outputs:
+        picked = _picked(consumer, node.outputs[0])
+        if picked is None or axis - start in picked:
+            return blocked(node, f"the widened axis's size is read at run time (by {consumer.op} '{consumer.name}')")
+    return Rule()
+
+
+def expand(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Expand that keeps the widened axis (shape entry 1, or the full size, which grows)."""
+    data, out = node.inputs[0], node.outputs[0]
+    target = shape_target(node, 1)
+    if target is None or rank(data) is None or rank(out) is None or entry not in (data, out):
+        return blocked(node, "shape is not constant")
+    shift = rank(out) - rank(data)
+    out_axis = axis + shift if entry is data else axis
+    if out_axis - shift < 0 or static_dim(data, out_axis - shift) != static_dim(out, out_axis):
+        return blocked(node, "broadcasts along the widened axis")
+    t_axis = out_axis - (rank(out) - len(target.values))
+    value = target.values[t_axis] if t_axis >= 0 else 1
+    if value is None:
+        return blocked(node, "the size of the widened axis is computed at run time")
+    edits = [] if value == 1 else [target.edit(t_axis, imap.growth(1))]
+    other = Link(out, out_axis, imap) if entry is data else Link(data, out_axis - shift, imap)
+    return Rule(links=[other], edits=edits)
+
+
+def einsum_terms(node: gs.Node) -> tuple[list[str], str] | None:
+    """Input subscripts and output subscripts of an explicit Einsum without ellipsis, or None."""
+    equation = str(node.attrs.get("equation", "")).replace(" ", "")
+    if "->" not in equation or "." in equation:
+        return None
+    lhs, rhs = equation.split("->")
+    terms = lhs.split(",")
+    return (terms, rhs) if len(terms) == len(node.inputs) else None
+
+
+def einsum(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """Einsum: the widened axis is one index letter; every operand and the output that carry it
+    widen with it. A contracted letter is read (mixes); a constant is a weight when it contracts."""
+    parsed = einsum_terms(node)
+    if parsed is None:
+        return blocked(node, "the equation has an implicit output or an ellipsis")
+    terms, rhs = parsed
+    labels, tensors = [*terms, rhs], [*node.inputs, node.outputs[0]]
+    letter = labels[next(i for i, t in enumerate(tensors) if t is entry)][axis]
+    if any(label.count(letter) > 1 for label in labels):
+        return blocked(node, f"index '{letter}' repeats within an operand")
+    contracted = letter not in rhs
+    rule = Rule(mixes=contracted)
+    for index, (label, tensor) in enumerate(zip(labels, tensors)):
+        if tensor is entry or letter not in label:
+            continue
+        pos = label.index(letter)
+        if isinstance(tensor, gs.Constant):
+            weight = any(c not in rhs for c in label)
+            role = Role.IN if contracted else Role.OUT if weight else Role.CHANNEL
+            rule.edits.append(ParamEdit(node, index, pos - len(label), imap, role))
+        else:
+            rule.links.append(Link(tensor, pos, imap))
+    return rule
+
+
+def einsum_source_axis(node: gs.Node) -> int | None:
+    """Output axis of the last index a constant operand brings into an Einsum's output (x @ W)."""
+    parsed = einsum_terms(node)
+    if parsed is None or len(node.inputs) != 2:
+        return None
+    terms, rhs = parsed
+    for weight, data in ((1, 0), (0, 1)):
+        if isinstance(node.inputs[weight], gs.Constant) and not isinstance(node.inputs[data], gs.Constant):
+            new = [c for c in rhs if c in terms[weight] and c not in terms[data]]
+            return rhs.index(new[-1]) if new else None
+    return None
+
+
+def recurrent(node: gs.Node, entry: gs.Variable, axis: int, imap: IndexMap) -> Rule:
+    """LSTM/GRU/RNN read widened input features through the columns of W [dirs, gates*H, in]."""
+    data, weight = node.inputs[0], node.inputs[1]
+    if entry is data and axis == (rank(data) or 0) - 1 and isinstance(weight, gs.Constant):
+        return Rule(edits=[ParamEdit(node, 1, -1, imap, Role.IN)], mixes=True)
+    return blocked(node, "widening its hidden state (only its input features can widen)")
 
 
 UNARY = (
@@ -543,6 +780,13 @@ HANDLERS: dict[str, Handler] = {
     "Gemm": gemm,
     "MatMul": matmul,
     "Gather": gather,
+    "Slice": slice_,
+    "Shape": shape_of,
+    "Expand": expand,
+    "Einsum": einsum,
+    "LSTM": recurrent,
+    "GRU": recurrent,
+    "RNN": recurrent,
 }
 
 

@@ -1,8 +1,11 @@
 """Put a graph into the form the passes expect.
 
-Constant and ConstantOfShape nodes that feed weights become initializers, every node gets a
-unique name (keys refer to nodes by name), stale value_info is dropped and shapes re-inferred.
-Opset imports, metadata_props and tensor names are kept.
+Constant and ConstantOfShape nodes that feed weights become initializers; so do Identity nodes over
+constants (exporters route duplicated weights through them) and shape arithmetic that is known
+before run time (``Shape`` of static dims, then Gather/Slice/Concat/Unsqueeze/... of constants), so
+that reshape targets become constants. Only exact operations are folded: data movement of any
+type, arithmetic on integers. Every node gets a unique name (keys refer to nodes by name), stale
+value_info is dropped and shapes re-inferred. Opset imports, metadata_props and tensor names are kept.
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 from ..errors import UnsupportedGraphError
 from .io import check_opset
@@ -26,9 +30,14 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
 
 
 def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
-    """gs export without value_info, carrying over what gs drops (metadata, model doc, ir version)."""
+    """gs export without value_info, carrying over what gs drops (metadata, model doc, ir version,
+    initializers no node reads: those folding used up stay, so every original weight keeps its name)."""
     model = gs.export_onnx(graph, do_type_check=False)
     del model.graph.value_info[:]
+    present = {t.name for t in model.graph.initializer}
+    present.update(out for node in model.graph.node for out in node.output)
+    present.update(t.name for t in model.graph.input)
+    model.graph.initializer.extend(t for t in like.graph.initializer if t.name not in present)
     model.ir_version = like.ir_version
     model.doc_string = like.doc_string
     model.model_version = like.model_version
@@ -82,6 +91,105 @@ def fold_constant_nodes(graph: gs.Graph) -> int:
     return folded
 
 
+# ops whose result is bit-exact whatever the dtype (they move, select or repeat values) ...
+MOVES = set("Identity Reshape Unsqueeze Squeeze Flatten Transpose Concat Slice Gather Cast".split())
+REPEATS = set("Expand Tile ConstantOfShape Where".split())
+# ... and ops folded only when they compute integers or booleans (shape arithmetic)
+INTEGER_OPS = set(("Add Sub Mul Div Mod Neg Abs Min Max Equal Less Greater LessOrEqual GreaterOrEqual Not And Or "
+                   "Range ReduceProd ReduceSum ReduceMax ReduceMin Shape Size").split())
+MAX_FOLDED = 1 << 22  # elements of a folded move
+MAX_REPEATED = 1 << 16  # elements of a folded broadcast: never materialise a big one
+FOLD_ROUNDS = 8  # folding makes shapes static, which lets more fold: rounds until nothing changes
+
+
+def _static_shape(tensor: gs.Tensor) -> list[int | None] | None:
+    if tensor.shape is None:
+        return None
+    return [int(d) if isinstance(d, (int, np.integer)) and d >= 0 else None for d in tensor.shape]
+
+
+def _shape_value(node: gs.Node) -> np.ndarray | None:
+    """Shape of a tensor whose dims (in the node's start:end range) are all static."""
+    dims = _static_shape(node.inputs[0])
+    if dims is None:
+        return None
+    dims = dims[node.attrs.get("start", 0):node.attrs.get("end", len(dims))]
+    return None if None in dims else np.array(dims, dtype=np.int64)
+
+
+def _selected_dims(node: gs.Node, shape_node: gs.Node) -> np.ndarray | None:
+    """Gather/Slice with constant indices over a Shape whose selected dims are static (``x.shape[1]``
+    with a dynamic batch)."""
+    dims = _static_shape(shape_node.inputs[0])
+    if dims is None or shape_node.attrs.get("start", 0) != 0 or "end" in shape_node.attrs:
+        return None
+    values = np.array([-1 if d is None else d for d in dims], dtype=np.int64)
+    inputs = [values] + [t.values if isinstance(t, gs.Constant) else None for t in node.inputs[1:] if t.name]
+    if any(v is None for v in inputs):
+        return None
+    picked = _evaluate(node, inputs)
+    static = _evaluate(node, [np.array([d is not None for d in dims])] + inputs[1:])
+    return picked if static is not None and np.all(static) else None
+
+
+def _evaluate(node: gs.Node, inputs: list[np.ndarray]) -> np.ndarray | None:
+    """The node's first output on constant inputs (onnx's reference implementation), or None."""
+    names = [f"i{i}" for i in range(len(inputs))]
+    if any(isinstance(v, gs.Graph) for v in node.attrs.values()):
+        return None
+    attrs = {k: numpy_helper.from_array(np.asarray(v.values)) if isinstance(v, gs.Constant) else v
+             for k, v in node.attrs.items()}
+    proto = helper.make_node(node.op, names, ["o"], **attrs)
+    try:
+        value = ReferenceEvaluator(proto).run(None, dict(zip(names, inputs)))[0]
+    except Exception:  # an op or case the reference cannot evaluate simply stays in the graph
+        return None
+    return np.asarray(value)
+
+
+def _fold_value(node: gs.Node) -> np.ndarray | None:
+    """The value of a node computable before run time, exactly; None when it must stay."""
+    if node.op == "Shape":
+        return _shape_value(node)
+    if node.op in ("Gather", "Slice") and node.inputs[0].inputs and node.inputs[0].inputs[0].op == "Shape":
+        return _selected_dims(node, node.inputs[0].inputs[0])
+    inputs = [t for t in node.inputs if t.name]
+    if node.op not in MOVES | REPEATS | INTEGER_OPS or len(node.outputs) != 1 or not inputs:
+        return None
+    if len(inputs) != len(node.inputs) or not all(isinstance(t, gs.Constant) for t in inputs):
+        return None
+    if sum(t.values.size for t in inputs) > MAX_FOLDED:
+        return None
+    if not all(np.asarray(t.values).dtype.kind in "biuf" for t in inputs):
+        return None
+    value = _evaluate(node, [np.asarray(t.values) for t in inputs])
+    if value is None or value.dtype.kind not in "biuf":
+        return None
+    if value.dtype.kind in "biu":
+        return value if value.size <= MAX_FOLDED else None
+    if node.op in MOVES and value.size <= MAX_FOLDED or node.op in REPEATS and value.size <= MAX_REPEATED:
+        return value
+    return None
+
+
+def fold_known_values(graph: gs.Graph) -> int:
+    """Replace every node whose output is known before run time by an initializer; returns how many.
+    The graph must carry inferred shapes (for ``Shape``)."""
+    outputs = {t.name for t in graph.outputs}
+    folded = 0
+    for node in graph.nodes:  # topological order: a folded node's consumers see constants next
+        if node.domain not in (None, "", "ai.onnx") or any(t.name in outputs for t in node.outputs):
+            continue
+        value = _fold_value(node)
+        if value is None:
+            continue
+        out = node.outputs[0]
+        node.outputs.clear()
+        out.to_constant(np.array(value, dtype=value.dtype))
+        folded += 1
+    return folded
+
+
 def name_nodes(graph: gs.Graph) -> None:
     """Give every node a unique, stable name (by op type and topological index)."""
     seen: set[str] = set()
@@ -99,12 +207,20 @@ def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = gs.import_onnx(model)
     fold_constant_nodes(graph)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    like = export_graph(graph, model)  # every weight an initializer: what later exports keep
+    graph = import_graph(like)
+    for _ in range(FOLD_ROUNDS):
+        if not fold_known_values(graph):
+            break
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        graph = import_graph(export_graph(graph, like))
     name_nodes(graph)
-    normalized = export_graph(graph, model)
+    normalized = export_graph(graph, like)
     try:
         onnx.checker.check_model(normalized, full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise UnsupportedGraphError(f"model fails the ONNX checker: {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:  # ValidationError, or onnx's InferenceError from the full check
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedGraphError(f"model fails the ONNX checker: {message}") from exc
     return normalized
 
 

@@ -1,0 +1,264 @@
+"""The onnxlock zoo: real exports of many architectures, locked one by one for a coverage report.
+
+    PYTHONPATH=. python tools/zoo.py              # build the models into build/zoo
+    PYTHONPATH=. python tools/zoo.py --report     # and lock each at ratio 0.02 -> reports/coverage.{json,md}
+    PYTHONPATH=. python tools/zoo.py --report --only resnet,bert
+
+Models: the torch architectures of ``zoo_models`` exported with the TorchScript exporter at opsets 13
+and 20 (the newest it writes; one variant with a dynamic batch) and with the dynamo exporter at
+opset 22 (the newest onnxlock accepts), where each exporter manages; the TF/JAX-pattern graphs of
+``zoo_graphs``; the bundled digits models and rapidocr's PP-OCR models. Each lock runs in a fresh
+child process, which measures its peak memory (ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import multiprocessing
+import resource
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from onnxlock import OnnxlockError, load_session, lock_model, write_locked  # noqa: E402
+from onnxlock.evaluate.damage import run, synthetic_feeds  # noqa: E402
+from onnxlock.fileio import atomic_write_bytes  # noqa: E402
+from onnxlock.graph.groups import find_groups, widenable_share  # noqa: E402
+from onnxlock.graph.normalize import import_graph, normalize  # noqa: E402
+
+BUILD = ROOT / "build" / "zoo"
+REPORTS = ROOT / "reports"
+PASSPHRASE = "zoo"
+CHEAP_KDF = {"n": 2**12}
+RATIO, TRIES, SEED = 0.02, 2, 0
+LOCK_TIMEOUT_S = 600
+# (variant, dynamo, opset, dynamic batch)
+VARIANTS = [("ts13", False, 13, False), ("ts20", False, 20, False), ("dyn22", True, 22, False)]
+DYNAMIC_BATCH = {"resnet", "yolo", "bert", "gpt2", "mobilenet_v3_small"}  # also exported with a dynamic batch
+
+
+@dataclass
+class Entry:
+    name: str
+    path: str
+    family: str
+
+
+def export_torch(name: str, variant: tuple, folder: Path) -> Entry | str:
+    """Export one architecture in one variant; the Entry, or why the exporter could not."""
+    label, dynamo, opset, dynamic = variant
+    path = folder / f"{name}-{label}.onnx"
+    entry = Entry(path.stem, str(path), name)
+    if path.exists():
+        return entry
+    import torch
+
+    from zoo_models import ARCHS
+
+    factory, example = ARCHS[name]
+    torch.manual_seed(0)
+    model, args = factory().eval(), example()
+    names = [f"input_{i}" for i in range(len(args))]
+    options = {"dynamic_axes": {n: {0: "batch"} for n in names}} if dynamic else {}
+    tmp = path.with_suffix(".tmp")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            if dynamo:
+                torch.onnx.export(model, args, str(tmp), dynamo=True, opset_version=opset, input_names=names,
+                                  external_data=False, verbose=False)
+            else:
+                torch.onnx.export(model, args, str(tmp), dynamo=False, opset_version=opset, input_names=names,
+                                  **options)
+        onnx.checker.check_model(str(tmp))
+        run(onnx.load(str(tmp)), {n: a.numpy() for n, a in zip(names, args)})
+    except Exception as exc:  # an exporter that cannot handle the model is a fact to report
+        tmp.unlink(missing_ok=True)
+        return f"{label}: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}"
+    tmp.rename(path)
+    return entry
+
+
+def build(only: set[str] | None = None, folder: Path = BUILD) -> tuple[list[Entry], list[dict]]:
+    """Every zoo model on disk (built if missing), and the exports that failed."""
+    from zoo_graphs import GRAPHS
+    from zoo_models import ARCHS
+
+    from onnxlock.evaluate.ocr import ocr_model_paths
+
+    folder.mkdir(parents=True, exist_ok=True)
+    entries, failed = [], []
+    for name in ARCHS:
+        if only and name not in only:
+            continue
+        variants = VARIANTS + ([("ts17dyn", False, 17, True)] if name in DYNAMIC_BATCH else [])
+        for variant in variants:
+            result = export_torch(name, variant, folder)
+            if isinstance(result, Entry):
+                entries.append(result)
+            else:
+                failed.append({"family": name, "reason": result})
+    for name, make in GRAPHS.items():
+        if not only or name in only:
+            path = folder / f"{name}.onnx"
+            onnx.save(make(), str(path))
+            entries.append(Entry(name, str(path), name))
+    for path in sorted((ROOT / "models").glob("digits_*.onnx")):
+        if not only or path.stem in only:
+            entries.append(Entry(path.stem, str(path), path.stem))
+    for kind, path in ocr_model_paths().items():
+        if not only or f"ppocr_{kind}" in only:
+            entries.append(Entry(f"ppocr_{kind}", str(path), "ppocr"))
+    return entries, failed
+
+
+def lock_one(path: str) -> dict:
+    """Lock, restore and compare one model (run in a fresh child process: ru_maxrss is its peak)."""
+    result: dict = {"size_mb": round(Path(path).stat().st_size / 2**20, 3)}
+    base = peak_rss_mb()
+    try:
+        start = time.perf_counter()
+        locked = lock_model(path, passphrase=PASSPHRASE, ratio=RATIO, seed=SEED, kdf_params=CHEAP_KDF, tries=TRIES)
+        result["lock_s"] = round(time.perf_counter() - start, 2)
+        result["peak_mb"] = peak_rss_mb()
+        result["import_mb"] = base
+        report = locked.report
+        result.update(status="locked", groups_widened=report["groups_widened"], groups_total=report["groups_total"],
+                      params=report["params_original"], params_added=report["params_added"])
+        result["restore_exact"] = restores_exactly(path, locked)
+    except OnnxlockError as exc:
+        result.update(status="refused", reason=f"{type(exc).__name__}: {exc}")
+    except Exception:  # the report counts these: every one is a bug
+        result.update(status="traceback", reason=traceback.format_exc(limit=-3))
+    try:
+        graph = import_graph(normalize(onnx.load(path)))
+        result["weights_widenable"] = round(widenable_share(graph, find_groups(graph)), 4)
+    except OnnxlockError as exc:
+        result.setdefault("reason", f"{type(exc).__name__}: {exc}")
+        result["weights_widenable"] = 0.0
+    except Exception:
+        result.update(status="traceback", reason=traceback.format_exc(limit=-3))
+    return result
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory: VmHWM (its own image; ru_maxrss of a spawned child also
+    carries its parent's peak from before the exec), ru_maxrss where /proc is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def restores_exactly(path: str, locked) -> bool:
+    """load_session on the locked pair gives the original's outputs, bit for bit."""
+    original = onnx.load(path)
+    feeds = synthetic_feeds(original)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_locked(locked, Path(tmp) / "m.onnx", Path(tmp) / "m.key")
+        session = load_session(Path(tmp) / "m.onnx", Path(tmp) / "m.key", passphrase=PASSPHRASE, providers="cpu")
+        restored = session.run(None, feeds)
+    return all(a.shape == b.shape and a.tobytes() == b.tobytes() for a, b in zip(run(original, feeds), restored))
+
+
+def lock_in_child(path: str) -> dict:
+    context = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        try:
+            return pool.submit(lock_one, path).result(timeout=LOCK_TIMEOUT_S)
+        except cf.TimeoutError:
+            for process in pool._processes.values():  # the child we started; nothing else
+                process.kill()
+            return {"status": "timeout", "reason": f"no result in {LOCK_TIMEOUT_S} s"}
+
+
+def summary(rows: list[dict]) -> dict:
+    locked = [r for r in rows if r["status"] == "locked"]
+    good = [r for r in locked if r.get("weights_widenable", 0) >= 0.8]
+    return {
+        "models": len(rows),
+        "locked": len(locked),
+        "refused": sum(r["status"] == "refused" for r in rows),
+        "tracebacks": sum(r["status"] in ("traceback", "timeout") for r in rows),
+        "locked_with_80pct_widenable": len(good),
+        "share_locked_with_80pct_widenable": round(len(good) / max(len(rows), 1), 3),
+        "restore_exact": sum(bool(r.get("restore_exact")) for r in locked),
+        "ratio": RATIO, "tries": TRIES,
+    }
+
+
+def markdown(rows: list[dict], failed: list[dict], total: dict) -> str:
+    lines = [
+        "# Zoo coverage", "",
+        f"`python tools/zoo.py --report`: every model locked at ratio {RATIO} with {TRIES} tries per group, "
+        "each in a fresh process on this machine's CPUs.", "",
+        f"- models: {total['models']}; locked: {total['locked']}; cleanly refused: {total['refused']}; "
+        f"tracebacks: {total['tracebacks']}",
+        f"- locked with >= 80% of Conv/Gemm/MatMul weights widenable: {total['locked_with_80pct_widenable']} "
+        f"({100 * total['share_locked_with_80pct_widenable']:.0f}%)",
+        f"- restored bit-exact through load_session: {total['restore_exact']} of {total['locked']}", "",
+        "Peak MB is the locking process's peak resident memory (VmHWM), imports included "
+        "(import MB: before the lock started).", "",
+        "| model | MB | result | weights widenable | groups widened | lock s | peak MB | import MB | restore exact |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        result = r["status"] if r["status"] == "locked" else f"{r['status']}: {r.get('reason', '').splitlines()[-1][:120]}"
+        groups = f"{r['groups_widened']}/{r['groups_total']}" if "groups_total" in r else ""
+        lines.append(f"| {r['name']} | {r.get('size_mb', '')} | {result} | {100 * r.get('weights_widenable', 0):.0f}% | "
+                     f"{groups} | {r.get('lock_s', '')} | {r.get('peak_mb', '')} | {r.get('import_mb', '')} | "
+                     f"{r.get('restore_exact', '')} |")
+    if failed:
+        lines += ["", "Exports the torch exporters could not write (not in the zoo):", ""]
+        lines += [f"- {f['family']} {f['reason']}" for f in failed]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--report", action="store_true", help="lock every model and write reports/coverage.*")
+    parser.add_argument("--only", help="comma-separated architecture or model names")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
+    entries, failed = build(only)
+    entries.sort(key=lambda e: Path(e.path).stat().st_size)  # small first: a long run shows most models early
+    print(f"{len(entries)} models in {BUILD}; {len(failed)} exports failed", flush=True)
+    if not args.report:
+        return 0
+    rows = []
+    for entry in entries:
+        row = {"name": entry.name, "family": entry.family, **lock_in_child(entry.path)}
+        rows.append(row)
+        print(json.dumps({k: v for k, v in row.items() if k != "reason"} | {"reason": row.get("reason", "")[-200:]}),
+              flush=True)
+        write_report(rows, failed, "" if only is None and len(rows) == len(entries) else "-partial")
+    print(json.dumps(summary(rows)))
+    return 0
+
+
+def write_report(rows: list[dict], failed: list[dict], suffix: str) -> None:
+    """reports/coverage{suffix}.{json,md}, rewritten after every model so a long run shows progress."""
+    total = summary(rows)
+    payload = {"summary": total, "models": rows, "export_failures": failed}
+    atomic_write_bytes(REPORTS / f"coverage{suffix}.json", json.dumps(payload, indent=1).encode(), mode=0o644)
+    atomic_write_bytes(REPORTS / f"coverage{suffix}.md", markdown(rows, failed, total).encode(), mode=0o644)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
