@@ -8,9 +8,9 @@ import traceback
 
 from .. import __version__
 from ..errors import OnnxlockError
-from . import demo, inspect, lock, run, unlock
+from . import attack, demo, inspect, lock, run, unlock
 
-VERBS = {"lock": lock, "run": run, "unlock": unlock, "inspect": inspect, "demo": demo}
+VERBS = {"lock": lock, "run": run, "unlock": unlock, "inspect": inspect, "demo": demo, "attack": attack}
 # errors that mean bad input or a bad environment, not a bug: one line, no traceback
 USER_ERRORS = (OnnxlockError, OSError, ValueError)
 

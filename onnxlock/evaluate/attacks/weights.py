@@ -6,6 +6,8 @@ higher meaning more suspicious, or None when the group has nothing to measure.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ...graph.channels import ParamEdit, Role
@@ -20,7 +22,10 @@ def channel_rows(group: Group, edit: ParamEdit) -> Rows:
     """Each channel's entries of one widened parameter, one row per channel."""
     values = np.asarray(edit.constant.values, dtype=np.float64)
     moved = np.moveaxis(values, edit.axis % values.ndim, 0)
-    return np.stack([moved[edit.imap.indices([p])].reshape(-1) for p in range(group.channels)])
+    imap = edit.imap
+    if imap.copies > 1:  # heads of the current width, as for one channel inserted at p
+        imap = replace(imap, period=group.channels - 1)
+    return np.stack([moved[imap.indices([p])].reshape(-1) for p in range(group.channels)])
 
 
 def edits_of(group: Group, role: Role) -> list[ParamEdit]:
