@@ -13,13 +13,13 @@ import traceback
 from .. import __version__
 from ..errors import InternalError
 from ..guard import internal_error, is_user_error
-from . import demo, inspect, keygen, lock, rekey, run, trace, unlock
+from . import attack, demo, inspect, keygen, lock, rekey, run, trace, unlock
 
 VERBS = {"lock": lock, "run": run, "unlock": unlock, "inspect": inspect, "demo": demo,
-         "keygen": keygen, "rekey": rekey, "trace": trace}
+         "keygen": keygen, "rekey": rekey, "trace": trace, "attack": attack}
 BAD_INPUT, INTERNAL, INTERRUPTED = 1, 2, 130
 # the arguments that name the user's files: an OSError about them is bad input, not a bug
-PATH_ARGUMENTS = ("model", "output", "key", "calib", "input", "locked", "file", "workdir", "identity", "keys", "recipient")
+PATH_ARGUMENTS = ("model", "output", "key", "calib", "input", "locked", "file", "workdir", "identity", "keys", "recipient", "data", "test")
 
 
 def build_parser() -> argparse.ArgumentParser:

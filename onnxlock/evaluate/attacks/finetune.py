@@ -1,0 +1,100 @@
+"""Fine-tuning the locked file with a little labelled data, against the same architecture trained
+from scratch (re-initialised) on the same data and steps. Needs torch (the ``[train]`` extra).
+
+If the locked weights are worth anything to a thief, fine-tuning them beats training from scratch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+FRACTIONS = (0.01, 0.1)
+STEPS = 300
+BATCH = 32
+LEARNING_RATE = 1e-3
+
+
+def to_torch(model: onnx.ModelProto):
+    """The model as a trainable torch module (onnx2torch); every float tensor of more than one
+    value is a parameter. The one place the conversion happens, so another bridge can replace it."""
+    import torch
+
+    from ...torch_compat import prepare_torchvision
+
+    prepare_torchvision()
+    import onnx2torch
+
+    module = onnx2torch.convert(model)
+    for owner in module.modules():  # onnx2torch keeps initializers of plain ops (MatMul, Add) as buffers
+        for name, buffer in list(owner.named_buffers(recurse=False)):
+            if buffer.is_floating_point() and buffer.numel() > 1 and "running" not in name:
+                del owner._buffers[name]
+                owner.register_parameter(name, torch.nn.Parameter(buffer.clone()))
+    return module
+
+
+def reinitialise(module, seed: int) -> None:
+    """Fresh weights: each layer's own initialisation; promoted tensors like a Linear layer's."""
+    import torch
+
+    torch.manual_seed(seed)
+    for owner in module.modules():
+        if hasattr(owner, "reset_parameters"):
+            owner.reset_parameters()
+        elif hasattr(owner, "reset_running_stats"):
+            owner.reset_running_stats()
+        for name, parameter in owner.named_parameters(recurse=False):
+            if hasattr(owner, "reset_parameters"):
+                continue
+            with torch.no_grad():
+                if parameter.ndim >= 2:
+                    bound = 1.0 / np.sqrt(parameter.shape[-2])
+                    parameter.uniform_(-bound, bound)
+                else:
+                    parameter.zero_()
+
+
+def train(module, x: np.ndarray, y: np.ndarray, steps: int, seed: int) -> None:
+    import torch
+
+    generator = np.random.default_rng(seed)
+    optimizer = torch.optim.Adam(module.parameters(), lr=LEARNING_RATE)
+    module.train()
+    for _ in range(steps):
+        index = generator.choice(len(x), size=min(BATCH, len(x)), replace=False)
+        optimizer.zero_grad()
+        logits = module(torch.from_numpy(x[index]))
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(y[index]))
+        loss.backward()
+        optimizer.step()
+
+
+def torch_accuracy(module, x: np.ndarray, y: np.ndarray) -> float:
+    import torch
+
+    module.eval()
+    with torch.no_grad():
+        return float((module(torch.from_numpy(x)).argmax(-1).numpy() == y).mean())
+
+
+def finetune_attack(locked: onnx.ModelProto, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                    test_y: np.ndarray, fractions=FRACTIONS, steps: int = STEPS, seed: int = 0) -> list[dict]:
+    """Per fraction of the training data: held-out accuracy after fine-tuning the locked model,
+    and after training the re-initialised architecture, with the same samples and steps."""
+    results = []
+    for fraction in fractions:
+        count = max(2, int(round(fraction * len(train_x))))
+        index = np.random.default_rng(seed).choice(len(train_x), size=count, replace=False)
+        scores = {}
+        for start in ("locked", "scratch"):
+            module = to_torch(locked)
+            if start == "scratch":
+                reinitialise(module, seed)
+            train(module, train_x[index], train_y[index], steps, seed)
+            scores[start] = torch_accuracy(module, test_x, test_y)
+        results.append({"fraction": fraction, "samples": count, "steps": steps,
+                        "accuracy_finetuned": round(scores["locked"], 4),
+                        "accuracy_scratch": round(scores["scratch"], 4),
+                        "advantage": round(scores["locked"] - scores["scratch"], 4)})
+    return results

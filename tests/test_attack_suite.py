@@ -1,0 +1,151 @@
+"""The attack suite finds what it should: on a lock that leaves fingerprints, detection separates
+counterfeit from genuine channels, peeling without labels removes them, pruning and fine-tuning
+run and are scored; the CLI reports the same with the truth from the key."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from onnxlock.evaluate.attacks import Peeling, accuracy, detect, peel, truth_from_secret
+from onnxlock.evaluate.attacks.health import health
+from onnxlock.evaluate.attacks.prune import PRUNERS, prune
+from onnxlock.evaluate.attacks.scoring import average_ranks, logistic_cv, roc_auc
+from onnxlock.evaluate.attacks.suite import Data, run_prune
+from onnxlock.graph.io import load_model
+from onnxlock.passes import WidenChannelsPass
+
+from conftest import MODELS
+
+BLIND_SAMPLES = 64
+
+
+@pytest.fixture(scope="module")
+def digits_data():
+    with np.load(MODELS / "digits_calib.npz") as calib, np.load(MODELS / "digits_test.npz") as test:
+        return ({"pixels": calib["pixels"]}, calib["labels"]), ({"pixels": test["pixels"]}, test["labels"])
+
+
+@pytest.fixture(scope="module")
+def obvious_lock(digits_data):
+    """digits_cnn under today's default counterfeits (aligned, amplified, clipped): easy to spot."""
+    (calib, _), _ = digits_data
+    original = load_model(MODELS / "digits_cnn.onnx")
+    result = WidenChannelsPass(ratio=0.02, seed=0, tries=4, calibration=calib)(original)
+    return original, result.model, truth_from_secret(result.model, result.secret)
+
+
+def blind(feeds):
+    return {k: v[:BLIND_SAMPLES] for k, v in feeds.items()}
+
+
+def test_roc_auc_and_ranks():
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1], bool)) == 0.75
+    assert roc_auc(np.array([1.0, 1.0]), np.array([0, 1], bool)) == 0.5  # ties count half
+    assert roc_auc(np.array([1.0, 2.0]), np.array([1, 1], bool)) is None
+    np.testing.assert_allclose(average_ranks(np.array([3, 1, 1, np.nan, 5.0]))[[1, 2, 3]], [2 / 3, 2 / 3, 2.0])
+
+
+def test_logistic_fit_learns_an_informative_score():
+    rng = np.random.default_rng(0)
+    positive = rng.random(300) < 0.1
+    scores = {"informative": positive + rng.normal(0, 0.5, 300), "noise": rng.normal(0, 1, 300)}
+    assert logistic_cv(scores, positive) > 0.9
+    assert roc_auc(scores["noise"], positive) < 0.7
+
+
+def test_truth_names_the_counterfeits(obvious_lock):
+    _, locked, truth = obvious_lock
+    assert len(truth.counterfeits) >= 2
+    assert sum(truth.widened().values()) == len(truth.counterfeits)
+    groups = Peeling.start(locked).alive
+    assert all(c.position < len(groups[c.group]) for c in truth.counterfeits)
+
+
+def test_detection_separates_obvious_counterfeits(obvious_lock, digits_data):
+    _, locked, truth = obvious_lock
+    (calib, _), _ = digits_data
+    result = detect(locked, blind(calib), ablation=False).evaluate(truth.counterfeits)
+    assert result["best_single_auc"] >= 0.95
+    assert result["rank_average_auc"] >= 0.9
+    assert result["auc"]["alignment"] >= 0.9  # the alignment step's rank order, found again
+
+
+def test_health_tells_locked_from_original(obvious_lock, digits_data):
+    original, locked, _ = obvious_lock
+    (calib, _), _ = digits_data
+    before, after = health(original, blind(calib)), health(locked, blind(calib))
+    assert before["diversity"] > 0.9 and after["diversity"] < before["diversity"] - 0.05
+    assert before["batchnorm"] > 0.9 and after["batchnorm"] < before["batchnorm"] - 0.3
+
+
+def test_peel_without_labels_restores_the_obvious_lock(obvious_lock, digits_data):
+    original, locked, truth = obvious_lock
+    (calib, _), (test, labels) = digits_data
+    result = peel(locked, blind(calib))
+    assert set(result.removed) == set(truth.counterfeits)  # all of them, and nothing genuine
+    assert accuracy(result.peeling.model, test, labels) >= accuracy(original, test, labels) - 0.01
+    assert accuracy(locked, test, labels) < 0.5
+
+
+@pytest.mark.parametrize("pruner", PRUNERS)
+def test_pruners_delete_the_rate_of_every_group(obvious_lock, digits_data, pruner):
+    _, locked, _ = obvious_lock
+    (calib, _), (test, _) = digits_data
+    start = Peeling.start(locked)
+    after = prune(locked, blind(calib), pruner, 0.25)
+    for name, alive in start.alive.items():
+        assert len(after.alive[name]) == len(alive) - int(0.25 * len(alive))
+    assert np.isfinite(accuracy(after.model, test, np.zeros(len(test["pixels"]), int)))
+
+
+def test_prune_report_scores_against_the_truth(obvious_lock, digits_data):
+    _, locked, truth = obvious_lock
+    (calib, labels), (test, test_labels) = digits_data
+    data = Data(blind(calib), labels[:BLIND_SAMPLES], test, test_labels)
+    report = run_prune(locked, data, truth, pruners=["weight_norm"], rates=[0.1])
+    row = report["results"][0]
+    assert row["removed_counterfeit"] + row["removed_genuine"] == row["removed"] > 0
+    assert 0 <= row["agreement"] <= 1 and report["before"]["accuracy"] < 0.5
+
+
+def test_finetune_locked_weights_beat_scratch_on_a_weak_lock(digits_data):
+    pytest.importorskip("torch")
+    from onnxlock.evaluate.attacks.finetune import finetune_attack
+
+    (calib, labels), (test, test_labels) = digits_data
+    original = load_model(MODELS / "digits_mlp.onnx")
+    locked = WidenChannelsPass(ratio=0.02, seed=0, tries=1, calibration=calib)(original).model
+    [row] = finetune_attack(locked, calib["pixels"], labels, test["pixels"], test_labels, fractions=[0.1], steps=30)
+    assert row["samples"] == 26 and row["steps"] == 30
+    assert row["accuracy_finetuned"] >= 0.8  # every original weight is still in the file
+    assert row["advantage"] > 0.2
+
+
+def test_cli_detect_scores_with_the_key(cli, locked_mlp, passphrase_env):
+    result = cli("attack", "detect", locked_mlp.model, "--data", MODELS / "digits_calib.npz", "--labels", "labels",
+                 "--key", locked_mlp.key, "--no-ablation", "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert report["counterfeits"] >= 1 and report["channels"] > report["counterfeits"]
+    assert 0 <= report["best_single_auc"] <= 1 and len(report["top_suspects"]) == 10
+
+
+def test_cli_detect_blind_lists_suspects_without_scores(cli, locked_mlp):
+    result = cli("attack", "detect", locked_mlp.model, "--data", MODELS / "digits_calib.npz", "--labels", "labels",
+                 "--no-ablation", "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    assert "best_single_auc" not in report and len(report["top_suspects"]) == 10
+
+
+def test_cli_search_needs_the_key(cli, locked_mlp):
+    result = cli("attack", "search", locked_mlp.model, "--data", MODELS / "digits_calib.npz", "--labels", "labels")
+    assert result.code == 1 and "--key" in result.err
+
+
+def test_cli_unknown_labels_array(cli, locked_mlp):
+    result = cli("attack", "peel", locked_mlp.model, "--data", MODELS / "digits_calib.npz", "--labels", "nope")
+    assert result.code == 1 and "nope" in result.err
