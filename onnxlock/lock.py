@@ -40,10 +40,15 @@ class LockedModel:
     key: bytes
     report: dict
 
+    def layer_report(self, method: str) -> dict | None:
+        """The report of the pass ``method`` in this lock (None if it was not applied)."""
+        return next((layer for layer in self.report.get("layers", [self.report]) if layer.get("method") == method),
+                    None)
+
 
 # the passes lock_model can stack, in the order they are applied (restored in reverse)
 METHODS = ("confusion", "advparams", "signflip")
-DEFAULT_METHOD = "confusion"
+DEFAULT_METHOD = "confusion,signflip"
 
 
 def parse_methods(method: str) -> list[str]:

@@ -60,8 +60,8 @@ def test_the_message_never_repeats_the_original_text(monkeypatch, locked_mlp):
 
 
 def test_the_outermost_public_call_names_the_action(monkeypatch):
-    """lock_model calls restore_model; a bug there is reported as the user's call: locking."""
-    monkeypatch.setattr("onnxlock.runtime.restore.restore", crash)
+    """A bug inside lock_model's restore check is reported as the user's call: locking."""
+    monkeypatch.setattr("onnxlock.lock.restore", crash)
     with pytest.raises(InternalError, match=r"^internal error while locking .*digits_mlp\.onnx: ZeroDivisionError"):
         lock_model(MLP, passphrase=PASSPHRASE, kdf_params=CHEAP_KDF, tries=1)
 

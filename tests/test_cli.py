@@ -60,7 +60,9 @@ def test_lock_json_report(cli, passphrase_env, tmp_path, digits):
     result = cli("lock", MLP, "-o", tmp_path / "l.onnx", "--key", tmp_path / "k.key", "--json",
                  "--calib", calib, "--strategy", "samp", "--ratio", "0.03")
     assert result.code == 0, result.err
-    report = json.loads(result.out)
+    layers = json.loads(result.out)["layers"]  # the default stack: confusion channels, then signflip
+    assert [layer["method"] for layer in layers] == ["confusion", "signflip"]
+    report = layers[0]
     assert report["strategy"] == "samp" and report["groups_widened"] >= 1
     assert 0 < report["params_added"] <= 0.03 * report["params_original"]
 
@@ -92,7 +94,7 @@ def test_inspect_key(cli, locked_mlp):
     info = json.loads(result.out)
     payload = locked_mlp.key.read_bytes().splitlines()[2].decode()
     header = json.loads(locked_mlp.key.read_bytes().splitlines()[1])
-    assert info["kind"] == "key" and info["method"] == "confusion"
+    assert info["kind"] == "key" and info["method"] == "confusion,signflip"
     assert info["recipients"][0]["type"] == "scrypt" and info["recipients"][0]["n"] == 2**12
     for output in (text.out, result.out):
         assert payload not in output and header["recipients"][0]["wrapped"] not in output

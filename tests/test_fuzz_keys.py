@@ -35,7 +35,7 @@ def fuzz_settings(cases: int):
 @pytest.fixture(scope="module")
 def locked():
     """digits_transformer (its key has parameter and reshape edits) locked for IDENTITY and OTHER."""
-    result = lock_model(MODELS / "digits_transformer.onnx", tries=1, seed=0,
+    result = lock_model(MODELS / "digits_transformer.onnx", tries=1, seed=0, method="confusion",
                         recipients=[X25519Recipient(IDENTITY.public), X25519Recipient(OTHER.public)])
     restored = unlock_bytes(result.model, result.key, identity=IDENTITY)
     return result.model, result.key, open_key(result.key, identity=IDENTITY), restored

@@ -18,7 +18,7 @@ IDENTITY = X25519Identity(bytes(range(3, 35)))
 
 @pytest.fixture(scope="module")
 def locked():
-    result = lock_model(MODELS / "digits_transformer.onnx", tries=1, seed=0,
+    result = lock_model(MODELS / "digits_transformer.onnx", tries=1, seed=0, method="confusion",
                         recipients=[X25519Recipient(IDENTITY.public)])
     return result.model, open_key(result.key, identity=IDENTITY)
 

@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from attack_search import DIGITS, model_and_data  # noqa: E402
 from onnxlock import lock_model  # noqa: E402
+from onnxlock.lock import DEFAULT_METHOD  # noqa: E402
 from onnxlock.evaluate.attacks import suite, truth_from_secret  # noqa: E402
 from onnxlock.fileio import atomic_write_bytes, sha256_bytes  # noqa: E402
 from onnxlock.graph.io import parse_model  # noqa: E402
@@ -33,15 +34,16 @@ PASSPHRASE = "attack report"
 BLIND = 64
 
 
-def attack_model(name: str, seed: int, finetune: bool) -> dict:
+def attack_model(name: str, seed: int, finetune: bool, method: str) -> dict:
     path, (calib, calib_labels), (test, test_labels) = model_and_data(name)
-    locked = lock_model(path, passphrase=PASSPHRASE, seed=seed, kdf_params={"n": 2**12}, calibration=calib)
+    locked = lock_model(path, passphrase=PASSPHRASE, seed=seed, kdf_params={"n": 2**12}, calibration=calib,
+                        method=method)
     model = parse_model(locked.model)
     truth = truth_from_secret(model, open_key(locked.key, passphrase=PASSPHRASE,
                                               model_sha256=sha256_bytes(locked.model)))
     blind = suite.Data({k: v[:BLIND] for k, v in calib.items()}, calib_labels[:BLIND], test, test_labels)
     labelled = suite.Data(calib, calib_labels, test, test_labels)
-    row = {"model": name, "seed": seed, "counterfeits": len(truth.counterfeits), "groups_widened": truth.widened()}
+    row = {"model": name, "method": method, "seed": seed, "counterfeits": len(truth.counterfeits), "groups_widened": truth.widened()}
     steps = [("detect", lambda: suite.run_detect(model, blind, truth, ablation=name != "ocr_cls")),
              ("peel", lambda: suite.run_peel(model, blind, truth)),
              ("prune", lambda: suite.run_prune(model, blind, truth)),
@@ -64,7 +66,8 @@ def finetune_digits(model, test, test_labels) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["# Attack suite on the default lock", "",
+    methods = sorted({r.get("method", "confusion") for r in rows})
+    lines = [f"# Attack suite on the lock ({', '.join(methods)})", "",
              "Made by `tools/report_attacks.py`. Blind attacks see 64 unlabelled calibration inputs; accuracy "
              "and agreement (top-1, with the original) are on the held-out split.", "",
              "| model | counterfeits | locked acc. | best single score (AUC) | rank avg. AUC | logistic CV AUC "
@@ -92,13 +95,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(DIGITS + ["ocr_cls"]), help="comma-separated")
     parser.add_argument("--seed", type=int, default=0, help="lock seed (default: 0)")
+    parser.add_argument("--method", default=DEFAULT_METHOD, help=f"lock method (default: {DEFAULT_METHOD})")
     parser.add_argument("--no-finetune", action="store_true", help="skip fine-tuning (no torch needed)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "attacks", help="output stem (.json, .md)")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.models.split(","):  # written after each model: a long run keeps what it measured
-        rows.append(attack_model(name, args.seed, not args.no_finetune and name != "ocr_cls"))
+        rows.append(attack_model(name, args.seed, not args.no_finetune and name != "ocr_cls", args.method))
         atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps({"results": rows}, indent=2) + "\n").encode(),
                            mode=0o644)
         atomic_write_bytes(args.out.with_suffix(".md"), markdown(rows).encode(), mode=0o644)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnx_graphsurgeon as gs
+
+from ..graph.normalize import import_graph
 
 from .subgraph import Frontier
 
@@ -31,3 +34,9 @@ def input_means(frontier: Frontier, graph: gs.Graph, nodes: list[gs.Node]) -> di
         axis = CONTRACTED[by_name[node_name].op](by_name[node_name].attrs, data.ndim)
         means[node_name] = np.moveaxis(data, axis, 0).reshape(data.shape[axis], -1).mean(axis=1)
     return means
+
+
+def model_input_means(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``input_means`` for every layer of ``model`` (what a thief computes on the whole file)."""
+    graph = import_graph(model)
+    return input_means(Frontier(graph, feeds, model), graph, list(graph.nodes))

@@ -32,15 +32,17 @@ from .base import PassResult
 
 SECRET_VERSION = 1
 SEED_BYTES = 32
-# op type -> input indices that hold a layer's weights (MatMul: either operand may be the constant)
-WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": (0, 1), "Gather": (0,)}
+# op type -> input indices that may hold a layer's weights (MatMul, Einsum: any operand may be the constant)
+WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": (0, 1), "Gather": (0,),
+                 "Einsum": (0, 1, 2), "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2)}
 # float types whose sign bit is flipped (other weights, e.g. quantized integers, are left alone)
 FLIPPABLE = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
 MAX_TENSORS = 1 << 16
 
 
 def weight_tensors(model: onnx.ModelProto) -> list[str]:
-    """Names of the float initializers of rank >= 2 that layers use as weights, in graph order."""
+    """Names of the float initializers of rank >= 2 that layers (Conv, ConvTranspose, Gemm, MatMul,
+    Einsum, embedding Gather, LSTM/GRU/RNN) use as weights, in graph order."""
     inits = {t.name: t for t in model.graph.initializer}
     names: list[str] = []
     for node in model.graph.node:
@@ -95,7 +97,7 @@ class FlipSignsPass:
     def __call__(self, model: onnx.ModelProto) -> PassResult:
         names = weight_tensors(model)
         if not names:
-            raise UnsupportedGraphError("no Conv, Gemm, MatMul or Gather weight to lock")
+            raise UnsupportedGraphError("no Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock")
         seed = self.seed or os.urandom(SEED_BYTES)
         locked = onnx.ModelProto()
         locked.CopyFrom(model)

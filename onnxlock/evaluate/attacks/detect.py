@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from ..activations import input_means
+from ..activations import model_input_means
 from .activity import activation_scores
 from .channels import Channel, Peeling
 from .health import health_score
@@ -57,7 +57,7 @@ def detect(model: onnx.ModelProto, feeds: dict[str, np.ndarray], *, ablation: bo
     peeling = peeling or Peeling.start(model)
     model = peeling.model
     ordered = [peeling.groups[name] for name in peeling.alive]
-    means = input_means(model, feeds)
+    means = model_input_means(model, feeds)
     per_group = [weight_scores(g, means) | acts for g, acts in zip(ordered, activation_scores(model, ordered, feeds))]
     names = list(dict.fromkeys(name for scores in per_group for name in scores))
     columns = {}

@@ -16,7 +16,7 @@ from onnx import helper
 
 from ...graph.channels import Role
 from ...graph.groups import Group
-from ..damage import cpu_session, run
+from ..damage import cpu_session
 from .activity import read_tensors, tensor_values
 from .channels import Channel, Peeling
 from .health import probabilities
