@@ -122,19 +122,21 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
         current = result.model
         secrets.append(result.secret)
         reports.append(result.report)
-    locked = current.SerializeToString()
     secret = dict(secrets[0]) if len(secrets) == 1 else stack_secrets(secrets)
+    confusion = [layer for layer in secret_layers(secret) if layer["method"] == WidenChannelsPass.method]
+    # a sample of this lock's counterfeit values, for 'onnxlock trace' on a leaked copy
+    fingerprint = sample_counterfeits(current, confusion[0]["groups"], FINGERPRINT_SIZE,
+                                      np.random.default_rng()) if confusion else None
+    locked = current.SerializeToString()
+    del model, current, result  # the bytes are all we keep: a large model is held once, not thrice
     restored = restore(parse_model(locked), secret, in_place=True)  # the only restore
     secret["restored_sha256"] = sha256_bytes(restored.SerializeToString())
     digests = restored_digests(restored, secret)  # per touched tensor: what the fast loader checks
     if digests is not None:
         secret["restored_tensors"] = digests
     del restored
-    confusion = [layer for layer in secret_layers(secret) if layer["method"] == WidenChannelsPass.method]
-    if confusion:  # a sample of this lock's counterfeit values, for 'onnxlock trace' on a leaked copy
-        secret["fingerprint"] = sample_counterfeits(current, confusion[0]["groups"], FINGERPRINT_SIZE,
-                                                    np.random.default_rng())
-    del current, result  # the bytes are all we keep: a large model is held once, not twice
+    if fingerprint is not None:
+        secret["fingerprint"] = fingerprint
     key = seal(secret, model_sha256=sha256_bytes(locked), method=",".join(methods),
                passphrase=passphrase, recipients=recipients, kdf_params=kdf_params, expires=expires,
                licensee=licensee)

@@ -3,9 +3,10 @@
 
 Models are generated with random weights (no download, no torch): MLPs and plain CNNs of growing
 size, and a ResNet-50 (its layer shapes, BatchNorm folded into the convolutions as exporters do,
-about 100 MB). Each is locked by ``lock_model`` at its defaults (ratio 0.02, synthetic calibration
-batch of 8, automatic tries) in a child process that reports wall time and peak RSS; the import
-baseline (RSS before the model is read) is reported beside it. Writes JSON; never asserts a time.
+about 100 MB). Each is locked by ``lock_model`` at its defaults (confusion then signflip, ratio
+0.02, synthetic calibration batch of 8, automatic tries) in a child process that reports wall time
+and peak RSS; the import baseline (RSS before the model is read) is reported beside it. Writes
+JSON; never asserts a time.
 
   PYTHONPATH=. python tools/bench_lock.py                      # all sizes -> reports/bench_lock.json
   PYTHONPATH=. python tools/bench_lock.py --models mlp_10,resnet50
@@ -35,6 +36,7 @@ from onnxlock.fileio import atomic_write_bytes  # noqa: E402
 
 PASSPHRASE = "benchmark passphrase"
 OPSET = 17
+METHOD = "confusion,signflip"  # the default lock
 MB = 1 << 20
 
 
@@ -134,15 +136,16 @@ def memory_mb(field: str) -> float:
     return float(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024
 
 
-def child(path: Path) -> None:
+def child(path: Path, method: str) -> None:
     """Lock ``path`` once and print one JSON line: wall time, peak RSS, the import baseline, the report."""
     from onnxlock import lock_model  # imported before the baseline is read, like a user's process
 
     baseline = memory_mb("VmRSS")
     start, cpu_start = time.perf_counter(), time.process_time()
-    locked = lock_model(path, passphrase=PASSPHRASE, seed=0)
+    locked = lock_model(path, passphrase=PASSPHRASE, seed=0, method=method)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     report = locked.report
+    report = report["layers"][0] if "layers" in report else report  # the confusion layer
     print(json.dumps({"lock_s": round(seconds, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(memory_mb("VmHWM"), 1),
                       "import_rss_mb": round(baseline, 1), "locked_mb": round(len(locked.model) / MB, 2),
                       "tries": report["tries"], "groups_widened": report["groups_widened"],
@@ -150,7 +153,7 @@ def child(path: Path) -> None:
                       "calibration_damage": report["calibration_damage"]}))
 
 
-def bench(name: str, folder: Path, timeout: float) -> dict:
+def bench(name: str, folder: Path, timeout: float, method: str) -> dict:
     model = MODELS[name]()
     path = folder / f"{name}.onnx"
     data = model.SerializeToString()
@@ -160,7 +163,7 @@ def bench(name: str, folder: Path, timeout: float) -> dict:
     result = {"model": name, "model_mb": round(len(data) / MB, 2), "params": params}
     del data
     try:
-        done = subprocess.run([sys.executable, __file__, "--child", str(path)], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, __file__, "--child", str(path), "--method", method], capture_output=True, text=True,
                               timeout=timeout, env={**os.environ, "PYTHONPATH": str(ROOT)})
     except subprocess.TimeoutExpired:
         return {**result, "error": f"over {timeout:.0f} s"}
@@ -178,10 +181,11 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per lock before giving up")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench_lock.json", help="JSON output")
+    parser.add_argument("--method", default=METHOD, help=f"lock_model's method (default {METHOD})")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return child(args.child)
+        return child(args.child, args.method)
     names = args.models.split(",")
     unknown = sorted(set(names) - set(MODELS))
     if unknown:
@@ -189,10 +193,11 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as folder:
         for name in names:
-            results.append(bench(name, Path(folder), args.timeout))
+            results.append(bench(name, Path(folder), args.timeout, args.method))
             print(json.dumps(results[-1]), file=sys.stderr)
     import onnxruntime
     report = {"what": "lock_model at defaults (ratio 0.02, synthetic batch of 8, auto tries), one child process per model",
+              "method": args.method,
               "cpus": os.cpu_count(), "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
               "peak_over_model": "(peak RSS - RSS after imports) / model size",
               "cpu_s": "user+system CPU seconds of the lock (the machine is shared: wall time includes waiting)", "results": results}

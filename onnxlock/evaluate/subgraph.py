@@ -16,7 +16,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from onnx_graphsurgeon.exporters.onnx_exporter import OnnxExporter
 
-INLINE_BYTES = 4096  # smaller constants travel inside the model (shape values onnxruntime folds)
+from ..graph.normalize import INLINE_BYTES, weightless  # noqa: F401  (weightless: re-exported)
+
 IN_MEMORY = "onnxlock-in-memory"  # location of weights handed over as buffers
 
 
@@ -58,26 +59,6 @@ def stub(name: str, elem_type: int, dims) -> TensorProto:
     tensor = TensorProto(name=name, data_type=elem_type, dims=dims, data_location=TensorProto.EXTERNAL)
     tensor.external_data.add(key="location", value=IN_MEMORY)
     return tensor
-
-
-def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` with its initializers above INLINE_BYTES turned into typed graph inputs: the same
-    graph for the checker and shape inference, at a fraction of the memory."""
-    light = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name)
-    light.opset_import.extend(model.opset_import)
-    light.functions.extend(model.functions)
-    graph, source = light.graph, model.graph
-    graph.name = source.name
-    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
-        getattr(graph, field).extend(getattr(source, field))
-    declared = {value.name for value in source.input}
-    for tensor in source.initializer:
-        size = int(np.prod(tensor.dims, dtype=np.int64))
-        if tensor.data_type == TensorProto.STRING or size * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize <= INLINE_BYTES:
-            graph.initializer.append(tensor)
-        elif tensor.name not in declared:
-            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
-    return light
 
 
 def _value_info(name: str, elem_type: int | None) -> onnx.ValueInfoProto:

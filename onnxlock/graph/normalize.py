@@ -13,20 +13,55 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from ..errors import UnsupportedGraphError
 from .io import check_opset
 
 
+INLINE_BYTES = 4096  # constants up to this size stay in weightless copies (shape values inference reads)
+
+
+def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its initializers above INLINE_BYTES turned into typed graph inputs: the same
+    graph for the checker and shape inference, at a fraction of the memory."""
+    light = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name)
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    graph, source = light.graph, model.graph
+    graph.name = source.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(graph, field).extend(getattr(source, field))
+    declared = {value.name for value in source.input}
+    for tensor in source.initializer:
+        size = int(np.prod(tensor.dims, dtype=np.int64))
+        if tensor.data_type == TensorProto.STRING or size * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize <= INLINE_BYTES:
+            graph.initializer.append(tensor)
+        elif tensor.name not in declared:
+            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    return light
+
+
 def import_graph(model: onnx.ModelProto) -> gs.Graph:
-    """gs import with shapes inferred (strict: an inconsistent graph is an error)."""
+    """gs import with shapes inferred (strict: an inconsistent graph is an error). Shapes are
+    inferred on a weightless copy and lent to ``model`` for the import (restored after), so the
+    weights are never serialised; the graph's constants read ``model``'s tensors."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(weightless(model), strict_mode=True, data_prop=True)
     except Exception as exc:  # onnx raises InferenceError and plain RuntimeError/ValidationError
         raise UnsupportedGraphError(f"shape inference failed: {str(exc).splitlines()[0]}") from exc
-    return gs.import_onnx(inferred)
+    graph = model.graph
+    saved = [list(graph.value_info), list(graph.output)]
+    try:
+        for field, values in (("value_info", inferred.graph.value_info), ("output", inferred.graph.output)):
+            del getattr(graph, field)[:]
+            getattr(graph, field).extend(values)
+        return gs.import_onnx(model)
+    finally:
+        for field, values in zip(("value_info", "output"), saved):
+            del getattr(graph, field)[:]
+            getattr(graph, field).extend(values)
 
 
 def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:

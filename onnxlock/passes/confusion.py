@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..errors import UnsupportedGraphError
 from ..evaluate.activations import input_means
-from ..evaluate.damage import PLAUSIBLE_RANGE, all_plausible, damage, synthetic_feeds
+from ..evaluate.damage import MAX_DAMAGE, PLAUSIBLE_RANGE, all_plausible, damage, synthetic_feeds
 from ..evaluate.subgraph import Frontier, Schedule, weightless
 from ..graph.channels import ParamEdit, Role
 from ..graph.groups import Group, build_group, find_groups
@@ -63,6 +63,14 @@ class Plan:
         return sum(k * groups[name].params_per_channel() for name, k in self.channels.items())
 
 
+def share_weights(graph: gs.Graph) -> None:
+    """Decode every constant now: copies of the graph share its arrays, where a constant still
+    lazy would be decoded again (a copy of the weights) by every trial copy that reads it."""
+    for tensor in graph.tensors().values():
+        if isinstance(tensor, gs.Constant):
+            tensor.values  # noqa: B018  (the property caches the decoded array)
+
+
 def group_nodes(group: Group) -> list[gs.Node]:
     """The nodes widening ``group`` edits or whose outputs it grows: nothing before them changes."""
     nodes = {id(e.node): e.node for e in group.edits}
@@ -74,6 +82,12 @@ def fallback_counts(k: int) -> list[int]:
     """Channel counts to draw in turn when no draw of ``k`` channels keeps the outputs plausible
     (many aligned channels add up): k, a quarter of k, then one."""
     return sorted({k, max(1, k // 4), 1}, reverse=True)
+
+
+def fallback_tries(tries: int, attempt: int) -> int:
+    """Draws at the ``attempt``-th channel count of fallback_counts: all ``tries`` at the planned
+    count, half as many at each fallback (every draw there runs the rest of the model)."""
+    return tries if attempt == 0 else max(1, tries // 2)
 
 
 def allocate(groups: list[Group], efficiency: dict[str, float], budget: float) -> Plan:
@@ -115,6 +129,7 @@ class WidenChannelsPass:
     def __call__(self, model: onnx.ModelProto) -> PassResult:
         original = normalize(model)
         graph = import_graph(original)
+        share_weights(graph)
         groups = find_groups(graph)
         candidates = [g for g in groups if g.widenable]
         if not candidates:
@@ -163,8 +178,7 @@ class WidenChannelsPass:
                         "added": k, "params_added": k * by_name[name].params_per_channel()}
                        for name, k in widened.items()],
             "blocked": [{"group": g.name, "reason": g.blocked} for g in groups if not g.widenable],
-            "skipped": [{"group": name, "reason": f"no plausible draw in {self.tries} tries of "
-                         f"{', '.join(map(str, fallback_counts(plan.channels[name])))} channel(s)"} for name in skipped],
+            "skipped": [{"group": name, "reason": self._skip_reason(plan.channels[name])} for name in skipped],
         }
         secret = {"method": self.method, "version": SECRET_VERSION, "groups": patch}
         return PassResult(locked, secret, report)
@@ -192,18 +206,27 @@ class WidenChannelsPass:
         for group in tqdm(chosen, desc="locking layers", disable=not self.progress, leave=False):
             frontier.advance(graph, frontier.schedule.cut(group_nodes(group)))
             self._measure_inputs(frontier, graph, group)  # earlier groups may have widened its inputs
-            for k in fallback_counts(plan.channels[group.name]):
+            for attempt, k in enumerate(fallback_counts(plan.channels[group.name])):
                 best = None
-                for _ in range(self.tries):
+                for _ in range(fallback_tries(self.tries, attempt)):
                     trial = self._trial(frontier, graph, group, k, reference)
                     if trial[3] is not None and (best is None or trial[3] > best[3]):
                         best = trial
+                    if best is not None and best[3] >= MAX_DAMAGE:
+                        break  # no later draw can beat it
                 if best is not None:
                     graph, edits, outputs, _ = best
                     patch.append(edits)
                     widened[group.name] = k
                     break
         return graph, patch, widened, outputs
+
+    def _skip_reason(self, planned: int) -> str:
+        counts = fallback_counts(planned)
+        reason = f"no plausible draw in {self.tries} tries of {counts[0]} channel(s)"
+        if len(counts) > 1:
+            reason += f", then {fallback_tries(self.tries, 1)} of {', '.join(map(str, counts[1:]))}"
+        return reason
 
     def _measure_inputs(self, frontier: Frontier, graph: gs.Graph, group: Group) -> None:
         """Mean input activations of the layers creating ``group``'s channels (counterfeits align to them)."""
