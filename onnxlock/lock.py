@@ -73,6 +73,7 @@ class LockOptions:
     progress: bool
     max_weights: int
     labels: np.ndarray | None
+    stealth: bool  # the signs are flipped too: counterfeits need not be loud, only ordinary-looking
 
 
 def _run_pass(name: str, original: onnx.ModelProto, current: onnx.ModelProto, earlier: list[dict],
@@ -81,7 +82,7 @@ def _run_pass(name: str, original: onnx.ModelProto, current: onnx.ModelProto, ea
     if name == "confusion":
         return WidenChannelsPass(ratio=options.ratio, strategy=options.strategy, seed=options.seed,
                                  calibration=options.calibration, tries=options.tries,
-                                 progress=options.progress)(current)
+                                 progress=options.progress, stealth=options.stealth)(current)
     if name == "advparams":  # chosen on the original, so that stripping an earlier lock leaves this one
         advparams = PerturbWeightsPass(max_weights=options.max_weights, calibration=options.calibration,
                                        labels=options.labels, seed=options.seed, progress=options.progress)
@@ -115,7 +116,7 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
     if not isinstance(model, onnx.ModelProto):
         model = load_model(model)
     options = LockOptions(ratio, strategy, seed, check_calibration(calibration, model), tries, progress,
-                          max_weights, labels)
+                          max_weights, labels, stealth="signflip" in methods)
     current, secrets, reports = model, [], []
     for name in methods:
         result = _run_pass(name, model, current, secrets, options)

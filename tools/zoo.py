@@ -41,7 +41,7 @@ from onnxlock.graph.normalize import import_graph, normalize  # noqa: E402
 
 BUILD = ROOT / "build" / "zoo"
 REPORTS = ROOT / "reports"
-PASSPHRASE = "zoo"
+PASSPHRASE = "zoo coverage passphrase"
 CHEAP_KDF = {"n": 2**12}
 RATIO, TRIES, SEED = 0.02, 2, 0
 LOCK_TIMEOUT_S = 600
@@ -135,7 +135,7 @@ def lock_one(path: str) -> dict:
         result["lock_s"] = round(time.perf_counter() - start, 2)
         result["peak_mb"] = peak_rss_mb()
         result["import_mb"] = base
-        report = locked.report
+        report = locked.layer_report("confusion")
         result.update(status="locked", groups_widened=report["groups_widened"], groups_total=report["groups_total"],
                       params=report["params_original"], params_added=report["params_added"])
         result["restore_exact"] = restores_exactly(path, locked)

@@ -113,7 +113,7 @@ class WidenChannelsPass:
 
     def __init__(self, ratio: float = 0.02, strategy: str = DEFAULT_STRATEGY, seed: int | None = None,
                  calibration: dict[str, np.ndarray] | None = None, tries: int | None = DEFAULT_TRIES, progress: bool = False,
-                 align: bool = True):
+                 align: bool = True, stealth: bool = False):
         if not 0 < ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}")
         if strategy not in STRATEGIES:
@@ -123,7 +123,8 @@ class WidenChannelsPass:
         self.tries = self.requested_tries  # settled per model in __call__ when None
         self.rng = np.random.default_rng(seed)
         self.calibration = calibration
-        self.align = align
+        self.stealth = stealth  # counterfeits drawn to look ordinary (see counterfeit.py)
+        self.align = align and not stealth
         self.input_means: dict[str, np.ndarray] = {}
 
     def __call__(self, model: onnx.ModelProto) -> PassResult:
@@ -248,7 +249,7 @@ class WidenChannelsPass:
         # rebuilt on the copy: earlier widenings may have moved concat offsets this group sees
         current = build_group(trial, trial.tensors()[group.name], group.axis)
         positions = np.sort(self.rng.choice(current.channels + k, size=k, replace=False))
-        counterfeit = Counterfeiter(self.strategy, self.rng, self.input_means)
+        counterfeit = Counterfeiter(self.strategy, self.rng, self.input_means, stealth=self.stealth)
         counterfeit.start_group(k)
         edits = widen_group(current, positions, counterfeit)
         return trial, {"positions": positions.tolist(), "edits": edits}, group_nodes(current)

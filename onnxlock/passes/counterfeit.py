@@ -1,5 +1,10 @@
 """Counterfeit values for confusion channels (seed 000, section 3: strategies 'init', 'samp', 'mixed').
 
+In *stealth* mode (used when the lock also flips every weight's signs, so the channels need not be
+loud) counterfeits are drawn to look ordinary instead of strong: no amplifying quarter, no
+alignment with the input's mean activation, each row scaled to the norm of a random real row, and
+no value piled up on the layer's bound.
+
 'init' draws weights as a fresh layer would be initialised (He-normal), clipped to the range of the
 layer's real weights so no value stands out as an outlier; 'samp' draws them from the layer's own
 weights, so their distribution matches. 'mixed' picks one of the two per channel. Per-channel
@@ -30,11 +35,13 @@ AMPLIFY = {
 class Counterfeiter:
     """Draws the new rows of each widened parameter for one group at a time."""
 
-    def __init__(self, strategy: str, rng: np.random.Generator, input_means: dict[str, np.ndarray] | None = None):
+    def __init__(self, strategy: str, rng: np.random.Generator, input_means: dict[str, np.ndarray] | None = None,
+                 stealth: bool = False):
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
         self.strategy = strategy
         self.rng = rng
+        self.stealth = stealth
         self.use_init = np.zeros(0, dtype=bool)
         self.input_means = input_means or {}
 
@@ -49,13 +56,15 @@ class Counterfeiter:
         """``rows`` new slices shaped like ``existing[0]`` (existing has the widened axis first)."""
         shape = (rows, *existing.shape[1:])
         if edit.role is Role.CHANNEL:
-            side = AMPLIFY.get(edit.node.op, {}).get(edit.index)
+            side = None if self.stealth else AMPLIFY.get(edit.node.op, {}).get(edit.index)
             return self._sample(amplifying_pool(existing.reshape(-1), side), shape)
         sampled = self._sample(existing.reshape(-1), shape)
         init = self._he_normal(edit, existing, shape)
         per_row = np.repeat(self.use_init, rows // max(len(self.use_init), 1))
         per_row = per_row.reshape((rows,) + (1,) * (len(shape) - 1))
         values = np.where(per_row, init, sampled)
+        if self.stealth:
+            return match_norms(values, existing, self.rng)
         means = self.input_means.get(edit.node.name)
         if edit.role is Role.OUT and means is not None and len(means) == existing.shape[1]:
             values = align(values, means)
@@ -80,7 +89,21 @@ class Counterfeiter:
             fan_in = existing.shape[0] * int(np.prod(existing.shape[2:], dtype=np.int64))
         bound = float(np.abs(existing).max()) or 1.0
         values = self.rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), size=shape)
+        if self.stealth:  # redraw what falls outside, rather than piling values up on the bound
+            outside = np.abs(values) >= bound
+            values[outside] = self._sample(existing.reshape(-1), shape)[outside]
+            return values
         return np.clip(values, -bound, bound)
+
+
+def match_norms(rows: np.ndarray, existing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Scale each new row to the norm of a randomly chosen real row, so that no row stands out by its
+    norm (the first statistic a thief computes); the values' signs and proportions are kept."""
+    real = np.linalg.norm(existing.reshape(len(existing), -1).astype(np.float64), axis=1)
+    flat = rows.reshape(len(rows), -1).astype(np.float64)
+    norms = np.linalg.norm(flat, axis=1)
+    scale = np.where(norms > 0, rng.choice(real, size=len(rows)) / np.where(norms > 0, norms, 1.0), 1.0)
+    return (flat * scale[:, None]).reshape(rows.shape)
 
 
 def align(rows: np.ndarray, means: np.ndarray) -> np.ndarray:
