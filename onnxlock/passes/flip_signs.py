@@ -37,6 +37,7 @@ WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": 
 # float types whose sign bit is flipped (other weights, e.g. quantized integers, are left alone)
 FLIPPABLE = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
 MAX_TENSORS = 1 << 16
+FLIP_CHUNK = 1 << 20  # values per keystream chunk (a multiple of 8: chunks start on a keystream byte)
 
 
 def weight_tensors(model: onnx.ModelProto) -> list[str]:
@@ -54,25 +55,37 @@ def weight_tensors(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-def keystream_bits(seed: bytes, name: str, count: int) -> np.ndarray:
-    """``count`` keystream bits (0/1 as uint8) for tensor ``name``: ChaCha20 under HKDF(seed, name)."""
+def _keystream(seed: bytes, name: str):
+    """The ChaCha20 encryptor under HKDF(seed, name) whose output on zeros is the tensor's keystream."""
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                info=b"onnxlock signflip v1\x00" + name.encode("utf-8")).derive(seed)
-    stream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor().update(bytes((count + 7) // 8))
+    return Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+
+
+def keystream_bits(seed: bytes, name: str, count: int) -> np.ndarray:
+    """``count`` keystream bits (0/1 as uint8) for tensor ``name``: ChaCha20 under HKDF(seed, name)."""
+    stream = _keystream(seed, name).update(bytes((count + 7) // 8))
     return np.unpackbits(np.frombuffer(stream, dtype=np.uint8), count=count, bitorder="little")
 
 
 def flip_signs(values: np.ndarray, seed: bytes, name: str) -> None:
     """Flip, in place, the IEEE sign bit of the floats in contiguous ``values`` where the keystream bit is 1.
 
-    Only the byte holding each value's sign bit is touched (an exact bit operation)."""
+    Only the byte holding each value's sign bit is touched (an exact bit operation). The keystream
+    is drawn in chunks of FLIP_CHUNK values, so temporaries stay small whatever the tensor's size."""
     flat = values.reshape(-1)
     if not flat.flags.c_contiguous or not flat.flags.writeable:
         raise ValueError("values must be a writable contiguous array")
     width = flat.dtype.itemsize
     big_endian = flat.dtype.byteorder == ">" or (flat.dtype.byteorder == "=" and sys.byteorder == "big")
-    sign_byte = 0 if big_endian else width - 1
-    flat.view(np.uint8).reshape(-1, width)[:, sign_byte] ^= keystream_bits(seed, name, flat.size) << 7
+    signs = flat.view(np.uint8).reshape(-1, width)[:, 0 if big_endian else width - 1]
+    stream = _keystream(seed, name)
+    for start in range(0, flat.size, FLIP_CHUNK):
+        stop = min(flat.size, start + FLIP_CHUNK)
+        chunk = np.frombuffer(stream.update(bytes((stop - start + 7) // 8)), dtype=np.uint8)
+        bits = np.unpackbits(chunk, count=stop - start, bitorder="little")
+        bits <<= 7
+        signs[start:stop] ^= bits
 
 
 def flip_tensor(tensor: TensorProto, seed: bytes) -> None:

@@ -16,6 +16,7 @@ and the caller takes the slow path.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +29,7 @@ from ..passes import restore
 from . import wire
 from .restore import RESTORED_TENSORS, check_digest
 from .source import LockedSource
-from .touches import only, restore_array, restrict, tensor_digest, touched_tensors
+from .touches import needs_digest, only, restore_array, restrict, tensor_digest, touched_tensors
 
 LARGE_BYTES = 1024  # initializers at least this large are handed over outside the skeleton
 IN_MEMORY_NAME = "onnxlock-locked-weights"  # the external "file" name when the model came as bytes
@@ -38,11 +39,33 @@ FOLDER_ENTRY = "session.model_external_initializers_file_folder_path"
 
 @dataclass
 class Prepared:
-    """What onnxruntime needs: the small model and the options carrying the large weights."""
+    """What onnxruntime needs: the small model and the options carrying the large weights, and the
+    digest checks still running (``verified`` waits for them)."""
 
     model: bytes
     options: ort.SessionOptions
     keepalive: list = field(default_factory=list)  # buffers onnxruntime reads during creation
+    checks: "DigestChecks | None" = None
+
+    def verified(self) -> bool:
+        return self.checks is None or self.checks.passed()
+
+
+class DigestChecks:
+    """Restored tensors compared with the key's per-tensor digests in a thread (hashlib releases
+    the GIL), so the hashing overlaps session creation; ``passed()`` waits for the verdict."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], expected: dict[str, str]):
+        self._passed = False
+        self._thread = threading.Thread(target=self._run, args=(arrays, expected), daemon=True)
+        self._thread.start()
+
+    def _run(self, arrays: dict[str, np.ndarray], expected: dict[str, str]) -> None:
+        self._passed = all(tensor_digest(array) == expected.get(name) for name, array in arrays.items())
+
+    def passed(self) -> bool:
+        self._thread.join()
+        return self._passed
 
 
 def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions) -> Prepared | None:
@@ -58,44 +81,50 @@ def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions) -> 
     if not touched <= {span.name for span in layout.initializers}:
         return None  # the key does not fit: the slow path says so precisely
     large = [span for span in layout.initializers if span.data is not None and span.nbytes >= LARGE_BYTES]
-    large_names = {span.name for span in large}
-    placeholders, restored = {}, {}
+    large_names, to_check = {span.name for span in large}, needs_digest(secret)
+    placeholders, restored, unchecked = {}, {}, {}
     location = os.path.basename(source.path) if source.path else IN_MEMORY_NAME
     for span in large:
         if span.name in touched:
-            array = _restore_one(source.buffer, span, secret)
+            array, checked = _restore_one(source, span, secret)
             restored[span.name] = array
+            if span.name in to_check and not checked:
+                unchecked[span.name] = array
             placeholders[span.name] = wire.external_placeholder(
                 span.name, array.shape, span.data_type, RESTORED_NAME, 0, array.nbytes)
         else:
             placeholders[span.name] = wire.external_placeholder(
                 span.name, span.dims, span.data_type, location, span.data[0], span.nbytes)
+    checks = DigestChecks(unchecked, secret[RESTORED_TENSORS]) if unchecked else None
     model = parse_model(wire.skeleton(source.buffer, layout, placeholders), source="locked model")
     model = restore(model, restrict(secret, lambda name: name not in large_names), in_place=True)
     for tensor in model.graph.initializer:
         if tensor.name in touched and tensor.name not in large_names:
             check_digest(tensor.name, numpy_helper.to_array(tensor), secret)
-    prepared = Prepared(model.SerializeToString(), options)
+    prepared = Prepared(model.SerializeToString(), options, checks=checks)
     _attach(prepared, source, restored, untouched=len(large) > len(restored))
     return prepared
 
 
-def _restore_one(buffer, span: wire.Span, secret: dict) -> np.ndarray:
-    """One touched initializer restored on its own, checked against the key's digest: by the
-    methods' array shortcut on a view of the locked bytes when they have one (one copy), else,
-    or if the shortcut's result does not match, by ``passes.restore`` on a one-tensor model."""
+def _restore_one(source: LockedSource, span: wire.Span, secret: dict) -> tuple[np.ndarray, bool]:
+    """One touched initializer restored on its own, and whether it was checked already: by the
+    methods' array shortcut on a view of the locked bytes when they have one (one copy, the
+    mapped pages dropped once read; ``prepare`` checks the result's digest where needed), else by
+    ``passes.restore`` on a one-tensor model, checked here."""
     try:
-        array = restore_array(secret, span.name, span.array(buffer))
+        array = restore_array(secret, span.name, span.array(source.buffer))
     except (KeyError, IndexError, ValueError, TypeError):
         array = None
-    if array is not None and tensor_digest(array) == secret[RESTORED_TENSORS].get(span.name):
-        return np.ascontiguousarray(array)
+    if array is not None:
+        array = np.ascontiguousarray(array)
+        source.release(*span.data)
+        return array, False
     single = onnx.ModelProto()
-    single.graph.initializer.add().ParseFromString(span.message(buffer))
+    single.graph.initializer.add().ParseFromString(span.message(source.buffer))
     single = restore(single, restrict(secret, only({span.name})), in_place=True)
     array = numpy_helper.to_array(single.graph.initializer[0])
     check_digest(span.name, array, secret)
-    return np.ascontiguousarray(array)
+    return np.ascontiguousarray(array), True
 
 
 def _attach(prepared: Prepared, source: LockedSource, restored: dict[str, np.ndarray], untouched: bool) -> None:

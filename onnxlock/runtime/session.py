@@ -129,9 +129,12 @@ def _create(source: LockedSource, key: bytes, credentials: Credentials, provider
             _check_binding(source, key)  # a key for another model, or an altered file, says so first
             raise
         if session is not None:
+            verified = prepared.verified()  # digest checks overlapped creation
             del prepared
             _check_binding(source, key)  # after creation: hashing overlapped it
-            return session
+            if verified:
+                return session
+            del session  # a shortcut disagreed with its digest: the full path decides
     digest = source.sha256()
     secret = credentials.open(key, digest)
     _, data = restore_checked(bytes(source.buffer), secret)

@@ -93,6 +93,14 @@ class LockedSource:
     def _hash_bytes(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
 
+    def release(self, start: int, end: int) -> None:
+        """Drop this process's mapped pages of ``buffer[start:end]`` once read (they stay in the
+        page cache and fault back in if read again), so the locked file does not add to the RSS."""
+        if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        first = start - start % mmap.PAGESIZE
+        self._map.madvise(mmap.MADV_DONTNEED, first, end - first)
+
     def sha256(self) -> str:
         self._thread.join()
         if self._failure is not None:
