@@ -17,8 +17,8 @@ value, NaN and zero included.
 from __future__ import annotations
 
 import base64
+import functools
 import os
-import sys
 
 import numpy as np
 import onnx
@@ -68,31 +68,43 @@ def keystream_bits(seed: bytes, name: str, count: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(stream, dtype=np.uint8), count=count, bitorder="little")
 
 
-def flip_signs(values: np.ndarray, seed: bytes, name: str) -> None:
-    """Flip, in place, the IEEE sign bit of the floats in contiguous ``values`` where the keystream bit is 1.
+def flip_signs(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | None = None) -> None:
+    """Flip the IEEE sign bit of the floats in contiguous ``values`` where the keystream bit is 1:
+    in place, or into ``out`` (same shape and dtype; ``values`` may then be read-only, e.g. a
+    view of a memory-mapped file, and is read once).
 
-    Only the byte holding each value's sign bit is touched (an exact bit operation). The keystream
-    is drawn in chunks of FLIP_CHUNK values, so temporaries stay small whatever the tensor's size."""
-    flat = values.reshape(-1)
-    if not flat.flags.c_contiguous or not flat.flags.writeable:
-        raise ValueError("values must be a writable contiguous array")
-    width = flat.dtype.itemsize
-    big_endian = flat.dtype.byteorder == ">" or (flat.dtype.byteorder == "=" and sys.byteorder == "big")
-    signs = flat.view(np.uint8).reshape(-1, width)[:, 0 if big_endian else width - 1]
-    stream = _keystream(seed, name)
-    for start in range(0, flat.size, FLIP_CHUNK):
-        stop = min(flat.size, start + FLIP_CHUNK)
+    An exact bit operation: each value is XORed with its sign bit's mask. The keystream is drawn
+    in chunks of FLIP_CHUNK values, so temporaries stay small whatever the tensor's size."""
+    out = values if out is None else out
+    if out.shape != values.shape or out.dtype != values.dtype:
+        raise ValueError("out must have the shape and dtype of values")
+    source, target = values.reshape(-1), out.reshape(-1)
+    if not (source.flags.c_contiguous and target.flags.c_contiguous and target.flags.writeable):
+        raise ValueError("values must be a contiguous array and the target writable")
+    width = source.dtype.itemsize
+    words = np.dtype(f"u{width}").newbyteorder(source.dtype.byteorder)  # the sign is the word's top bit
+    source, target = source.view(words), target.view(words)
+    masks, stream = _sign_masks(width), _keystream(seed, name)
+    for start in range(0, source.size, FLIP_CHUNK):
+        stop = min(source.size, start + FLIP_CHUNK)
         chunk = np.frombuffer(stream.update(bytes((stop - start + 7) // 8)), dtype=np.uint8)
-        bits = np.unpackbits(chunk, count=stop - start, bitorder="little")
-        bits <<= 7
-        signs[start:stop] ^= bits
+        np.bitwise_xor(source[start:stop], masks[chunk].reshape(-1)[:stop - start], out=target[start:stop])
+
+
+@functools.cache
+def _sign_masks(width: int) -> np.ndarray:
+    """[byte, k]: the sign-bit mask of a ``width``-byte word where bit k of the keystream byte is set
+    (bits are used little-endian: value i takes bit i % 8 of keystream byte i // 8)."""
+    bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little")
+    return bits.astype(f"u{width}") << np.array(8 * width - 1, dtype=f"u{width}")
 
 
 def flip_tensor(tensor: TensorProto, seed: bytes) -> None:
     """Flip, in place, the signs of ``tensor``'s values where the keystream for its name says so."""
-    values = np.array(numpy_helper.to_array(tensor), copy=True, order="C")
-    flip_signs(values, seed, tensor.name)
-    tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+    values = numpy_helper.to_array(tensor)
+    flipped = np.empty(values.shape, values.dtype)
+    flip_signs(np.ascontiguousarray(values), seed, tensor.name, out=flipped)
+    tensor.CopyFrom(numpy_helper.from_array(flipped, tensor.name))
 
 
 class FlipSignsPass:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,7 @@ from .touches import needs_digest, only, restore_array, restrict, tensor_digest,
 LARGE_BYTES = 1024  # initializers at least this large are handed over outside the skeleton
 IN_MEMORY_NAME = "onnxlock-locked-weights"  # the external "file" name when the model came as bytes
 RESTORED_NAME = "onnxlock-restored-weights"  # placeholder location for tensors given as OrtValues
+RESTORE_THREADS = min(4, os.cpu_count() or 1)  # touched tensors restored side by side
 FOLDER_ENTRY = "session.model_external_initializers_file_folder_path"
 
 
@@ -84,9 +86,10 @@ def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions) -> 
     large_names, to_check = {span.name for span in large}, needs_digest(secret)
     placeholders, restored, unchecked = {}, {}, {}
     location = os.path.basename(source.path) if source.path else IN_MEMORY_NAME
+    done = _restore_all(source, [span for span in large if span.name in touched], secret)
     for span in large:
         if span.name in touched:
-            array, checked = _restore_one(source, span, secret)
+            array, checked = done[span.name]
             restored[span.name] = array
             if span.name in to_check and not checked:
                 unchecked[span.name] = array
@@ -104,6 +107,15 @@ def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions) -> 
     prepared = Prepared(model.SerializeToString(), options, checks=checks)
     _attach(prepared, source, restored, untouched=len(large) > len(restored))
     return prepared
+
+
+def _restore_all(source: LockedSource, spans: list[wire.Span], secret: dict) -> dict[str, tuple[np.ndarray, bool]]:
+    """``_restore_one`` for each span, on RESTORE_THREADS threads (numpy and hashlib release the GIL)."""
+    if len(spans) < 2:
+        return {span.name: _restore_one(source, span, secret) for span in spans}
+    with ThreadPoolExecutor(min(RESTORE_THREADS, len(spans))) as pool:
+        results = pool.map(lambda span: _restore_one(source, span, secret), spans)
+        return {span.name: result for span, result in zip(spans, results)}
 
 
 def _restore_one(source: LockedSource, span: wire.Span, secret: dict) -> tuple[np.ndarray, bool]:

@@ -79,10 +79,10 @@ def _signflip_restore_array(layer: dict, name: str, values: np.ndarray) -> np.nd
     """The same ``flip_signs`` call ``FlipSignsPass.restore`` makes, in place (on a copy if read-only)."""
     if name not in layer["tensors"]:
         return values
-    if not (values.flags.writeable and values.flags.c_contiguous):
-        values = np.array(values, copy=True, order="C")
-    flip_signs(values, signflip_seed(layer), name)
-    return values
+    values = np.ascontiguousarray(values)
+    out = values if values.flags.writeable else np.empty(values.shape, values.dtype)
+    flip_signs(values, signflip_seed(layer), name, out=out)  # read once, written once
+    return out
 
 
 TOUCHES: dict[str, Touches] = {
