@@ -37,7 +37,7 @@ WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": 
 # float types whose sign bit is flipped (other weights, e.g. quantized integers, are left alone)
 FLIPPABLE = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
 MAX_TENSORS = 1 << 16
-FLIP_CHUNK = 1 << 20  # values per keystream chunk (a multiple of 8: chunks start on a keystream byte)
+FLIP_CHUNK = 1 << 16  # values per keystream chunk (a multiple of 8: chunks start on a keystream byte)
 
 
 def weight_tensors(model: onnx.ModelProto) -> list[str]:
@@ -88,15 +88,18 @@ def flip_signs(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | Non
     for start in range(0, source.size, FLIP_CHUNK):
         stop = min(source.size, start + FLIP_CHUNK)
         chunk = np.frombuffer(stream.update(bytes((stop - start + 7) // 8)), dtype=np.uint8)
-        np.bitwise_xor(source[start:stop], masks[chunk].reshape(-1)[:stop - start], out=target[start:stop])
+        spread = np.take(masks, chunk).view(f"u{width}")[:stop - start]
+        np.bitwise_xor(source[start:stop], spread, out=target[start:stop])
 
 
 @functools.cache
 def _sign_masks(width: int) -> np.ndarray:
-    """[byte, k]: the sign-bit mask of a ``width``-byte word where bit k of the keystream byte is set
-    (bits are used little-endian: value i takes bit i % 8 of keystream byte i // 8)."""
+    """For each keystream byte, the 8 sign-bit masks of ``width``-byte words it selects, as one
+    opaque item (so ``np.take`` spreads a chunk with one copy per byte). Bits are used
+    little-endian: value i takes bit i % 8 of keystream byte i // 8."""
     bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little")
-    return bits.astype(f"u{width}") << np.array(8 * width - 1, dtype=f"u{width}")
+    words = bits.astype(f"u{width}") << np.array(8 * width - 1, dtype=f"u{width}")
+    return np.ascontiguousarray(words).view(f"V{8 * width}").reshape(256)
 
 
 def flip_tensor(tensor: TensorProto, seed: bytes) -> None:
