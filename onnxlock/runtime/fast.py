@@ -5,9 +5,13 @@ initializer's bytes; large ones become external-data placeholders in a small "sk
   * untouched tensors are read by onnxruntime straight from the locked file (its own external
     data loading, as for any model with external data) or, for bytes, from the buffer in memory
     (``add_external_initializers_from_files_in_memory``);
-  * touched tensors are restored one at a time, each by ``passes.restore`` on a one-tensor model
-    with the secret narrowed to that tensor, checked against the key's per-tensor digest, and given
-    as OrtValues (``add_external_initializers``; onnxruntime copies them during session creation).
+  * touched tensors are restored on a few threads, each read once from the mapped file into its
+    own buffer by the methods' array shortcuts (``touches.py``; the mapped pages are dropped once
+    read), or else by ``passes.restore`` on a one-tensor model, and given as OrtValues
+    (``add_external_initializers``; onnxruntime copies them during session creation: on CPU,
+    ``add_initializer`` would not, but graph optimisers then read the placeholder's bytes).
+    Shortcut results are checked against the key's per-tensor digests in a thread during
+    session creation, except where the shortcut is the pass's own code (``Touches.exact``).
 Small initializers and node attributes stay in the skeleton, restored by ``passes.restore`` on it.
 ``prepare`` returns None for anything else (older keys, unknown methods, unusual protobuf layout),
 and the caller takes the slow path.
