@@ -40,6 +40,7 @@ LARGE_BYTES = 1024  # initializers at least this large are handed over outside t
 IN_MEMORY_NAME = "onnxlock-locked-weights"  # the external "file" name when the model came as bytes
 RESTORED_NAME = "onnxlock-restored-weights"  # placeholder location for tensors given as OrtValues
 RESTORE_THREADS = min(4, os.cpu_count() or 1)  # touched tensors restored side by side
+THREADED_BYTES = 8 << 20  # below this much work, threads only add waiting
 FOLDER_ENTRY = "session.model_external_initializers_file_folder_path"
 
 
@@ -62,7 +63,10 @@ class DigestChecks:
     the GIL), so the hashing overlaps session creation; ``passed()`` waits for the verdict."""
 
     def __init__(self, arrays: dict[str, np.ndarray], expected: dict[str, str]):
-        self._passed = False
+        self._passed, self._thread = False, None
+        if sum(array.nbytes for array in arrays.values()) < THREADED_BYTES:
+            self._run(arrays, expected)  # quicker than starting a thread
+            return
         self._thread = threading.Thread(target=self._run, args=(arrays, expected), daemon=True)
         self._thread.start()
 
@@ -70,7 +74,8 @@ class DigestChecks:
         self._passed = all(tensor_digest(array) == expected.get(name) for name, array in arrays.items())
 
     def passed(self) -> bool:
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         return self._passed
 
 
@@ -114,8 +119,9 @@ def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions) -> 
 
 
 def _restore_all(source: LockedSource, spans: list[wire.Span], secret: dict) -> dict[str, tuple[np.ndarray, bool]]:
-    """``_restore_one`` for each span, on RESTORE_THREADS threads (numpy and hashlib release the GIL)."""
-    if len(spans) < 2:
+    """``_restore_one`` for each span, on RESTORE_THREADS threads when there is enough to share
+    (numpy releases the GIL on large arrays; on small ones threads only add waiting)."""
+    if len(spans) < 2 or sum(span.nbytes for span in spans) < THREADED_BYTES:
         return {span.name: _restore_one(source, span, secret) for span in spans}
     with ThreadPoolExecutor(min(RESTORE_THREADS, len(spans))) as pool:
         results = pool.map(lambda span: _restore_one(source, span, secret), spans)
