@@ -33,10 +33,12 @@ from ..graph.io import parse_model
 from ..passes import restore
 from . import wire
 from .restore import RESTORED_TENSORS, check_digest
+from .options import copy_options
 from .source import LockedSource
 from .touches import needs_digest, only, restore_array, restrict, tensor_digest, touched_tensors
 
 LARGE_BYTES = 1024  # initializers at least this large are handed over outside the skeleton
+INLINE_BYTES = 4 << 20  # locked models smaller than this are restored whole, in the skeleton
 IN_MEMORY_NAME = "onnxlock-locked-weights"  # the external "file" name when the model came as bytes
 RESTORED_NAME = "onnxlock-restored-weights"  # placeholder location for tensors given as OrtValues
 RESTORE_THREADS = min(4, os.cpu_count() or 1)  # touched tensors restored side by side
@@ -50,7 +52,7 @@ class Prepared:
     digest checks still running (``verified`` waits for them)."""
 
     model: bytes
-    options: ort.SessionOptions
+    options: ort.SessionOptions | None
     keepalive: list = field(default_factory=list)  # buffers onnxruntime reads during creation
     checks: "DigestChecks | None" = None
 
@@ -79,8 +81,10 @@ class DigestChecks:
         return self._passed
 
 
-def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions) -> Prepared | None:
-    """The skeleton and ``options`` (a copy the caller owns) filled with the restored weights."""
+def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions | None) -> Prepared | None:
+    """The skeleton and the session options carrying the restored weights: a copy of ``options``
+    (never changed) when weights go outside the model; a model under INLINE_BYTES is restored
+    whole instead (small enough that copying options would cost more than its bytes)."""
     touched = touched_tensors(secret)
     if touched is None or not isinstance(secret.get(RESTORED_TENSORS), dict) \
             or set(secret[RESTORED_TENSORS]) != touched:
@@ -91,7 +95,8 @@ def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions) -> 
         return None
     if not touched <= {span.name for span in layout.initializers}:
         return None  # the key does not fit: the slow path says so precisely
-    large = [span for span in layout.initializers if span.data is not None and span.nbytes >= LARGE_BYTES]
+    large = [] if len(source.buffer) < INLINE_BYTES else \
+        [span for span in layout.initializers if span.data is not None and span.nbytes >= LARGE_BYTES]
     large_names, to_check = {span.name for span in large}, needs_digest(secret)
     placeholders, restored, unchecked = {}, {}, {}
     location = os.path.basename(source.path) if source.path else IN_MEMORY_NAME
@@ -111,9 +116,11 @@ def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions) -> 
     model = parse_model(wire.skeleton(source.buffer, layout, placeholders), source="locked model")
     model = restore(model, restrict(secret, lambda name: name not in large_names), in_place=True)
     for tensor in model.graph.initializer:
-        if tensor.name in touched and tensor.name not in large_names:
+        if tensor.name in to_check and tensor.name not in large_names:
             check_digest(tensor.name, numpy_helper.to_array(tensor), secret)
-    prepared = Prepared(model.SerializeToString(), options, checks=checks)
+    if not large:
+        return Prepared(model.SerializeToString(), options, checks=checks)
+    prepared = Prepared(model.SerializeToString(), copy_options(options), checks=checks)
     _attach(prepared, source, restored, untouched=len(large) > len(restored))
     return prepared
 

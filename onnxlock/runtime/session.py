@@ -33,7 +33,7 @@ from ..guard import guarded
 from ..key import read_header
 from ..validate import check_session_arguments
 from . import fast
-from .options import check_safe, copy_options
+from .options import check_safe
 from .providers import Provider, requested_providers, select_providers, warn_on_fallback
 from .restore import open_secret, restore_checked
 from .source import Input, LockedSource, read_bytes
@@ -126,7 +126,7 @@ def _create(source: LockedSource, key: bytes, credentials: Credentials, provider
     if verify == "fast":
         try:
             secret = credentials.open(key, None)
-            prepared = fast.prepare(source, secret, copy_options(sess_options))
+            prepared = fast.prepare(source, secret, sess_options)
             session = None if prepared is None else \
                 ort.InferenceSession(prepared.model, prepared.options, providers=providers)
         except Exception:
