@@ -63,6 +63,14 @@ def every_weight(tmp_path_factory):
     return result
 
 
+@pytest.fixture(params=["whole", "skeleton"])
+def layout(request, monkeypatch):
+    """Small models are restored whole; with INLINE_BYTES 0 they take the large models' skeleton path."""
+    if request.param == "skeleton":
+        monkeypatch.setattr(fast, "INLINE_BYTES", 0)
+    return request.param
+
+
 @pytest.fixture
 def fast_calls(monkeypatch):
     calls, prepare = [], fast.prepare
@@ -76,7 +84,7 @@ def outputs(session, digits):
 
 @pytest.mark.parametrize("level", LEVELS, ids=lambda level: level.name)
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_every_weight_restored_bit_identical(name, level, every_weight, digits, fast_calls):
+def test_every_weight_restored_bit_identical(name, level, layout, every_weight, digits, fast_calls):
     options = ort.SessionOptions()
     options.graph_optimization_level = level
     session = load_session(*every_weight[name], passphrase=PASSPHRASE, providers="cpu", sess_options=options)
@@ -107,7 +115,7 @@ def forge_digest(key_path, pick) -> bytes:
                 kdf_params=CHEAP_KDF)
 
 
-def test_what_the_fast_path_verifies(every_weight, digits):
+def test_what_the_fast_path_verifies(layout, every_weight, digits):
     """A digest is checked where a shortcut is not the pass's own code (confusion); for tensors
     only signflip touches, the file hash and the key's tag bind everything the flip reads, so
     the fast path skips their digest and verify='full' still checks it."""

@@ -13,6 +13,7 @@ initializer's bytes; large ones become external-data placeholders in a small "sk
     Shortcut results are checked against the key's per-tensor digests in a thread during
     session creation, except where the shortcut is the pass's own code (``Touches.exact``).
 Small initializers and node attributes stay in the skeleton, restored by ``passes.restore`` on it.
+A locked model under INLINE_BYTES is simply restored whole in memory and handed over as bytes.
 ``prepare`` returns None for anything else (older keys, unknown methods, unusual protobuf layout),
 and the caller takes the slow path.
 """
@@ -82,21 +83,22 @@ class DigestChecks:
 
 
 def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions | None) -> Prepared | None:
-    """The skeleton and the session options carrying the restored weights: a copy of ``options``
-    (never changed) when weights go outside the model; a model under INLINE_BYTES is restored
-    whole instead (small enough that copying options would cost more than its bytes)."""
+    """The skeleton and a copy of ``options`` (the caller's is never changed) carrying the restored
+    weights; a model under INLINE_BYTES is restored whole and keeps the caller's options (copying
+    them costs more than such a model's bytes: onnxruntime raises on every unset entry read)."""
     touched = touched_tensors(secret)
     if touched is None or not isinstance(secret.get(RESTORED_TENSORS), dict) \
             or set(secret[RESTORED_TENSORS]) != touched:
         return None
+    if len(source.buffer) < INLINE_BYTES:
+        return _prepare_whole(source, secret, options)
     try:
         layout = wire.scan(source.buffer)
     except (wire.WireError, UnicodeDecodeError):
         return None
     if not touched <= {span.name for span in layout.initializers}:
         return None  # the key does not fit: the slow path says so precisely
-    large = [] if len(source.buffer) < INLINE_BYTES else \
-        [span for span in layout.initializers if span.data is not None and span.nbytes >= LARGE_BYTES]
+    large = [span for span in layout.initializers if span.data is not None and span.nbytes >= LARGE_BYTES]
     large_names, to_check = {span.name for span in large}, needs_digest(secret)
     placeholders, restored, unchecked = {}, {}, {}
     location = os.path.basename(source.path) if source.path else IN_MEMORY_NAME
@@ -118,11 +120,20 @@ def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions | No
     for tensor in model.graph.initializer:
         if tensor.name in to_check and tensor.name not in large_names:
             check_digest(tensor.name, numpy_helper.to_array(tensor), secret)
-    if not large:
-        return Prepared(model.SerializeToString(), options, checks=checks)
     prepared = Prepared(model.SerializeToString(), copy_options(options), checks=checks)
     _attach(prepared, source, restored, untouched=len(large) > len(restored))
     return prepared
+
+
+def _prepare_whole(source: LockedSource, secret: dict, options: ort.SessionOptions | None) -> Prepared:
+    """A small model restored whole by ``passes.restore``, its non-exact tensors checked against the
+    key's digests, handed over as bytes with the caller's own options (nothing to add to them)."""
+    model = restore(parse_model(bytes(source.buffer), source="locked model"), secret, in_place=True)
+    to_check = needs_digest(secret)
+    for tensor in model.graph.initializer:
+        if tensor.name in to_check:
+            check_digest(tensor.name, numpy_helper.to_array(tensor), secret)
+    return Prepared(model.SerializeToString(), options)
 
 
 def _restore_all(source: LockedSource, spans: list[wire.Span], secret: dict) -> dict[str, tuple[np.ndarray, bool]]:
