@@ -35,6 +35,12 @@ def locked_models(tmp_path_factory):
     return result
 
 
+@pytest.fixture(autouse=True)
+def weights_outside_the_model(monkeypatch):
+    """The bundled models are small enough to be restored whole: these tests exercise the skeleton."""
+    monkeypatch.setattr(fast, "INLINE_BYTES", 0)
+
+
 @pytest.fixture
 def fast_calls(monkeypatch):
     """Records whether each load took the fast path (prepare returned something)."""

@@ -6,9 +6,11 @@ onnxruntime thread), interleaved so machine noise hits all alike:
   aes    the original encrypted whole with AES-256-GCM: read, decrypt, InferenceSession(bytes)
          (the industrial anchor);
   locked onnxlock.load_session on the locked model (cheap scrypt, n=2^12; the default KDF's
-         cost is measured on its own and reported once).
+         cost is measured on its own and reported once), for each lock method given: by default
+         confusion,signflip (every weight transformed) and confusion (a small part touched).
 For each: session creation, first inference, steady latency at batch 1 and 32 (medians) and peak
-RSS. Models: the bundled digits models and generated MatMul MLPs of the given sizes.
+RSS. Models: the bundled digits models and generated MatMul MLPs of the given sizes. Locked
+models are cached under build/bench_load/ (git ignores it): a 384 MiB lock takes minutes.
 Writes reports/bench_load.json (and a plot when matplotlib is installed); never asserts a time.
 """
 
@@ -21,7 +23,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,13 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from onnxlock import load_session, lock_model, write_locked  # noqa: E402
 from onnxlock.bundled import bundled_path  # noqa: E402
 from onnxlock.fileio import atomic_write_bytes  # noqa: E402
-from onnxlock.key import read_header  # noqa: E402
 from onnxlock.key.recipients import SCRYPT_DEFAULTS, ScryptRecipient  # noqa: E402
 
 PASSPHRASE = "benchmark passphrase"
 CHEAP_KDF = {"n": 2**12}
 DIGITS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_transformer"]
 MODES = ("plain", "aes", "locked")
+METHODS = "confusion,signflip;confusion"
+CACHE = Path(__file__).resolve().parent.parent / "build" / "bench_load"
 WIDTH = 2048
 
 
@@ -90,7 +92,8 @@ def peak_rss_mib() -> float:
 
 
 def child(mode: str, folder: Path, steady: int) -> dict:
-    """One measurement in this (fresh) process."""
+    """One measurement in this (fresh) process (``folder``: the lock's folder, original one up)."""
+    locked, folder = folder, folder.parent
     start = time.perf_counter()
     if mode == "plain":
         session = ort.InferenceSession(str(folder / "original.onnx"), options(), providers=["CPUExecutionProvider"])
@@ -103,10 +106,12 @@ def child(mode: str, folder: Path, steady: int) -> dict:
         session = ort.InferenceSession(model, options(), providers=["CPUExecutionProvider"])
         del model
     else:
-        session = load_session(folder / "locked.onnx", folder / "model.key", passphrase=PASSPHRASE,
+        spent = timed_kdf()
+        start = time.perf_counter()
+        session = load_session(locked / "locked.onnx", locked / "model.key", passphrase=PASSPHRASE,
                                providers="cpu", sess_options=options())
     create = time.perf_counter() - start
-    kdf = kdf_ms(folder / "model.key") if mode == "locked" else 0.0
+    kdf = 1000 * sum(spent) if mode == "locked" else 0.0
     one, many = feeds_for(session, 1), feeds_for(session, 32)
     start = time.perf_counter()
     session.run(None, one)
@@ -125,12 +130,19 @@ def child(mode: str, folder: Path, steady: int) -> dict:
             "output_sha": __import__("hashlib").sha256(output.tobytes()).hexdigest()}
 
 
-def kdf_ms(key_path: Path) -> float:
-    """What opening this key's passphrase stanza costs (scrypt), timed on its own."""
-    stanza = read_header(key_path.read_bytes())["recipients"][0]
-    start = time.perf_counter()
-    ScryptRecipient(PASSPHRASE).unwrap(stanza)
-    return 1000 * (time.perf_counter() - start)
+def timed_kdf() -> list[float]:
+    """Seconds each scrypt derivation takes from now on in this process (the KDF inside the call,
+    first-call costs included, so that 'KDF excluded' leaves exactly the loader's own work)."""
+    spent, kek = [], ScryptRecipient._kek
+
+    def timed(self, *args, **kwargs):
+        begin = time.perf_counter()
+        try:
+            return kek(self, *args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - begin)
+    ScryptRecipient._kek = timed
+    return spent
 
 
 def run_child(mode: str, folder: Path, steady: int) -> dict:
@@ -139,21 +151,29 @@ def run_child(mode: str, folder: Path, steady: int) -> dict:
     return json.loads(out.stdout.splitlines()[-1])
 
 
-def prepare(name: str, model: onnx.ModelProto | Path, folder: Path) -> dict:
-    """Write the original, its AES-GCM encryption and the locked model with its key into ``folder``."""
+def prepare(name: str, model, folder: Path, method: str) -> dict:
+    """Write (once: the folder is a cache) the original and its AES-GCM encryption into ``folder``,
+    and the model locked with ``method`` and its key into ``folder/<method>``; return the lock's facts."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    folder.mkdir(parents=True)
-    original = model.read_bytes() if isinstance(model, Path) else model.SerializeToString()
-    (folder / "original.onnx").write_bytes(original)
-    key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(12)
-    (folder / "aes.key").write_bytes(key)
-    (folder / "original.aes").write_bytes(nonce + AESGCM(key).encrypt(nonce, original, None))
-    start = time.perf_counter()
-    locked = lock_model(folder / "original.onnx", passphrase=PASSPHRASE, seed=0, tries=1, kdf_params=CHEAP_KDF)
-    lock_s = time.perf_counter() - start
-    write_locked(locked, folder / "locked.onnx", folder / "model.key")
-    return {"model": name, "size_mib": round(len(original) / 2**20, 2), "lock_s": round(lock_s, 1),
-            "params_added": locked.report["params_added"], "groups_widened": locked.report["groups_widened"]}
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "original.aes").exists():
+        original = model.read_bytes() if isinstance(model, Path) else model().SerializeToString()
+        atomic_write_bytes(folder / "original.onnx", original, mode=0o644)
+        key, nonce = AESGCM.generate_key(bit_length=256), os.urandom(12)
+        atomic_write_bytes(folder / "aes.key", key, mode=0o600)
+        atomic_write_bytes(folder / "original.aes", nonce + AESGCM(key).encrypt(nonce, original, None), mode=0o644)
+    locked_dir = folder / method.replace(",", "+")
+    facts = locked_dir / "lock.json"
+    if not facts.exists():
+        locked_dir.mkdir(exist_ok=True)
+        start = time.perf_counter()
+        locked = lock_model(folder / "original.onnx", passphrase=PASSPHRASE, seed=0, tries=1, kdf_params=CHEAP_KDF,
+                            method=method)
+        info = {"model": name, "method": method, "size_mib": round((folder / "original.onnx").stat().st_size / 2**20, 2),
+                "lock_s": round(time.perf_counter() - start, 1)}
+        write_locked(locked, locked_dir / "locked.onnx", locked_dir / "model.key")
+        atomic_write_bytes(facts, json.dumps(info).encode(), mode=0o644)
+    return json.loads(facts.read_text())
 
 
 def bench(info: dict, folder: Path, repeat: int, steady: int) -> dict:
@@ -188,7 +208,7 @@ def plot(report: dict, path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    names = [r["model"] for r in report["results"]]
+    names = [f"{r['model']} [{r['method']}]" for r in report["results"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, key, title in ((axes[0], "create_ms", "session creation / plain"), (axes[1], "peak_rss_mib", "peak RSS / plain")):
         for i, mode in enumerate(("aes", "locked")):
@@ -206,6 +226,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(DIGITS), help="bundled models, comma-separated ('' for none)")
     parser.add_argument("--sizes", default="32,128,384", help="generated MLP sizes in MiB, comma-separated")
+    parser.add_argument("--methods", default=METHODS, help="lock methods to load, ';'-separated")
+    parser.add_argument("--cache", type=Path, default=CACHE, help="folder keeping originals and locked models")
     parser.add_argument("--repeat", type=int, default=3, help="fresh processes per mode and model")
     parser.add_argument("--steady", type=int, default=30, help="timed inferences per batch size")
     parser.add_argument("--out", type=Path, default=Path("reports/bench_load.json"), help="JSON output")
@@ -215,18 +237,15 @@ def main() -> None:
         print(json.dumps(child(args.child[0], Path(args.child[1]), args.steady)))
         return
     cases = [(name, bundled_path(name)) for name in filter(None, args.models.split(","))]
-    cases += [(f"mlp_{mib}MiB", mlp(int(mib))) for mib in filter(None, args.sizes.split(","))]
+    cases += [(f"mlp_{mib}MiB", lambda mib=int(mib): mlp(mib)) for mib in filter(None, args.sizes.split(","))]
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, model in cases:
-            info = prepare(name, model, Path(tmp) / name)
-            del model
-            results.append(bench(info, Path(tmp) / name, args.repeat, args.steady))
-            r = results[-1]["ratios_vs_plain"]
-            m = results[-1]["medians"]
-            print(f"{name}: create aes {r['create_ms']['aes']:.2f}x locked {r['create_ms']['locked']:.2f}x, "
-                  f"KDF excluded {m['locked']['create_excl_kdf_ms'] / m['plain']['create_ms']:.2f}x "
-                  f"(plain {results[-1]['medians']['plain']['create_ms']:.1f} ms); "
+    for name, model in cases:
+        for method in args.methods.split(";"):
+            info = prepare(name, model, args.cache / name, method)
+            results.append(bench(info, args.cache / name / method.replace(",", "+"), args.repeat, args.steady))
+            r, m = results[-1]["ratios_vs_plain"], results[-1]["medians"]
+            print(f"{name} [{method}]: create aes {r['create_ms']['aes']:.2f}x locked {r['create_ms']['locked']:.2f}x, "
+                  f"KDF excluded {r['create_excl_kdf_ms']['locked']:.2f}x (plain {m['plain']['create_ms']:.1f} ms); "
                   f"rss aes {r['peak_rss_mib']['aes']:.2f}x locked {r['peak_rss_mib']['locked']:.2f}x "
                   f"(plain {m['plain']['peak_rss_mib']:.0f} MiB); "
                   f"batch1 {r['batch1_ms']['locked']:.3f}x batch32 {r['batch32_ms']['locked']:.3f}x; "

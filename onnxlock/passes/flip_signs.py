@@ -17,8 +17,8 @@ value, NaN and zero included.
 from __future__ import annotations
 
 import base64
+import functools
 import os
-import sys
 
 import numpy as np
 import onnx
@@ -38,6 +38,7 @@ WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": 
 # float types whose sign bit is flipped (other weights, e.g. quantized integers, are left alone)
 FLIPPABLE = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
 MAX_TENSORS = 1 << 16
+FLIP_CHUNK = 1 << 16  # values per keystream chunk (a multiple of 8: chunks start on a keystream byte)
 
 
 def weight_tensors(model: onnx.ModelProto) -> list[str]:
@@ -56,32 +57,59 @@ def weight_tensors(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-def keystream_bits(seed: bytes, name: str, count: int) -> np.ndarray:
-    """``count`` keystream bits (0/1 as uint8) for tensor ``name``: ChaCha20 under HKDF(seed, name)."""
+def _keystream(seed: bytes, name: str):
+    """The ChaCha20 encryptor under HKDF(seed, name) whose output on zeros is the tensor's keystream."""
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
                info=b"onnxlock signflip v1\x00" + name.encode("utf-8")).derive(seed)
-    stream = Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor().update(bytes((count + 7) // 8))
+    return Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
+
+
+def keystream_bits(seed: bytes, name: str, count: int) -> np.ndarray:
+    """``count`` keystream bits (0/1 as uint8) for tensor ``name``: ChaCha20 under HKDF(seed, name)."""
+    stream = _keystream(seed, name).update(bytes((count + 7) // 8))
     return np.unpackbits(np.frombuffer(stream, dtype=np.uint8), count=count, bitorder="little")
 
 
-def flip_signs(values: np.ndarray, seed: bytes, name: str) -> None:
-    """Flip, in place, the IEEE sign bit of the floats in contiguous ``values`` where the keystream bit is 1.
+def flip_signs(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | None = None) -> None:
+    """Flip the IEEE sign bit of the floats in contiguous ``values`` where the keystream bit is 1:
+    in place, or into ``out`` (same shape and dtype; ``values`` may then be read-only, e.g. a
+    view of a memory-mapped file, and is read once).
 
-    Only the byte holding each value's sign bit is touched (an exact bit operation)."""
-    flat = values.reshape(-1)
-    if not flat.flags.c_contiguous or not flat.flags.writeable:
-        raise ValueError("values must be a writable contiguous array")
-    width = flat.dtype.itemsize
-    big_endian = flat.dtype.byteorder == ">" or (flat.dtype.byteorder == "=" and sys.byteorder == "big")
-    sign_byte = 0 if big_endian else width - 1
-    flat.view(np.uint8).reshape(-1, width)[:, sign_byte] ^= keystream_bits(seed, name, flat.size) << 7
+    An exact bit operation: each value is XORed with its sign bit's mask. The keystream is drawn
+    in chunks of FLIP_CHUNK values, so temporaries stay small whatever the tensor's size."""
+    out = values if out is None else out
+    if out.shape != values.shape or out.dtype != values.dtype:
+        raise ValueError("out must have the shape and dtype of values")
+    source, target = values.reshape(-1), out.reshape(-1)
+    if not (source.flags.c_contiguous and target.flags.c_contiguous and target.flags.writeable):
+        raise ValueError("values must be a contiguous array and the target writable")
+    width = source.dtype.itemsize
+    words = np.dtype(f"u{width}").newbyteorder(source.dtype.byteorder)  # the sign is the word's top bit
+    source, target = source.view(words), target.view(words)
+    masks, stream = _sign_masks(width), _keystream(seed, name)
+    for start in range(0, source.size, FLIP_CHUNK):
+        stop = min(source.size, start + FLIP_CHUNK)
+        chunk = np.frombuffer(stream.update(bytes((stop - start + 7) // 8)), dtype=np.uint8)
+        spread = np.take(masks, chunk).view(f"u{width}")[:stop - start]
+        np.bitwise_xor(source[start:stop], spread, out=target[start:stop])
+
+
+@functools.cache
+def _sign_masks(width: int) -> np.ndarray:
+    """For each keystream byte, the 8 sign-bit masks of ``width``-byte words it selects, as one
+    opaque item (so ``np.take`` spreads a chunk with one copy per byte). Bits are used
+    little-endian: value i takes bit i % 8 of keystream byte i // 8."""
+    bits = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1, bitorder="little")
+    words = bits.astype(f"u{width}") << np.array(8 * width - 1, dtype=f"u{width}")
+    return np.ascontiguousarray(words).view(f"V{8 * width}").reshape(256)
 
 
 def flip_tensor(tensor: TensorProto, seed: bytes) -> None:
     """Flip, in place, the signs of ``tensor``'s values where the keystream for its name says so."""
-    values = np.array(numpy_helper.to_array(tensor), copy=True, order="C")
-    flip_signs(values, seed, tensor.name)
-    tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+    values = numpy_helper.to_array(tensor)
+    flipped = np.empty(values.shape, values.dtype)
+    flip_signs(np.ascontiguousarray(values), seed, tensor.name, out=flipped)
+    tensor.CopyFrom(numpy_helper.from_array(flipped, tensor.name))
 
 
 class FlipSignsPass:

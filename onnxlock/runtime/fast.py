@@ -5,10 +5,15 @@ initializer's bytes; large ones become external-data placeholders in a small "sk
   * untouched tensors are read by onnxruntime straight from the locked file (its own external
     data loading, as for any model with external data) or, for bytes, from the buffer in memory
     (``add_external_initializers_from_files_in_memory``);
-  * touched tensors are restored one at a time, each by ``passes.restore`` on a one-tensor model
-    with the secret narrowed to that tensor, checked against the key's per-tensor digest, and given
-    as OrtValues (``add_external_initializers``; onnxruntime copies them during session creation).
+  * touched tensors are restored on a few threads, each read once from the mapped file into its
+    own buffer by the methods' array shortcuts (``touches.py``; the mapped pages are dropped once
+    read), or else by ``passes.restore`` on a one-tensor model, and given as OrtValues
+    (``add_external_initializers``; onnxruntime copies them during session creation: on CPU,
+    ``add_initializer`` would not, but graph optimisers then read the placeholder's bytes).
+    Shortcut results are checked against the key's per-tensor digests in a thread during
+    session creation, except where the shortcut is the pass's own code (``Touches.exact``).
 Small initializers and node attributes stay in the skeleton, restored by ``passes.restore`` on it.
+A locked model under INLINE_BYTES is simply restored whole in memory and handed over as bytes.
 ``prepare`` returns None for anything else (older keys, unknown methods, unusual protobuf layout),
 and the caller takes the slow path.
 """
@@ -16,6 +21,8 @@ and the caller takes the slow path.
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,30 +34,64 @@ from ..graph.io import parse_model
 from ..passes import restore
 from . import wire
 from .restore import RESTORED_TENSORS, check_digest
+from .options import copy_options
 from .source import LockedSource
-from .touches import only, restore_array, restrict, tensor_digest, touched_tensors
+from .touches import needs_digest, only, restore_array, restrict, tensor_digest, touched_tensors
 
 LARGE_BYTES = 1024  # initializers at least this large are handed over outside the skeleton
+INLINE_BYTES = 4 << 20  # locked models smaller than this are restored whole, in the skeleton
 IN_MEMORY_NAME = "onnxlock-locked-weights"  # the external "file" name when the model came as bytes
 RESTORED_NAME = "onnxlock-restored-weights"  # placeholder location for tensors given as OrtValues
+RESTORE_THREADS = min(4, os.cpu_count() or 1)  # touched tensors restored side by side
+THREADED_BYTES = 8 << 20  # below this much work, threads only add waiting
 FOLDER_ENTRY = "session.model_external_initializers_file_folder_path"
 
 
 @dataclass
 class Prepared:
-    """What onnxruntime needs: the small model and the options carrying the large weights."""
+    """What onnxruntime needs: the small model and the options carrying the large weights, and the
+    digest checks still running (``verified`` waits for them)."""
 
     model: bytes
-    options: ort.SessionOptions
+    options: ort.SessionOptions | None
     keepalive: list = field(default_factory=list)  # buffers onnxruntime reads during creation
+    checks: "DigestChecks | None" = None
+
+    def verified(self) -> bool:
+        return self.checks is None or self.checks.passed()
 
 
-def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions) -> Prepared | None:
-    """The skeleton and ``options`` (a copy the caller owns) filled with the restored weights."""
+class DigestChecks:
+    """Restored tensors compared with the key's per-tensor digests in a thread (hashlib releases
+    the GIL), so the hashing overlaps session creation; ``passed()`` waits for the verdict."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], expected: dict[str, str]):
+        self._passed, self._thread = False, None
+        if sum(array.nbytes for array in arrays.values()) < THREADED_BYTES:
+            self._run(arrays, expected)  # quicker than starting a thread
+            return
+        self._thread = threading.Thread(target=self._run, args=(arrays, expected), daemon=True)
+        self._thread.start()
+
+    def _run(self, arrays: dict[str, np.ndarray], expected: dict[str, str]) -> None:
+        self._passed = all(tensor_digest(array) == expected.get(name) for name, array in arrays.items())
+
+    def passed(self) -> bool:
+        if self._thread is not None:
+            self._thread.join()
+        return self._passed
+
+
+def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions | None) -> Prepared | None:
+    """The skeleton and a copy of ``options`` (the caller's is never changed) carrying the restored
+    weights; a model under INLINE_BYTES is restored whole and keeps the caller's options (copying
+    them costs more than such a model's bytes: onnxruntime raises on every unset entry read)."""
     touched = touched_tensors(secret)
     if touched is None or not isinstance(secret.get(RESTORED_TENSORS), dict) \
             or set(secret[RESTORED_TENSORS]) != touched:
         return None
+    if len(source.buffer) < INLINE_BYTES:
+        return _prepare_whole(source, secret, options)
     try:
         layout = wire.scan(source.buffer)
     except (wire.WireError, UnicodeDecodeError):
@@ -58,44 +99,72 @@ def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions) -> 
     if not touched <= {span.name for span in layout.initializers}:
         return None  # the key does not fit: the slow path says so precisely
     large = [span for span in layout.initializers if span.data is not None and span.nbytes >= LARGE_BYTES]
-    large_names = {span.name for span in large}
-    placeholders, restored = {}, {}
+    large_names, to_check = {span.name for span in large}, needs_digest(secret)
+    placeholders, restored, unchecked = {}, {}, {}
     location = os.path.basename(source.path) if source.path else IN_MEMORY_NAME
+    done = _restore_all(source, [span for span in large if span.name in touched], secret)
     for span in large:
         if span.name in touched:
-            array = _restore_one(source.buffer, span, secret)
+            array, checked = done[span.name]
             restored[span.name] = array
+            if span.name in to_check and not checked:
+                unchecked[span.name] = array
             placeholders[span.name] = wire.external_placeholder(
                 span.name, array.shape, span.data_type, RESTORED_NAME, 0, array.nbytes)
         else:
             placeholders[span.name] = wire.external_placeholder(
                 span.name, span.dims, span.data_type, location, span.data[0], span.nbytes)
+    checks = DigestChecks(unchecked, secret[RESTORED_TENSORS]) if unchecked else None
     model = parse_model(wire.skeleton(source.buffer, layout, placeholders), source="locked model")
     model = restore(model, restrict(secret, lambda name: name not in large_names), in_place=True)
     for tensor in model.graph.initializer:
-        if tensor.name in touched and tensor.name not in large_names:
+        if tensor.name in to_check and tensor.name not in large_names:
             check_digest(tensor.name, numpy_helper.to_array(tensor), secret)
-    prepared = Prepared(model.SerializeToString(), options)
+    prepared = Prepared(model.SerializeToString(), copy_options(options), checks=checks)
     _attach(prepared, source, restored, untouched=len(large) > len(restored))
     return prepared
 
 
-def _restore_one(buffer, span: wire.Span, secret: dict) -> np.ndarray:
-    """One touched initializer restored on its own, checked against the key's digest: by the
-    methods' array shortcut on a view of the locked bytes when they have one (one copy), else,
-    or if the shortcut's result does not match, by ``passes.restore`` on a one-tensor model."""
+def _prepare_whole(source: LockedSource, secret: dict, options: ort.SessionOptions | None) -> Prepared:
+    """A small model restored whole by ``passes.restore``, its non-exact tensors checked against the
+    key's digests, handed over as bytes with the caller's own options (nothing to add to them)."""
+    model = restore(parse_model(bytes(source.buffer), source="locked model"), secret, in_place=True)
+    to_check = needs_digest(secret)
+    for tensor in model.graph.initializer:
+        if tensor.name in to_check:
+            check_digest(tensor.name, numpy_helper.to_array(tensor), secret)
+    return Prepared(model.SerializeToString(), options)
+
+
+def _restore_all(source: LockedSource, spans: list[wire.Span], secret: dict) -> dict[str, tuple[np.ndarray, bool]]:
+    """``_restore_one`` for each span, on RESTORE_THREADS threads when there is enough to share
+    (numpy releases the GIL on large arrays; on small ones threads only add waiting)."""
+    if len(spans) < 2 or sum(span.nbytes for span in spans) < THREADED_BYTES:
+        return {span.name: _restore_one(source, span, secret) for span in spans}
+    with ThreadPoolExecutor(min(RESTORE_THREADS, len(spans))) as pool:
+        results = pool.map(lambda span: _restore_one(source, span, secret), spans)
+        return {span.name: result for span, result in zip(spans, results)}
+
+
+def _restore_one(source: LockedSource, span: wire.Span, secret: dict) -> tuple[np.ndarray, bool]:
+    """One touched initializer restored on its own, and whether it was checked already: by the
+    methods' array shortcut on a view of the locked bytes when they have one (one copy, the
+    mapped pages dropped once read; ``prepare`` checks the result's digest where needed), else by
+    ``passes.restore`` on a one-tensor model, checked here."""
     try:
-        array = restore_array(secret, span.name, span.array(buffer))
+        array = restore_array(secret, span.name, span.array(source.buffer))
     except (KeyError, IndexError, ValueError, TypeError):
         array = None
-    if array is not None and tensor_digest(array) == secret[RESTORED_TENSORS].get(span.name):
-        return np.ascontiguousarray(array)
+    if array is not None:
+        array = np.ascontiguousarray(array)
+        source.release(*span.data)
+        return array, False
     single = onnx.ModelProto()
-    single.graph.initializer.add().ParseFromString(span.message(buffer))
+    single.graph.initializer.add().ParseFromString(span.message(source.buffer))
     single = restore(single, restrict(secret, only({span.name})), in_place=True)
     array = numpy_helper.to_array(single.graph.initializer[0])
     check_digest(span.name, array, secret)
-    return np.ascontiguousarray(array)
+    return np.ascontiguousarray(array), True
 
 
 def _attach(prepared: Prepared, source: LockedSource, restored: dict[str, np.ndarray], untouched: bool) -> None:

@@ -4,9 +4,13 @@ The restored model only ever exists in memory, and session options that would wr
 compiled form, a profile, its shapes) to disk are refused. What is verified:
 
 * by default (``verify="fast"``): the locked file's SHA-256 against the key (computed in a thread
-  while the session is built; the session is discarded on a mismatch), the key's authenticity
-  (AES-GCM), and every tensor the key restores against the per-tensor digest recorded at lock
-  time. Untouched tensors are bound by the file hash, since onnxruntime reads them from the file.
+  while the session is built; the session is discarded on a mismatch) and the key's authenticity
+  (AES-GCM). Each tensor a method restores by a shortcut that is not its own restore code
+  (confusion channels) is compared with the per-tensor digest recorded at lock time, in a thread
+  that overlaps session creation (on a mismatch the session is discarded and the full path
+  decides). Tensors only sign flips touch are not re-hashed: the flip is the pass's own
+  ``flip_signs`` call on bytes the file hash binds, with a seed the key's tag authenticates.
+  Untouched tensors are bound by the file hash, since onnxruntime reads them from the file.
 * ``verify="full"``: the file hash before anything is parsed, then the whole model restored,
   serialized and compared with the restored-model hash the key records (the slow path).
 Keys written before per-tensor digests, and secrets of methods the fast path does not know,
@@ -29,7 +33,7 @@ from ..guard import guarded
 from ..key import read_header
 from ..validate import check_session_arguments
 from . import fast
-from .options import check_safe, copy_options
+from .options import check_safe
 from .providers import Provider, requested_providers, select_providers, warn_on_fallback
 from .restore import open_secret, restore_checked
 from .source import Input, LockedSource, read_bytes
@@ -122,16 +126,19 @@ def _create(source: LockedSource, key: bytes, credentials: Credentials, provider
     if verify == "fast":
         try:
             secret = credentials.open(key, None)
-            prepared = fast.prepare(source, secret, copy_options(sess_options))
+            prepared = fast.prepare(source, secret, sess_options)
             session = None if prepared is None else \
                 ort.InferenceSession(prepared.model, prepared.options, providers=providers)
         except Exception:
             _check_binding(source, key)  # a key for another model, or an altered file, says so first
             raise
         if session is not None:
+            verified = prepared.verified()  # digest checks overlapped creation
             del prepared
             _check_binding(source, key)  # after creation: hashing overlapped it
-            return session
+            if verified:
+                return session
+            del session  # a shortcut disagreed with its digest: the full path decides
     digest = source.sha256()
     secret = credentials.open(key, digest)
     _, data = restore_checked(bytes(source.buffer), secret)

@@ -1,5 +1,6 @@
 """Inputs of load_session: a path, bytes or a file object; a locked model is memory-mapped and
-hashed in a background thread (hashlib releases the GIL) while the session is being built."""
+hashed in a background thread (hashlib releases the GIL) while the session is being built (a
+small one at once)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 from ..errors import OnnxlockError
 
 _CHUNK = 1 << 20
+THREADED_BYTES = 4 << 20  # smaller models are hashed at once: starting a thread costs more
 Input = str | os.PathLike | bytes | bytearray | memoryview
 
 
@@ -60,6 +62,10 @@ class LockedSource:
             raise error("the locked model is empty")
         self._digest: str | None = None
         self._failure: BaseException | None = None
+        self._thread = None
+        if len(self.buffer) < THREADED_BYTES:
+            self._run(target, args)  # quicker than starting a thread
+            return
         self._thread = threading.Thread(target=self._run, args=(target, args), daemon=True)
         self._thread.start()
 
@@ -93,13 +99,25 @@ class LockedSource:
     def _hash_bytes(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
 
+    def release(self, start: int, end: int) -> None:
+        """Drop this process's mapped pages of ``buffer[start:end]`` once read (they stay in the
+        page cache and fault back in if read again), so the locked file does not add to the RSS."""
+        if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        first = start - start % mmap.PAGESIZE
+        self._map.madvise(mmap.MADV_DONTNEED, first, end - first)
+
     def sha256(self) -> str:
-        self._thread.join()
+        self._join()
         if self._failure is not None:
             raise OnnxlockError(f"cannot hash the locked model: {self._failure}") from self._failure
         return self._digest
 
+    def _join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
     def close(self) -> None:
-        self._thread.join()
+        self._join()
         if self._map is not None:
             self._map.close()

@@ -25,12 +25,16 @@ _TENSOR_EDITS = ("p", "s")  # graph/patch.py: delete positions, shrink a shape v
 @dataclass(frozen=True)
 class Touches:
     """For one pass method: the initializers a layer touches, the layer kept to some targets, and
-    optionally a shortcut that restores one tensor's numpy array directly (its result is checked
-    against the digest the key recorded from ``passes.restore``, which it must equal)."""
+    optionally a shortcut that restores one tensor's numpy array directly. A shortcut may work in
+    place on a writable array and copies a read-only one. Its result must equal ``passes.restore``'s:
+    the loader checks it against the digest the key recorded, unless ``exact`` says the shortcut
+    runs the very code the pass's restore runs (then the digest would only re-check the locked
+    file's hash and the key's AES-GCM tag, which bind those inputs already)."""
 
     tensors: Callable[[dict], set[str]]
     restrict: Callable[[dict, Callable[[str], bool]], dict]
     restore_array: Callable[[dict, str, np.ndarray], np.ndarray] | None = None
+    exact: bool = False
 
 
 def _confusion_tensors(layer: dict) -> set[str]:
@@ -54,7 +58,9 @@ def _confusion_restore_array(layer: dict, name: str, values: np.ndarray) -> np.n
             if edit[1] != name or edit[0] not in _TENSOR_EDITS:
                 continue
             if edit[0] == "p":
-                values = np.delete(values, IndexMap(*edit[3:]).indices(positions), axis=edit[2])
+                keep = np.ones(values.shape[edit[2]], dtype=bool)
+                keep[IndexMap(*edit[3:]).indices(positions)] = False
+                values = np.compress(keep, values, axis=edit[2])  # np.delete, but C-contiguous on any axis
             else:
                 values = values.copy()
                 values[edit[2]] -= len(positions) * edit[3]
@@ -70,17 +76,18 @@ def _signflip_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
 
 
 def _signflip_restore_array(layer: dict, name: str, values: np.ndarray) -> np.ndarray:
-    """The same sign-bit flip ``FlipSignsPass.restore`` applies, on a copy of the array."""
+    """The same ``flip_signs`` call ``FlipSignsPass.restore`` makes, in place (on a copy if read-only)."""
     if name not in layer["tensors"]:
         return values
-    values = np.array(values, copy=True, order="C")
-    flip_signs(values, signflip_seed(layer), name)
-    return values
+    values = np.ascontiguousarray(values)
+    out = values if values.flags.writeable else np.empty(values.shape, values.dtype)
+    flip_signs(values, signflip_seed(layer), name, out=out)  # read once, written once
+    return out
 
 
 TOUCHES: dict[str, Touches] = {
     WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict, _confusion_restore_array),
-    FlipSignsPass.method: Touches(_signflip_tensors, _signflip_restrict, _signflip_restore_array)}
+    FlipSignsPass.method: Touches(_signflip_tensors, _signflip_restrict, _signflip_restore_array, exact=True)}
 
 
 def touched_tensors(secret: dict) -> set[str] | None:
@@ -111,6 +118,16 @@ def restore_array(secret: dict, name: str, values: np.ndarray) -> np.ndarray | N
             return None
         values = shortcut(layer, name, values)
     return values
+
+
+def needs_digest(secret: dict) -> set[str]:
+    """The tensors whose shortcut result must be checked against their digest: those a layer
+    without an ``exact`` shortcut touches."""
+    names: set[str] = set()
+    for layer in secret_layers(secret):
+        if not TOUCHES[layer["method"]].exact:
+            names |= TOUCHES[layer["method"]].tensors(layer)
+    return names
 
 
 def only(names: Container[str]) -> Callable[[str], bool]:

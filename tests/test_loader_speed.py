@@ -1,0 +1,147 @@
+"""The loader's second round: the sign flip's fast form, what the fast path verifies for a lock that
+transforms every weight (method confusion,signflip), and exact outputs on every optimisation level."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from onnxlock import ModelMismatchError, load_session, lock_model, write_locked
+from onnxlock.key import open_key, read_header, seal
+from onnxlock.passes import flip_signs as flip_module
+from onnxlock.passes import secret_layers
+from onnxlock.passes.flip_signs import flip_signs, keystream_bits
+from onnxlock.runtime import fast
+from onnxlock.runtime.restore import RESTORED_TENSORS
+from onnxlock.runtime.source import LockedSource
+from onnxlock.runtime.touches import needs_digest, restore_array
+from onnxlock.runtime.wire import scan
+
+from conftest import CHEAP_KDF, MODELS, PASSPHRASE
+
+MODEL_NAMES = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_transformer"]
+LEVELS = [ort.GraphOptimizationLevel.ORT_DISABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_ALL]
+METHOD = "confusion,signflip"
+
+
+def reference_flip(values: np.ndarray, seed: bytes, name: str) -> np.ndarray:
+    """The definition: XOR each value's sign byte with its keystream bit."""
+    flipped = values.copy()
+    width = values.dtype.itemsize
+    sign = 0 if values.dtype.byteorder == ">" else width - 1
+    flipped.view(np.uint8).reshape(-1, width)[:, sign] ^= keystream_bits(seed, name, values.size) << 7
+    return flipped
+
+
+@pytest.mark.parametrize("dtype", ["<f4", "<f2", "<f8", ">f4"])
+def test_chunked_flip_equals_the_keystream_across_chunks(dtype, monkeypatch):
+    monkeypatch.setattr(flip_module, "FLIP_CHUNK", 64)  # many chunks, and a ragged last one
+    values = np.random.default_rng(0).standard_normal((37, 29)).astype(dtype)
+    values.flat[:4] = [0.0, -0.0, np.inf, np.nan]
+    want = reference_flip(values, bytes(range(32)), "w")
+    out = np.empty_like(values)
+    readonly = values.copy()
+    readonly.flags.writeable = False
+    flip_signs(readonly, bytes(range(32)), "w", out=out)
+    assert out.tobytes() == want.tobytes()
+    flip_signs(values, bytes(range(32)), "w")  # in place
+    assert values.tobytes() == want.tobytes()
+    assert np.mean(want.view(np.uint8) != readonly.view(np.uint8)) > 0.05  # about half the signs moved
+
+
+@pytest.fixture(scope="module")
+def every_weight(tmp_path_factory):
+    """The four digits models locked with confusion channels and sign flips."""
+    folder = tmp_path_factory.mktemp("signflip")
+    result = {}
+    for name in MODEL_NAMES:
+        locked = lock_model(MODELS / f"{name}.onnx", passphrase=PASSPHRASE, seed=0, kdf_params=CHEAP_KDF,
+                            tries=1, method=METHOD)
+        result[name] = (folder / f"{name}.onnx", folder / f"{name}.key")
+        write_locked(locked, *result[name])
+    return result
+
+
+@pytest.fixture(params=["whole", "skeleton"])
+def layout(request, monkeypatch):
+    """Small models are restored whole; with INLINE_BYTES 0 they take the large models' skeleton path."""
+    if request.param == "skeleton":
+        monkeypatch.setattr(fast, "INLINE_BYTES", 0)
+    return request.param
+
+
+@pytest.fixture
+def fast_calls(monkeypatch):
+    calls, prepare = [], fast.prepare
+    monkeypatch.setattr(fast, "prepare", lambda *args: calls.append(prepare(*args)) or calls[-1])
+    return calls
+
+
+def outputs(session, digits):
+    return session.run(None, {i.name: digits[i.name][:64] for i in session.get_inputs()})
+
+
+@pytest.mark.parametrize("level", LEVELS, ids=lambda level: level.name)
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_weight_restored_bit_identical(name, level, layout, every_weight, digits, fast_calls):
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    session = load_session(*every_weight[name], passphrase=PASSPHRASE, providers="cpu", sess_options=options)
+    plain = ort.InferenceSession(str(MODELS / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
+    assert fast_calls and fast_calls[-1] is not None
+    assert all(np.array_equal(a, b) for a, b in zip(outputs(session, digits), outputs(plain, digits)))
+
+
+def test_shortcuts_equal_the_recorded_digests(every_weight):
+    """Every touched tensor the fast path restores by shortcut equals what passes.restore gave at
+    lock time, signflip-only tensors included (the fast path does not re-hash those)."""
+    from onnxlock.runtime.touches import tensor_digest
+    model_path, key_path = every_weight["digits_resnet"]
+    secret = open_key(key_path.read_bytes(), passphrase=PASSPHRASE)
+    data = model_path.read_bytes()
+    spans = {span.name: span for span in scan(data).initializers}
+    assert set(secret[RESTORED_TENSORS]) - needs_digest(secret)  # some tensors only signflip touches
+    for name, digest in secret[RESTORED_TENSORS].items():
+        assert tensor_digest(restore_array(secret, name, spans[name].array(data))) == digest
+
+
+def forge_digest(key_path, pick) -> bytes:
+    secret = open_key(key_path.read_bytes(), passphrase=PASSPHRASE)
+    name = pick(secret)
+    secret[RESTORED_TENSORS][name] = "0" * 64
+    header = read_header(key_path.read_bytes())
+    return seal(secret, model_sha256=header["model_sha256"], method=header["method"], passphrase=PASSPHRASE,
+                kdf_params=CHEAP_KDF)
+
+
+def test_what_the_fast_path_verifies(layout, every_weight, digits):
+    """A digest is checked where a shortcut is not the pass's own code (confusion); for tensors
+    only signflip touches, the file hash and the key's tag bind everything the flip reads, so
+    the fast path skips their digest and verify='full' still checks it."""
+    model_path, key_path = every_weight["digits_mlp"]
+    confusion = forge_digest(key_path, lambda secret: sorted(needs_digest(secret))[0])
+    with pytest.raises(ModelMismatchError, match="does not match the original"):
+        load_session(model_path, confusion, passphrase=PASSPHRASE, providers="cpu")
+    flip_only = forge_digest(key_path, lambda secret: sorted(set(secret[RESTORED_TENSORS]) - needs_digest(secret))[0])
+    session = load_session(model_path, flip_only, passphrase=PASSPHRASE, providers="cpu")
+    plain = ort.InferenceSession(str(MODELS / "digits_mlp.onnx"), providers=["CPUExecutionProvider"])
+    assert np.array_equal(outputs(session, digits)[0], outputs(plain, digits)[0])
+    with pytest.raises(ModelMismatchError, match="does not match the original"):
+        load_session(model_path, flip_only, passphrase=PASSPHRASE, providers="cpu", verify="full")
+
+
+def test_a_signflip_layer_names_every_weight(every_weight):
+    secret = open_key(every_weight["digits_cnn"][1].read_bytes(), passphrase=PASSPHRASE)
+    assert [layer["method"] for layer in secret_layers(secret)] == ["confusion", "signflip"]
+
+
+def test_released_pages_read_back_the_same(every_weight):
+    source = LockedSource(every_weight["digits_cnn"][0], ModelMismatchError)
+    try:
+        span = max(scan(source.buffer).initializers, key=lambda s: s.nbytes)
+        before = span.array(source.buffer).copy()
+        source.release(*span.data)
+        assert np.array_equal(span.array(source.buffer), before)
+    finally:
+        source.close()
