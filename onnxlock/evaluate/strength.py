@@ -236,14 +236,15 @@ def lock_options(strategy: str | None, tries: int | None) -> dict:
 
 
 def measure(case: Case | str, ratio: float = LOCK_DEFAULTS["ratio"], strategy: str | None = None, seed: int | None = 0,
-            tries: int | None = None) -> dict:
-    """Lock ``case`` and report the damage without the key and the exactness of the restore with it."""
+            tries: int | None = None, method: str = "confusion") -> dict:
+    """Lock ``case`` with ``method`` (by default confusion channels alone, whose strength this
+    measures) and report the damage without the key and the exactness of the restore with it."""
     case = get_case(case)
     options = lock_options(strategy, tries)
     original = load_model(case.model_path())
     start = time.perf_counter()
     locked = lock_model(original, passphrase=PASSPHRASE, ratio=ratio, seed=seed,
-                        calibration=case.calibration(), kdf_params=KDF_PARAMS, **options)
+                        calibration=case.calibration(), kdf_params=KDF_PARAMS, method=method, **options)
     seconds = time.perf_counter() - start
     feeds = case.evaluation()
     reference = cpu_session(original).run(None, feeds)
@@ -255,10 +256,10 @@ def measure(case: Case | str, ratio: float = LOCK_DEFAULTS["ratio"], strategy: s
     weights = weight_check(original, restore_model(locked.model, locked.key, PASSPHRASE))
     metrics = case.compare(reference, without_key)
     value = metrics[case.metric]
-    report = locked.report
+    report = locked.layer_report("confusion")
     restore_diff = max_abs_diff(with_key, reference)
     return {
-        "model": case.name, "strategy": options["strategy"], "ratio": ratio, "seed": seed,
+        "model": case.name, "method": method, "strategy": options["strategy"], "ratio": ratio, "seed": seed,
         "tries": report["tries"],
         "params_original": report["params_original"], "params_added": report["params_added"],
         "params_added_pct": round(100 * report["params_added"] / report["params_original"], 3),
