@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import InvalidArgumentError, OnnxlockError
+from .errors import InvalidArgumentError, OnnxlockError, UnsupportedGraphError
 from .filepair import NewFile, write_files
 from .fileio import sha256_bytes
 from .graph.io import load_model, parse_model
@@ -49,6 +49,9 @@ class LockedModel:
 # the passes lock_model can stack, in the order they are applied (restored in reverse)
 METHODS = ("confusion", "advparams", "signflip")
 DEFAULT_METHOD = "confusion,signflip"
+# passes a stack may do without when they cannot apply to a model (the others still lock it);
+# asked for alone, they fail with their reason
+OPTIONAL_IN_STACK = ("confusion",)
 
 
 def parse_methods(method: str) -> list[str]:
@@ -117,12 +120,21 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
         model = load_model(model)
     options = LockOptions(ratio, strategy, seed, check_calibration(calibration, model), tries, progress,
                           max_weights, labels, stealth="signflip" in methods)
-    current, secrets, reports = model, [], []
+    current, secrets, reports, skipped = model, [], [], []
     for name in methods:
-        result = _run_pass(name, model, current, secrets, options)
+        try:
+            result = _run_pass(name, model, current, secrets, options)
+        except UnsupportedGraphError as exc:
+            if name not in OPTIONAL_IN_STACK or len(methods) == 1:
+                raise
+            skipped.append({"method": name, "reason": str(exc)})  # the rest of the stack still locks
+            continue
         current = result.model
         secrets.append(result.secret)
         reports.append(result.report)
+    if not secrets:
+        raise UnsupportedGraphError("; ".join(f"{s['method']}: {s['reason']}" for s in skipped))
+    applied = [report["method"] for report in reports]
     secret = dict(secrets[0]) if len(secrets) == 1 else stack_secrets(secrets)
     confusion = [layer for layer in secret_layers(secret) if layer["method"] == WidenChannelsPass.method]
     # a sample of this lock's counterfeit values, for 'onnxlock trace' on a leaked copy
@@ -138,14 +150,16 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
     del restored
     if fingerprint is not None:
         secret["fingerprint"] = fingerprint
-    key = seal(secret, model_sha256=sha256_bytes(locked), method=",".join(methods),
+    key = seal(secret, model_sha256=sha256_bytes(locked), method=",".join(applied),
                passphrase=passphrase, recipients=recipients, kdf_params=kdf_params, expires=expires,
                licensee=licensee)
     # the key must open, for these bytes, to this secret before anything is written
     if passphrase is not None and open_key(key, passphrase=passphrase, model_sha256=sha256_bytes(locked)) \
             != json.loads(json.dumps(secret)):
         raise OnnxlockError("the sealed key does not open to its secret")
-    report = reports[0] if len(reports) == 1 else {"method": ",".join(methods), "layers": reports}
+    report = reports[0] if len(reports) == 1 and not skipped else {"method": ",".join(applied), "layers": reports}
+    if skipped:
+        report["skipped"] = skipped
     return LockedModel(locked, key, report)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -223,8 +224,34 @@ def matmul_of_inputs() -> onnx.ModelProto:
 def test_lock_unsupported_graph(cli, passphrase_env, tmp_path, outdir, build):
     model = tmp_path / "tiny.onnx"
     onnx.save(build(), model)
-    result = cli("lock", model, "-o", outdir / "l.onnx", "--key", outdir / "k.key")
+    result = cli("lock", model, "-o", outdir / "l.onnx", "--key", outdir / "k.key", "--method", "confusion")
     assert_error(result, "no layer can take confusion channels")
+    assert not list(outdir.iterdir())
+
+
+def test_default_stack_locks_what_confusion_cannot(cli, passphrase_env, tmp_path, outdir):
+    """A Gemm that feeds the graph output directly takes no confusion channel; the default stack
+    says so and still locks it with sign flips, restored exactly."""
+    model = tmp_path / "tiny.onnx"
+    onnx.save(single_gemm(), model)
+    result = cli("lock", model, "-o", outdir / "l.onnx", "--key", outdir / "k.key")
+    assert result.code == 0, result.err
+    assert "confusion skipped: no layer can take confusion channels" in result.out
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", **{onnx.load(model).graph.input[0].name: x})
+    assert cli("run", outdir / "l.onnx", "--key", outdir / "k.key", "--input", tmp_path / "x.npz",
+               "-o", tmp_path / "y.npz").code == 0
+    want = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {
+        onnx.load(model).graph.input[0].name: x})[0]
+    with np.load(tmp_path / "y.npz") as got:
+        assert got[got.files[0]].tobytes() == want.tobytes()
+
+
+def test_default_stack_refuses_a_graph_without_weights(cli, passphrase_env, tmp_path, outdir):
+    model = tmp_path / "tiny.onnx"
+    onnx.save(matmul_of_inputs(), model)
+    result = cli("lock", model, "-o", outdir / "l.onnx", "--key", outdir / "k.key")
+    assert_error(result, "no Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock")
     assert not list(outdir.iterdir())
 
 

@@ -91,6 +91,8 @@ def print_summary(args: argparse.Namespace, report: dict) -> None:
     print(f"locked {args.model} -> {args.output} (key: {args.key})")
     for layer in report.get("layers", [report]):
         PRINTERS.get(layer["method"], print_layer)(args, layer)
+    for skipped in report.get("skipped", []):
+        print(f"  {skipped['method']} skipped: {skipped['reason']}")
     if args.licensee:
         print(f"  licensed to {args.licensee}: keep a copy of the key to trace leaks ('onnxlock trace')")
     if args.recipient:
