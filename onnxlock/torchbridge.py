@@ -106,7 +106,7 @@ class TorchBridge:
                             if v.name not in {t.name for t in self.model.graph.initializer}]
         try:
             module = _convert(self.model)
-        except Exception as first:  # onnx2torch raises many kinds (KeyError, NotImplementedError...)
+        except Exception as first:  # onnx2torch raises many kinds (KeyError, its unsupported-op errors...)
             problem = f"onnx2torch cannot convert {_failed_node(first)}"
             if not feeds:
                 raise UnsupportedGraphError(problem) from first

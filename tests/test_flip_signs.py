@@ -22,14 +22,14 @@ DIGITS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_transformer"]
 
 
 @pytest.fixture(scope="module")
-def test_data() -> tuple[dict, np.ndarray]:
+def held_out() -> tuple[dict, np.ndarray]:
     with np.load(MODELS / "digits_test.npz") as data:
         return {"pixels": data["pixels"]}, data["labels"]
 
 
 @pytest.mark.parametrize("name", DIGITS)
-def test_locked_is_at_chance_and_restore_is_bit_exact(name, test_data):
-    feeds, labels = test_data
+def test_locked_is_at_chance_and_restore_is_bit_exact(name, held_out):
+    feeds, labels = held_out
     original = normalize(load_model(MODELS / f"{name}.onnx"))
     result = FlipSignsPass()(original)
     locked_accuracy = float(np.mean(run(result.model, feeds)[0].argmax(-1) == labels))
@@ -40,7 +40,7 @@ def test_locked_is_at_chance_and_restore_is_bit_exact(name, test_data):
     assert np.array_equal(run(original, feeds)[0], run(restore(result.model, result.secret), feeds)[0])
 
 
-def test_half_the_signs_flip_and_magnitudes_stay(test_data):
+def test_half_the_signs_flip_and_magnitudes_stay(held_out):
     original = normalize(load_model(MODELS / "digits_cnn.onnx"))
     result = FlipSignsPass()(original)
     before, after = initializer_arrays(original), initializer_arrays(result.model)
@@ -63,8 +63,8 @@ def test_keystreams_differ_across_tensors_and_locks():
     assert first.secret["seed"] != second.secret["seed"]
 
 
-def test_stacks_over_confusion_channels(test_data):
-    feeds, _ = test_data
+def test_stacks_over_confusion_channels(held_out):
+    feeds, _ = held_out
     original = normalize(load_model(MODELS / "digits_cnn.onnx"))
     widened = WidenChannelsPass(ratio=0.05, seed=0, tries=1)(original)
     flipped = FlipSignsPass()(widened.model)
