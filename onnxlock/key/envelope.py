@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from onnxlock.errors import KeyAuthError, KeyExpiredError, KeyFormatError, ModelMismatchError, OnnxlockError
-from onnxlock.key.fields import b64_field, b64decode, b64encode, exact_fields, field
+from onnxlock.key.fields import b64_field, b64decode, b64encode, exact_fields, field, json_object
 from onnxlock.key.identity import load_identity
 from onnxlock.key.recipients import (
     FILE_KEY_SIZE, NONCE_SIZE, SCRYPT_DEFAULTS, Recipient, ScryptRecipient, X25519Recipient, check_stanza,
@@ -239,12 +239,7 @@ def _split_lines(data: bytes) -> tuple[int, bytes, bytes]:
 
 
 def _load_header(line: bytes, magic_version: int) -> dict:
-    try:
-        header = json.loads(line.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise KeyFormatError("key header is not valid JSON") from None
-    if type(header) is not dict:
-        raise KeyFormatError("key header is not a JSON object")
+    header = json_object(line, "key header", object_pairs_hook=_no_duplicates)
     fmt = field(header, "format", str, _HEADER)
     if fmt != FORMAT:
         raise KeyFormatError(f"key header field 'format' is {fmt!r}, expected {FORMAT!r}")
@@ -346,10 +341,4 @@ def _decode_secret(plaintext: bytes) -> dict:
         raise KeyFormatError("key payload is larger than 64 MiB")
     if not inflater.eof:
         raise KeyFormatError("key payload is not valid zlib data")
-    try:
-        secret = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise KeyFormatError("key payload is not valid JSON") from None
-    if type(secret) is not dict:
-        raise KeyFormatError("key payload is not a JSON object")
-    return secret
+    return json_object(raw, "key payload")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from typing import Any
 
 from onnxlock.errors import KeyFormatError
@@ -55,3 +56,14 @@ def exact_fields(obj: dict, names: tuple[str, ...], where: str) -> None:
     extra = sorted(set(obj) - set(names))
     if extra:
         raise KeyFormatError(f"{where} has unknown field '{extra[0]}'")
+
+
+def json_object(data: bytes, what: str, **loads_options) -> dict:
+    """``data`` parsed as a JSON object; anything else is a KeyFormatError naming ``what``."""
+    try:
+        value = json.loads(data.decode("utf-8"), **loads_options)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise KeyFormatError(f"{what} is not valid JSON") from None
+    if type(value) is not dict:
+        raise KeyFormatError(f"{what} is not a JSON object")
+    return value

@@ -17,7 +17,7 @@ import re
 
 from onnxlock.errors import KeyAuthError, KeyFormatError, OnnxlockError
 from onnxlock.fileio import atomic_write_bytes, read_input
-from onnxlock.key.fields import b64_field, b64decode, b64encode, exact_fields, field
+from onnxlock.key.fields import b64_field, b64decode, b64encode, exact_fields, field, json_object
 from onnxlock.key.recipients import (
     X25519_SIZE, ScryptRecipient, X25519Identity, X25519Recipient, check_passphrase, check_stanza,
 )
@@ -71,12 +71,7 @@ def parse_identity(data: bytes, passphrase: str | None = None) -> X25519Identity
     line, _, tail = rest.partition(b"\n")
     if tail:
         raise KeyFormatError("identity file has data after its second line")
-    try:
-        body = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise KeyFormatError("identity is not valid JSON") from None
-    if type(body) is not dict:
-        raise KeyFormatError("identity is not a JSON object")
+    body = json_object(line, "identity")
     if field(body, "format", str, _WHERE) != IDENTITY_FORMAT or field(body, "version", int, _WHERE) != 1:
         raise KeyFormatError("unsupported identity format or version")
     if field(body, "type", str, _WHERE) != X25519Recipient.type:

@@ -117,9 +117,7 @@ def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions | No
     checks = DigestChecks(unchecked, secret[RESTORED_TENSORS]) if unchecked else None
     model = parse_model(wire.skeleton(source.buffer, layout, placeholders), source="locked model")
     model = restore(model, restrict(secret, lambda name: name not in large_names), in_place=True)
-    for tensor in model.graph.initializer:
-        if tensor.name in to_check and tensor.name not in large_names:
-            check_digest(tensor.name, numpy_helper.to_array(tensor), secret)
+    _check_initializers(model, to_check - large_names, secret)
     prepared = Prepared(model.SerializeToString(), copy_options(options), checks=checks)
     _attach(prepared, source, restored, untouched=len(large) > len(restored))
     return prepared
@@ -129,11 +127,15 @@ def _prepare_whole(source: LockedSource, secret: dict, options: ort.SessionOptio
     """A small model restored whole by ``passes.restore``, its non-exact tensors checked against the
     key's digests, handed over as bytes with the caller's own options (nothing to add to them)."""
     model = restore(parse_model(bytes(source.buffer), source="locked model"), secret, in_place=True)
-    to_check = needs_digest(secret)
-    for tensor in model.graph.initializer:
-        if tensor.name in to_check:
-            check_digest(tensor.name, numpy_helper.to_array(tensor), secret)
+    _check_initializers(model, needs_digest(secret), secret)
     return Prepared(model.SerializeToString(), options)
+
+
+def _check_initializers(model: onnx.ModelProto, names: set[str], secret: dict) -> None:
+    """Check the restored initializers named in ``names`` against the key's per-tensor digests."""
+    for tensor in model.graph.initializer:
+        if tensor.name in names:
+            check_digest(tensor.name, numpy_helper.to_array(tensor), secret)
 
 
 def _restore_all(source: LockedSource, spans: list[wire.Span], secret: dict) -> dict[str, tuple[np.ndarray, bool]]:
