@@ -44,10 +44,12 @@ def test_half_the_signs_flip_and_magnitudes_stay(held_out):
     original = normalize(load_model(MODELS / "digits_cnn.onnx"))
     result = FlipSignsPass()(original)
     before, after = initializer_arrays(original), initializer_arrays(result.model)
+    flips = []
     for name in weight_tensors(original):
         assert np.array_equal(np.abs(before[name]), np.abs(after[name]))
-        changed = np.mean(np.signbit(before[name]) != np.signbit(after[name]))
-        assert 0.4 < changed < 0.6, (name, changed)
+        flips.append((np.signbit(before[name]) != np.signbit(after[name])).reshape(-1))
+    changed = np.mean(np.concatenate(flips))  # ~17k fair coins: 0.5 +- 0.004
+    assert 0.48 < changed < 0.52, changed
     untouched = set(before) - set(weight_tensors(original))
     assert untouched and all(before[n].tobytes() == after[n].tobytes() for n in untouched)
 

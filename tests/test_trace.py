@@ -22,7 +22,7 @@ def issued(tmp_path_factory):
     (root / "keys").mkdir()
     copies = {}
     for name in LICENSEES:
-        locked = lock_model(MODELS / "digits_mlp.onnx", recipients=[root / "owner.pub"], licensee=name, tries=1)
+        locked = lock_model(MODELS / "digits_mlp.onnx", recipients=[root / "owner.pub"], licensee=name)
         (root / "keys" / f"{name}.key").write_bytes(locked.key)
         copies[name] = locked
     (root / "keys" / "notes.txt").write_text("not a key")

@@ -115,3 +115,17 @@ def damage(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
             scores.append(max(changed, 1.0 - abs(pearson(ref, out))))
     score = float(np.mean(scores)) if scores else 0.0
     return float(np.clip(score, 0.0, MAX_DAMAGE))
+
+
+def drift(reference: list[np.ndarray], outputs: list[np.ndarray]) -> float:
+    """Mean relative change of the numeric outputs (0 when identical): a tie-break where ``damage``
+    saturates, e.g. class scores that moved without changing any decision."""
+    changes = []
+    for ref, out in zip(reference, outputs):
+        ref, out = np.asarray(ref), np.asarray(out)
+        if ref.shape == out.shape and ref.size and np.issubdtype(ref.dtype, np.number):
+            ref64, out64 = ref.astype(np.float64), out.astype(np.float64)
+            with np.errstate(invalid="ignore", over="ignore"):
+                change = float(np.nanmean(np.abs(out64 - ref64)) / (np.nanmean(np.abs(ref64)) + 1e-12))
+            changes.append(change if np.isfinite(change) else 0.0)
+    return float(np.mean(changes)) if changes else 0.0

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..errors import UnsupportedGraphError
 from ..evaluate.activations import input_means
-from ..evaluate.damage import MAX_DAMAGE, PLAUSIBLE_RANGE, all_plausible, damage, synthetic_feeds
+from ..evaluate.damage import MAX_DAMAGE, PLAUSIBLE_RANGE, all_plausible, damage, drift, synthetic_feeds
 from ..evaluate.subgraph import Frontier, Schedule, weightless
 from ..graph.channels import ParamEdit, Role
 from ..graph.groups import Group, build_group, find_groups
@@ -47,6 +47,11 @@ def probe_tries(params: int, tries: int) -> int:
     """Draws per group when probing: as auto_tries, but down to one for models of two million
     parameters and more (the probe only ranks groups; each draw there runs much of the model)."""
     return int(np.clip(2_000_000 // max(params, 1), 1, tries))
+
+
+def _rank(trial: tuple, reference: list[np.ndarray]) -> tuple[float, float]:
+    """How a draw compares: its damage, then how far it moved the outputs."""
+    return trial[3], drift(reference, trial[2])
 
 
 def parameter_count(model: onnx.ModelProto) -> int:
@@ -211,7 +216,8 @@ class WidenChannelsPass:
                 best = None
                 for _ in range(fallback_tries(self.tries, attempt)):
                     trial = self._trial(frontier, graph, group, k, reference)
-                    if trial[3] is not None and (best is None or trial[3] > best[3]):
+                    # ties (e.g. no decision changed yet) go to the draw that moves the outputs most
+                    if trial[3] is not None and (best is None or _rank(trial, reference) > _rank(best, reference)):
                         best = trial
                     if best is not None and best[3] >= MAX_DAMAGE:
                         break  # no later draw can beat it
