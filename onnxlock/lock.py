@@ -68,7 +68,7 @@ def parse_methods(method: str) -> list[str]:
 class LockOptions:
     """What the passes need besides the model."""
 
-    ratio: float
+    ratio: float | None
     strategy: str
     seed: int | None
     calibration: dict[str, np.ndarray] | None
@@ -96,7 +96,7 @@ def _run_pass(name: str, original: onnx.ModelProto, current: onnx.ModelProto, ea
 @guarded("locking {model}")
 def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | None = None,
                recipients: Iterable = (), expires: datetime | None = None, licensee: str | None = None,
-               method: str = DEFAULT_METHOD, ratio: float = 0.02, strategy: str = DEFAULT_STRATEGY,
+               method: str = DEFAULT_METHOD, ratio: float | None = None, strategy: str = DEFAULT_STRATEGY,
                seed: int | None = None, calibration: dict[str, np.ndarray] | None = None,
                kdf_params: dict | None = None, tries: int | None = DEFAULT_TRIES, progress: bool = False,
                max_weights: int = DEFAULT_MAX_WEIGHTS, labels: np.ndarray | None = None) -> LockedModel:

@@ -26,7 +26,7 @@ SEED_LIMIT = 2**64
 
 def check_lock_options(*, ratio, strategy, seed, tries, kdf_params) -> None:
     """The scalar options of lock_model."""
-    if not _is_number(ratio) or not math.isfinite(ratio) or not 0 < ratio <= 1:
+    if ratio is not None and (not _is_number(ratio) or not math.isfinite(ratio) or not 0 < ratio <= 1):
         raise InvalidArgumentError(f"ratio must be a number in (0, 1], got {ratio!r}")
     if strategy not in STRATEGIES:
         raise InvalidArgumentError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")

@@ -13,7 +13,7 @@ from onnxlock.evaluate.attacks import Peeling, accuracy, detect, peel, truth_fro
 from onnxlock.evaluate.attacks.health import health
 from onnxlock.evaluate.attacks.prune import PRUNERS, prune
 from onnxlock.evaluate.attacks.scoring import average_ranks, logistic_cv, roc_auc
-from onnxlock.evaluate.attacks.suite import Data, run_prune
+from onnxlock.evaluate.attacks.suite import Data, run_detect_pooled, run_prune
 from onnxlock.graph.io import load_model
 from onnxlock.passes import WidenChannelsPass
 
@@ -149,3 +149,17 @@ def test_cli_search_needs_the_key(cli, locked_mlp):
 def test_cli_unknown_labels_array(cli, locked_mlp):
     result = cli("attack", "peel", locked_mlp.model, "--data", MODELS / "digits_calib.npz", "--labels", "nope")
     assert result.code == 1 and "nope" in result.err
+
+
+def test_pooled_detection_counts_every_lock_and_has_a_chance_baseline(obvious_lock, digits_data):
+    original, locked, truth = obvious_lock
+    (calib, calib_labels), _ = digits_data
+    second = WidenChannelsPass(ratio=0.02, seed=1, tries=4, calibration=calib)(original)
+    locks = [(locked, truth), (second.model, truth_from_secret(second.model, second.secret))]
+    result = run_detect_pooled(locks, Data(blind(calib), None, calib, calib_labels), ablation=False)
+    assert result["locks"] == 2
+    assert result["counterfeits"] == sum(len(t.counterfeits) for _, t in locks)
+    assert result["channels"] == sum(len(detect(m, blind(calib), ablation=False).channels) for m, _ in locks)
+    assert result["best_single_auc"] >= 0.95  # loud counterfeits stay obvious when pooled
+    assert result["chance"]["counterfeits"] == result["counterfeits"]
+    assert result["chance"]["rank_average_auc"] < 0.8  # random genuine channels are not singled out

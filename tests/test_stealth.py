@@ -8,6 +8,7 @@ from onnxlock.graph.channels import ParamEdit, Role
 from onnxlock.graph.io import load_model
 from onnxlock.graph.normalize import initializer_arrays, normalize
 from onnxlock.passes import WidenChannelsPass, restore
+from onnxlock.passes.confusion import spread
 from onnxlock.passes.counterfeit import Counterfeiter, match_norms
 
 from conftest import MODELS
@@ -50,3 +51,37 @@ def test_stealth_lock_restores_exactly_and_differs_from_a_loud_one():
     assert initializer_arrays(stealthy.model).keys() == initializer_arrays(loud.model).keys()
     assert any(a.tobytes() != b.tobytes() for a, b in zip(initializer_arrays(stealthy.model).values(),
                                                           initializer_arrays(loud.model).values()))
+
+
+def _widenable(name: str):
+    from onnxlock.graph.groups import find_groups
+    from onnxlock.graph.normalize import import_graph
+    from onnxlock.passes.confusion import share_weights
+
+    graph = import_graph(normalize(load_model(MODELS / f"{name}.onnx")))
+    share_weights(graph)
+    return [g for g in find_groups(graph) if g.widenable]
+
+
+def test_spread_widens_every_group_it_can_afford_cheapest_first():
+    groups = _widenable("digits_cnn")
+    costs = sorted(g.params_per_channel() for g in groups)
+    plan = spread(groups, budget=costs[0] + costs[1])  # two groups' worth
+    assert sorted(groups_cost(groups, plan)) == costs[:2] and set(plan.channels.values()) == {1}
+    generous = spread(groups, budget=10 * sum(costs))
+    assert set(generous.channels) == {g.name for g in groups}
+    shares = [generous.channels[g.name] / g.channels for g in groups]
+    assert max(shares) - min(shares) <= max(1 / g.channels for g in groups)  # equal shares, to a channel
+
+
+def groups_cost(groups, plan):
+    return [g.params_per_channel() for g in groups if g.name in plan.channels]
+
+
+def test_default_stealth_budget_reaches_every_group():
+    """The default stack's lock widens every layer group of each digits model: no width tells which."""
+    for name in ("digits_cnn", "digits_mlp", "digits_transformer"):
+        result = WidenChannelsPass(seed=0, tries=2, stealth=True)(load_model(MODELS / f"{name}.onnx"))
+        assert result.report["groups_widened"] == len(_widenable(name)), name
+    loud = WidenChannelsPass(seed=0, tries=2)(load_model(MODELS / "digits_cnn.onnx"))
+    assert loud.report["params_added"] <= 0.02 * loud.report["params_original"]  # loud keeps ratio 0.02

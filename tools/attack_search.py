@@ -43,11 +43,29 @@ def cls_data(seed: int, lines: int = 16) -> Data:
     return {"x": ocr.cls_input(images)}, np.repeat([0, 1], lines)
 
 
+def rec_data(seed: int, lines: int = 16) -> Data:
+    """Rendered text lines for the PP-OCR recogniser (unlabelled: judged against the original's text)."""
+    from onnxlock.evaluate import ocr
+
+    return {"x": ocr.rec_input([img for _, img in ocr.render_text_lines(lines, seed=seed)])}, None
+
+
+def det_data(seed: int, pages: int = 4) -> Data:
+    """Rendered pages for the PP-OCR detector (unlabelled: judged against the original's maps)."""
+    from onnxlock.evaluate import ocr
+
+    return {"x": np.concatenate([ocr.det_input(ocr.render_page(seed + i)) for i in range(pages)])}, None
+
+
+OCR_DATA = {"ocr_cls": cls_data, "ocr_rec": rec_data, "ocr_det": det_data}
+
+
 def model_and_data(name: str) -> tuple[Path, Data, Data]:
-    if name == "ocr_cls":
+    """The model's path, the thief's calibration split and the held-out split."""
+    if name in OCR_DATA:
         from onnxlock.evaluate import ocr
 
-        return ocr.ocr_model_paths()["cls"], cls_data(100), cls_data(0)
+        return ocr.ocr_model_paths()[name.removeprefix("ocr_")], OCR_DATA[name](100), OCR_DATA[name](0)
     return (bundled_path(name), *digits_data())
 
 

@@ -28,8 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"order, restored in reverse; default: {DEFAULT_METHOD})")
     parser.add_argument("--max-weights", type=int, default=DEFAULT_MAX_WEIGHTS,
                         help=f"advparams: most weights changed (default: {DEFAULT_MAX_WEIGHTS})")
-    parser.add_argument("--ratio", type=float, default=0.02,
-                        help="parameter budget for confusion channels, as a share of the model's (default: 0.02)")
+    parser.add_argument("--ratio", type=float, default=None,
+                        help="parameter budget for confusion channels, as a share of the model's (default: 0.02; "
+                             "with signflip in the stack, enough for one channel in every layer group, up to 0.15)")
     parser.add_argument("--strategy", choices=STRATEGIES, default=DEFAULT_STRATEGY,
                         help=f"how counterfeit weights are drawn (default: {DEFAULT_STRATEGY})")
     parser.add_argument("--tries", type=int, default=DEFAULT_TRIES,

@@ -35,6 +35,8 @@ from .counterfeit import DEFAULT_STRATEGY, STRATEGIES, Counterfeiter
 
 SECRET_VERSION = 1
 DEFAULT_TRIES = None  # auto: see auto_tries
+DEFAULT_RATIO = 0.02  # parameter budget, as a share of the model's, when no ratio is given
+MAX_AUTO_RATIO = 0.15  # the most a stealth lock's default budget grows to reach every group
 
 
 def auto_tries(params: int) -> int:
@@ -111,15 +113,36 @@ def allocate(groups: list[Group], efficiency: dict[str, float], budget: float) -
     return Plan({g.name: channels[g.name] for g in groups if channels[g.name]})
 
 
+def spread(groups: list[Group], budget: float) -> Plan:
+    """Stealth share of the budget: one channel to as many groups as it allows (cheapest first), then
+    each next channel to the widened group with the lowest share of counterfeits, so that neither a
+    group's width nor its share of channels singles it out (damage is the sign flips' job there)."""
+    channels = {g.name: 0 for g in groups}
+    spent = 0
+    for group in sorted(groups, key=lambda g: g.params_per_channel()):
+        if spent + group.params_per_channel() <= budget:
+            channels[group.name] = 1
+            spent += group.params_per_channel()
+    while True:
+        fits = [g for g in groups if channels[g.name] and spent + g.params_per_channel() <= budget
+                and channels[g.name] < max(1, g.channels // 2)]
+        if not fits:
+            break
+        best = min(fits, key=lambda g: ((channels[g.name] + 1) / g.channels, g.params_per_channel()))
+        channels[best.name] += 1
+        spent += best.params_per_channel()
+    return Plan({g.name: channels[g.name] for g in groups if channels[g.name]})
+
+
 class WidenChannelsPass:
     """Lock a model by widening layers with confusion channels; the secret is their positions."""
 
     method = "confusion"
 
-    def __init__(self, ratio: float = 0.02, strategy: str = DEFAULT_STRATEGY, seed: int | None = None,
+    def __init__(self, ratio: float | None = None, strategy: str = DEFAULT_STRATEGY, seed: int | None = None,
                  calibration: dict[str, np.ndarray] | None = None, tries: int | None = DEFAULT_TRIES, progress: bool = False,
                  align: bool = True, stealth: bool = False):
-        if not 0 < ratio <= 1:
+        if ratio is not None and not 0 < ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {ratio}")
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
@@ -142,19 +165,21 @@ class WidenChannelsPass:
             reasons = "; ".join(sorted({g.blocked for g in groups})[:3]) or "no Conv, Gemm or MatMul with constant weights"
             raise UnsupportedGraphError(f"no layer can take confusion channels: {reasons}")
         params = parameter_count(original)
-        budget = self.ratio * params
+        budget = self._budget(candidates, params)
         self.tries = self.requested_tries or auto_tries(params)
         cheapest = min(g.params_per_channel() for g in candidates)
         if cheapest > budget:
             raise UnsupportedGraphError(
-                f"ratio {self.ratio} allows {budget:.0f} parameters but the cheapest channel costs {cheapest} "
+                f"ratio {budget / params:.4g} allows {budget:.0f} parameters but the cheapest channel costs {cheapest} "
                 f"(use --ratio {math.ceil(1000 * cheapest / params) / 1000} or more)")
         feeds = self.calibration or synthetic_feeds(original)
         schedule = Schedule(graph)
         candidates.sort(key=lambda g: schedule.cut(group_nodes(g)))  # so a frontier walks forward once
         reference = Frontier(graph, feeds, original).outputs(graph)
-        efficiency = self._probe(graph, candidates, feeds, reference, original)
-        plan = allocate(candidates, efficiency, budget)
+        if self.stealth:
+            plan = spread(candidates, budget)
+        else:
+            plan = allocate(candidates, self._probe(graph, candidates, feeds, reference, original), budget)
         graph, patch, widened, outputs = self._lock(graph, [g for g in candidates if g.name in plan.channels],
                                                      plan, feeds, reference, original)
         skipped = [name for name in plan.channels if name not in widened]
@@ -188,6 +213,17 @@ class WidenChannelsPass:
         }
         secret = {"method": self.method, "version": SECRET_VERSION, "groups": patch}
         return PassResult(locked, secret, report)
+
+    def _budget(self, candidates: list[Group], params: int) -> float:
+        """Parameters the channels may add: ``ratio`` of the model's when given; by default
+        DEFAULT_RATIO of them, or in stealth mode enough for one channel in every group (so no
+        width gives the widened layers away) up to MAX_AUTO_RATIO of them."""
+        if self.ratio is not None:
+            return self.ratio * params
+        budget = DEFAULT_RATIO * params
+        if self.stealth:
+            budget = max(budget, min(sum(g.params_per_channel() for g in candidates), MAX_AUTO_RATIO * params))
+        return budget
 
     def _probe(self, graph, candidates, feeds, reference, original) -> dict[str, float]:
         """Damage per parameter of one extra channel in each group alone (best plausible of

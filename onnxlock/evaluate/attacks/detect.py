@@ -36,7 +36,10 @@ class Detection:
 
     def evaluate(self, counterfeits: frozenset[Channel]) -> dict:
         """ROC AUC of each score and of the combinations against the truth."""
-        positive = np.array([c in counterfeits for c in self.channels])
+        return self.evaluate_labels(np.array([c in counterfeits for c in self.channels], dtype=bool))
+
+    def evaluate_labels(self, positive: np.ndarray) -> dict:
+        """As ``evaluate``, with the counterfeits given as one flag per channel."""
         per_score = {name: roc_auc(v, positive) for name, v in self.scores.items()}
         known = {k: v for k, v in per_score.items() if v is not None}
         best = max(known, key=known.get) if known else None
@@ -45,6 +48,26 @@ class Detection:
                 "best_single": best, "best_single_auc": None if best is None else round(known[best], 4),
                 "rank_average_auc": _round(roc_auc(self.combined(), positive)),
                 "logistic_cv_auc": _round(logistic_cv(self.scores, positive))}
+
+
+def pool(detections: list[Detection]) -> Detection:
+    """Several locks' detections as one (channels concatenated; the scores every lock has): with a
+    few counterfeits per lock, one lock's AUC is mostly chance, many locks' pooled AUC is not."""
+    names = [n for n in detections[0].scores if all(n in d.scores for d in detections)]
+    return Detection([c for d in detections for c in d.channels],
+                     {n: np.concatenate([d.scores[n] for d in detections]) for n in names})
+
+
+def null_labels(positives: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """As many random genuine channels per lock as it has counterfeits: the labels under which every
+    AUC measures chance alone (the baseline a 'best' score must be read against)."""
+    parts = []
+    for positive in positives:
+        fake = np.zeros(len(positive), dtype=bool)
+        fake[rng.choice(np.flatnonzero(~positive), size=min(int(positive.sum()), int((~positive).sum())),
+                        replace=False)] = True
+        parts.append(fake)
+    return np.concatenate(parts)
 
 
 def _round(value: float | None) -> float | None:

@@ -4,6 +4,7 @@ tools/report_attacks.py records. Scoring fields appear only when the truth is gi
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,7 @@ import onnx
 
 from ..damage import run, top1_agreement
 from .channels import Channel, Peeling, accuracy
-from .detect import detect
+from .detect import detect, null_labels, pool
 from .peel import peel
 from .prune import PRUNERS, RATES, prune
 from .search import search_attack
@@ -28,6 +29,7 @@ class Data:
     labels: np.ndarray | None = None
     test_feeds: dict[str, np.ndarray] | None = None
     test_labels: np.ndarray | None = None
+    metric: Callable[[onnx.ModelProto], dict] | None = None  # a task's own measure on the held-out data
 
     @property
     def judge(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
@@ -44,6 +46,8 @@ def outcome(model: onnx.ModelProto, data: Data, truth: Truth | None) -> dict:
         found["accuracy"] = round(accuracy(model, feeds, labels), 4)
     if truth is not None:
         found["agreement"] = round(top1_agreement(run(truth.original, feeds)[0], run(model, feeds)[0]), 4)
+    if data.metric is not None:
+        found |= data.metric(model)
     return found
 
 
@@ -66,6 +70,20 @@ def run_detect(locked: onnx.ModelProto, data: Data, truth: Truth | None, *, abla
                               for i in order]}
     if truth is not None:
         found |= detection.evaluate(truth.counterfeits)
+    return found | {"seconds": round(time.perf_counter() - start, 2)}
+
+
+def run_detect_pooled(locks: list[tuple[onnx.ModelProto, Truth]], data: Data, *, ablation: bool = True,
+                      seed: int = 0) -> dict:
+    """Detection on several locks of one model, pooled (see detect.pool), against the truth and
+    against random genuine channels (chance)."""
+    start = time.perf_counter()
+    detections = [detect(model, data.feeds, ablation=ablation) for model, _ in locks]
+    positives = [np.array([c in truth.counterfeits for c in d.channels], dtype=bool)
+                 for d, (_, truth) in zip(detections, locks)]
+    pooled = pool(detections)
+    found = {"attack": "detect_pooled", "locks": len(locks)} | pooled.evaluate_labels(np.concatenate(positives))
+    found["chance"] = pooled.evaluate_labels(null_labels(positives, np.random.default_rng(seed)))
     return found | {"seconds": round(time.perf_counter() - start, 2)}
 
 
