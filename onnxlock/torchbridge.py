@@ -36,11 +36,12 @@ class Binding:
     transposed: bool
 
 
-def _convert(model: onnx.ModelProto):
+def convert(model: onnx.ModelProto):
+    """The model as a torch module (onnx2torch, with its ONNX mapping): the one place it is converted."""
     prepare_torchvision()
-    from onnx2torch import convert
+    import onnx2torch
 
-    return convert(model, attach_onnx_mapping=True)
+    return onnx2torch.convert(model, attach_onnx_mapping=True)
 
 
 def _failed_node(exc: BaseException) -> str:
@@ -105,13 +106,13 @@ class TorchBridge:
         self.input_names = [v.name for v in self.model.graph.input
                             if v.name not in {t.name for t in self.model.graph.initializer}]
         try:
-            module = _convert(self.model)
+            module = convert(self.model)
         except Exception as first:  # onnx2torch raises many kinds (KeyError, its unsupported-op errors...)
             problem = f"onnx2torch cannot convert {_failed_node(first)}"
             if not feeds:
                 raise UnsupportedGraphError(problem) from first
             try:
-                module = _convert(pin_shapes(self.model, feeds))
+                module = convert(pin_shapes(self.model, feeds))
             except Exception as exc:
                 raise UnsupportedGraphError(problem) from exc
         self.module = module.eval()

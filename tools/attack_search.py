@@ -74,7 +74,7 @@ def attack(name: str, ratio: float, seed: int) -> dict:
     locked = lock_model(path, passphrase="attack-search passphrase", ratio=ratio, seed=seed, kdf_params={"n": 2**12},
                         calibration=calib)
     model = parse_model(locked.model)
-    widened = {g["group"]: g["added"] for g in locked.report["groups"]}
+    widened = {g["group"]: g["added"] for g in locked.layer_report("confusion")["groups"]}
     start = time.perf_counter()
     result = search_attack(model, widened, calib, calib_labels)
     return {"model": name, "ratio": ratio, "seed": seed, "channels_added": widened,

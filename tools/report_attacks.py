@@ -6,7 +6,8 @@ the held-out split (the PP-OCR recogniser and detector against the original's ow
 and map correlation). Detection is pooled over ``--locks`` locks of each model. Fine-tuning uses
 scikit-learn's digits training split (1% and 10%), so needs the ``[train]`` extra; it is left out
 for the OCR models (no labelled training set here), and so is per-channel ablation (one model per
-channel: too slow on a shared CPU) and the told-groups search (it needs labels)."""
+channel: too slow on a shared CPU) and the told-groups search (it needs labels); peeling stops
+there after OCR_PEEL_STEPS deletions."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from onnxlock.graph.io import load_model, parse_model  # noqa: E402
 from onnxlock.key import open_key  # noqa: E402
 
 PASSPHRASE = "attack report"
+OCR_PEEL_STEPS = 10  # deletions peeling may make on a PP-OCR model (each step runs ~40 trial models)
 JUDGED = ("accuracy", "cer", "map_correlation")  # what the removal table shows, the first a model has
 BLIND = 64
 
@@ -76,7 +78,7 @@ def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int) 
     steps = [("detect", lambda: suite.run_detect(model, blind, truth, ablation=name in DIGITS)),
              ("detect_pooled", lambda: suite.run_detect_pooled([(model, truth)] + others(), blind,
                                                                     ablation=name in DIGITS, seed=seed)),
-             ("peel", lambda: suite.run_peel(model, blind, truth)),
+             ("peel", lambda: suite.run_peel(model, blind, truth, max_steps=None if name in DIGITS else OCR_PEEL_STEPS)),
              ("prune", lambda: suite.run_prune(model, blind, truth))]
     if calib_labels is not None:
         steps.append(("search", lambda: suite.run_search(model, labelled, truth)))
@@ -144,11 +146,16 @@ def main() -> None:
     parser.add_argument("--method", default=DEFAULT_METHOD, help=f"lock method (default: {DEFAULT_METHOD})")
     parser.add_argument("--locks", type=int, default=8,
                         help="locks (seeds seed, seed+1, ...) whose detections are pooled (default: 8)")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the rows of other models already in the output (re-run some models only)")
     parser.add_argument("--no-finetune", action="store_true", help="skip fine-tuning (no torch needed)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "attacks", help="output stem (.json, .md)")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
+    if args.update and args.out.with_suffix(".json").exists():  # keep the other models' rows
+        kept = json.loads(args.out.with_suffix(".json").read_text())["results"]
+        rows = [r for r in kept if r["model"] not in args.models.split(",")]
     for name in args.models.split(","):  # written after each model: a long run keeps what it measured
         rows.append(attack_model(name, args.seed, not args.no_finetune and name in DIGITS, args.method, args.locks))
         atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps({"results": rows}, indent=2) + "\n").encode(),

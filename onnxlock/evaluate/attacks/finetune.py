@@ -16,16 +16,13 @@ LEARNING_RATE = 1e-3
 
 
 def to_torch(model: onnx.ModelProto):
-    """The model as a trainable torch module (onnx2torch); every float tensor of more than one
-    value is a parameter. The one place the conversion happens, so another bridge can replace it."""
+    """The model as a trainable torch module (torchbridge.convert); every float tensor of more than
+    one value is a parameter."""
     import torch
 
-    from ...torch_compat import prepare_torchvision
+    from ...torchbridge import convert
 
-    prepare_torchvision()
-    import onnx2torch
-
-    module = onnx2torch.convert(model)
+    module = convert(model)
     for owner in module.modules():  # onnx2torch keeps initializers of plain ops (MatMul, Add) as buffers
         for name, buffer in list(owner.named_buffers(recurse=False)):
             if buffer.is_floating_point() and buffer.numel() > 1 and "running" not in name:
