@@ -163,3 +163,14 @@ def test_pooled_detection_counts_every_lock_and_has_a_chance_baseline(obvious_lo
     assert result["best_single_auc"] >= 0.95  # loud counterfeits stay obvious when pooled
     assert result["chance"]["counterfeits"] == result["counterfeits"]
     assert result["chance"]["rank_average_auc"] < 0.8  # random genuine channels are not singled out
+
+
+def test_pruning_at_several_rates_matches_one_rate_at_a_time(obvious_lock, digits_data):
+    from onnxlock.evaluate.attacks.prune import prune_at
+
+    _, locked, _ = obvious_lock
+    (calib, _), _ = digits_data
+    together = prune_at(locked, blind(calib), "weight_norm", [0.1, 0.5])
+    alone = [prune(locked, blind(calib), "weight_norm", rate) for rate in (0.1, 0.5)]
+    assert [sorted(p.channels()) for p in together] == [sorted(p.channels()) for p in alone]
+    assert len(together[1].channels()) < len(together[0].channels())

@@ -108,10 +108,20 @@ IMPORTANCE = {"weight_norm": weight_norm, "activation": activation, "taylor": ta
 
 def prune(locked: onnx.ModelProto, feeds: dict[str, np.ndarray], pruner: str, rate: float) -> Peeling:
     """Delete ``rate`` of every widenable group's channels, the least important by ``pruner``."""
+    return prune_at(locked, feeds, pruner, [rate])[0]
+
+
+def prune_at(locked: onnx.ModelProto, feeds: dict[str, np.ndarray], pruner: str,
+             rates: list[float]) -> list[Peeling]:
+    """``prune`` at each of ``rates``, the channels' importance measured once."""
     start = Peeling.start(locked)
     groups = [start.groups[name] for name in start.alive]
-    doomed = []
-    for group, importance in zip(groups, IMPORTANCE[pruner](start, groups, feeds)):
-        count = min(int(rate * group.channels), group.channels - 1)
-        doomed += [Channel(group.name, int(p)) for p in np.argsort(importance, kind="stable")[:count]]
-    return start.without(doomed)
+    importance = IMPORTANCE[pruner](start, groups, feeds)
+    pruned = []
+    for rate in rates:
+        doomed = []
+        for group, values in zip(groups, importance):
+            count = min(int(rate * group.channels), group.channels - 1)
+            doomed += [Channel(group.name, int(p)) for p in np.argsort(values, kind="stable")[:count]]
+        pruned.append(start.without(doomed))
+    return pruned

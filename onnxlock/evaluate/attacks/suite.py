@@ -14,7 +14,7 @@ from ..damage import run, top1_agreement
 from .channels import Channel, Peeling, accuracy
 from .detect import detect, null_labels, pool
 from .peel import peel
-from .prune import PRUNERS, RATES, prune
+from .prune import PRUNERS, RATES, prune_at
 from .search import search_attack
 from .truth import Truth
 
@@ -105,8 +105,7 @@ def run_prune(locked: onnx.ModelProto, data: Data, truth: Truth | None, *, prune
               rates=RATES) -> dict:
     start, results = Peeling.start(locked), []
     for pruner in pruners:
-        for rate in rates:
-            after = prune(locked, data.feeds, pruner, rate)
+        for rate, after in zip(rates, prune_at(locked, data.feeds, pruner, list(rates))):
             results.append({"pruner": pruner, "rate": rate} | removed(removed_by(start, after), truth)
                            | outcome(after.model, data, truth))
     return {"attack": "prune", "before": outcome(locked, data, truth), "results": results}
