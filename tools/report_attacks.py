@@ -7,7 +7,7 @@ and map correlation). Detection is pooled over ``--locks`` locks of each model. 
 scikit-learn's digits training split (1% and 10%), so needs the ``[train]`` extra; it is left out
 for the OCR models (no labelled training set here), and so is per-channel ablation (one model per
 channel: too slow on a shared CPU) and the told-groups search (it needs labels); peeling stops
-there after OCR_PEEL_STEPS deletions."""
+there after --ocr-peel-steps deletions."""
 
 from __future__ import annotations
 
@@ -29,13 +29,13 @@ from attack_search import DIGITS, OCR_DATA, model_and_data  # noqa: E402
 from onnxlock import lock_model  # noqa: E402
 from onnxlock.lock import DEFAULT_METHOD  # noqa: E402
 from onnxlock.evaluate.attacks import suite, truth_from_secret  # noqa: E402
+from onnxlock.evaluate.attacks.prune import PRUNERS  # noqa: E402
 from onnxlock.fileio import atomic_write_bytes, sha256_bytes  # noqa: E402
 from onnxlock.evaluate.damage import cpu_session, run  # noqa: E402
 from onnxlock.graph.io import load_model, parse_model  # noqa: E402
 from onnxlock.key import open_key  # noqa: E402
 
 PASSPHRASE = "attack report"
-OCR_PEEL_STEPS = 10  # deletions peeling may make on a PP-OCR model (each step runs ~40 trial models)
 JUDGED = ("accuracy", "cer", "map_correlation")  # what the removal table shows, the first a model has
 BLIND = 64
 
@@ -66,7 +66,8 @@ def task_metric(name: str, path: Path, test: dict) -> Callable | None:
     return None
 
 
-def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int) -> dict:
+def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int, pruners: tuple[str, ...],
+                 peel_steps: int | None) -> dict:
     path, (calib, calib_labels), (test, test_labels) = model_and_data(name)
     model, truth = locked_with_truth(path, seed, method, calib)
     metric = task_metric(name, path, test)
@@ -78,8 +79,8 @@ def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int) 
     steps = [("detect", lambda: suite.run_detect(model, blind, truth, ablation=name in DIGITS)),
              ("detect_pooled", lambda: suite.run_detect_pooled([(model, truth)] + others(), blind,
                                                                     ablation=name in DIGITS, seed=seed)),
-             ("peel", lambda: suite.run_peel(model, blind, truth, max_steps=None if name in DIGITS else OCR_PEEL_STEPS)),
-             ("prune", lambda: suite.run_prune(model, blind, truth))]
+             ("peel", lambda: suite.run_peel(model, blind, truth, max_steps=None if name in DIGITS else peel_steps)),
+             ("prune", lambda: suite.run_prune(model, blind, truth, pruners=pruners))]
     if calib_labels is not None:
         steps.append(("search", lambda: suite.run_search(model, labelled, truth)))
     if finetune:
@@ -146,6 +147,9 @@ def main() -> None:
     parser.add_argument("--method", default=DEFAULT_METHOD, help=f"lock method (default: {DEFAULT_METHOD})")
     parser.add_argument("--locks", type=int, default=8,
                         help="locks (seeds seed, seed+1, ...) whose detections are pooled (default: 8)")
+    parser.add_argument("--pruners", default=",".join(PRUNERS), help="pruning attacks (default: %(default)s)")
+    parser.add_argument("--ocr-peel-steps", type=int, default=10,
+                        help="deletions peeling may make on a PP-OCR model (each step runs ~40 trial models; default: 10)")
     parser.add_argument("--update", action="store_true",
                         help="keep the rows of other models already in the output (re-run some models only)")
     parser.add_argument("--no-finetune", action="store_true", help="skip fine-tuning (no torch needed)")
@@ -157,7 +161,8 @@ def main() -> None:
         kept = json.loads(args.out.with_suffix(".json").read_text())["results"]
         rows = [r for r in kept if r["model"] not in args.models.split(",")]
     for name in args.models.split(","):  # written after each model: a long run keeps what it measured
-        rows.append(attack_model(name, args.seed, not args.no_finetune and name in DIGITS, args.method, args.locks))
+        rows.append(attack_model(name, args.seed, not args.no_finetune and name in DIGITS, args.method, args.locks,
+                                 tuple(args.pruners.split(",")), args.ocr_peel_steps))
         atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps({"results": rows}, indent=2) + "\n").encode(),
                            mode=0o644)
         atomic_write_bytes(args.out.with_suffix(".md"), markdown(rows).encode(), mode=0o644)
