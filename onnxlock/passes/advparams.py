@@ -37,6 +37,9 @@ DEFAULT_MAX_WEIGHTS = 64
 MAX_SECRET_WEIGHTS = 1 << 16
 WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}  # op -> input index of its weight
 MIN_WEIGHT_SIZE = 16
+# torch and onnxruntime threads for the search: on 2 shared cores one thread locked PP-OCR rec in
+# 18 s where two took 80-940 s (workers waiting on each other at every op); 0 keeps their defaults
+DEFAULT_THREADS = 1
 
 
 # --- the secret: exact float32 bits at flat indices ---------------------------------
@@ -225,15 +228,16 @@ class PerturbWeightsPass:
     def __init__(self, max_weights: int = DEFAULT_MAX_WEIGHTS, calibration: dict[str, np.ndarray] | None = None,
                  labels: np.ndarray | None = None, theta: float = 0.25, alpha: float = 0.05,
                  stealth: float = 0.9, per_step: int = 4, target: float | None = None,
-                 max_steps: int = 200, seed: int | None = None, progress: bool = False):
+                 max_steps: int = 200, seed: int | None = None, progress: bool = False,
+                 threads: int = DEFAULT_THREADS):
         if max_weights < 1:
             raise ValueError(f"max_weights must be at least 1, got {max_weights}")
-        if not 0 < alpha < 0.5 or not 0 < stealth <= 1 or theta <= 0:
-            raise ValueError("need 0 < alpha < 0.5, 0 < stealth <= 1 and theta > 0")
+        if not 0 < alpha < 0.5 or not 0 < stealth <= 1 or theta <= 0 or threads < 0:
+            raise ValueError("need 0 < alpha < 0.5, 0 < stealth <= 1, theta > 0 and threads >= 0")
         self.max_weights, self.calibration, self.labels = max_weights, calibration, labels
         self.theta, self.alpha, self.stealth = theta, alpha, stealth
         self.per_step, self.target, self.max_steps = max(1, per_step), target, max_steps
-        self.seed, self.progress = seed, progress
+        self.seed, self.progress, self.threads = seed, progress, threads
 
     def __call__(self, model: onnx.ModelProto, *, onto: onnx.ModelProto | None = None,
                  earlier: list[dict] = ()) -> PassResult:
@@ -244,9 +248,9 @@ class PerturbWeightsPass:
 
         original = normalize(model)
         feeds = self.calibration or synthetic_feeds(original)
-        head = Head.from_reference(run(original, feeds)[0], self.labels, seed=self.seed or 0)
+        head = Head.from_reference(run(original, feeds, self.threads)[0], self.labels, seed=self.seed or 0)
         target = head.chance if self.target is None else self.target
-        bridge = TorchBridge(original, feeds)
+        bridge = TorchBridge(original, feeds, self.threads)
         names = [n for n in weight_names(original) if n in bridge.bindings]
         if not names:
             raise UnsupportedGraphError("no Conv, Gemm or MatMul weight to perturb")
