@@ -6,7 +6,7 @@ are never updated), and every torch parameter or buffer is mapped to the initial
 from, so a gradient or an edit names the ONNX tensor and its flat index. Needs the ``[train]``
 extra (torch, onnx2torch, torchvision); torch is imported when a bridge is built.
 
-    bridge = TorchBridge(model, feeds)          # feeds: calibration inputs by input name
+    bridge = TorchBridge(model, feeds, threads=1)  # feeds: calibration inputs by input name
     outputs = bridge.forward(feeds)             # list of torch tensors, one per graph output
     grads = bridge.gradients(loss, feeds, names)  # {initializer name: ndarray of its shape}
     bridge.set_value(name, flat_index, value)   # edit a weight in every torch tensor holding it
@@ -14,7 +14,8 @@ extra (torch, onnx2torch, torchvision); torch is imported when a bridge is built
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,10 +57,29 @@ def _failed_node(exc: BaseException) -> str:
     return found or "unknown op"
 
 
-def pin_shapes(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> onnx.ModelProto:
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Torch's intra-op thread count set to ``count`` (> 0) inside the block, restored after.
+
+    On a small CPU shared with other work, OpenMP workers wait on each other at every op: on
+    2 busy cores a step of the tiny transformer took 1.1 s with 2 threads and 0.02 s with one."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if count > 0 and count != previous:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+def pin_shapes(model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int = 0) -> onnx.ModelProto:
     """A copy of ``model`` whose inputs and intermediate values carry the static shapes they take
     on ``feeds``, measured with onnxruntime (onnx2torch needs the rank of some values, e.g. before
-    a BatchNormalization fed by a Reshape whose shape is computed at run time)."""
+    a BatchNormalization fed by a Reshape whose shape is computed at run time); ``threads`` as
+    for cpu_session."""
     from onnx import helper
 
     from .evaluate.damage import run
@@ -70,7 +90,7 @@ def pin_shapes(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> onnx.Mod
     names = [o for n in probe.graph.node for o in n.output if o and o not in known]
     del probe.graph.value_info[:]
     probe.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in names)
-    values = dict(zip([v.name for v in probe.graph.output], run(probe, feeds)))
+    values = dict(zip([v.name for v in probe.graph.output], run(probe, feeds, threads)))
     pinned = onnx.ModelProto()
     pinned.CopyFrom(model)
     del pinned.graph.value_info[:]
@@ -96,12 +116,14 @@ class TorchBridge:
 
     ``feeds`` (a calibration batch) is used only if the plain conversion fails: the inputs are
     then given the static shapes they take on the feeds and conversion retried. A model onnx2torch cannot convert
-    raises UnsupportedGraphError naming the op.
+    raises UnsupportedGraphError naming the op. ``threads`` > 0 caps the torch and onnxruntime
+    threads the bridge computes with (0: their defaults).
     """
 
-    def __init__(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None):
+    def __init__(self, model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None, threads: int = 0):
         import torch
 
+        self.threads = threads
         self.model = model if _is_normalized(model) else normalize(model)
         self.input_names = [v.name for v in self.model.graph.input
                             if v.name not in {t.name for t in self.model.graph.initializer}]
@@ -112,7 +134,7 @@ class TorchBridge:
             if not feeds:
                 raise UnsupportedGraphError(problem) from first
             try:
-                module = convert(pin_shapes(self.model, feeds))
+                module = convert(pin_shapes(self.model, feeds, threads))
             except Exception as exc:
                 raise UnsupportedGraphError(problem) from exc
         self.module = module.eval()
@@ -127,7 +149,8 @@ class TorchBridge:
     def forward(self, feeds: dict[str, np.ndarray]) -> list:
         """The graph outputs for ``feeds`` as torch tensors (in graph output order)."""
         args = [self._torch.from_numpy(np.ascontiguousarray(feeds[name])) for name in self.input_names]
-        out = self.module(*args)
+        with torch_threads(self.threads):
+            out = self.module(*args)
         return list(out) if isinstance(out, (tuple, list)) else [out]
 
     def gradients(self, loss: Callable[[list], object], feeds: dict[str, np.ndarray],
@@ -143,7 +166,7 @@ class TorchBridge:
                 tensor.requires_grad_(True)
                 tensor.grad = None
         try:
-            with self._torch.enable_grad():
+            with self._torch.enable_grad(), torch_threads(self.threads):
                 value = loss(self.forward(feeds))
                 value.backward()
             grads = {}

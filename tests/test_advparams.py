@@ -12,7 +12,7 @@ from onnxlock.evaluate.damage import run
 from onnxlock.graph.io import load_model, parse_model
 from onnxlock.graph.normalize import initializer_arrays, normalize
 from onnxlock.passes import restore, secret_layers
-from onnxlock.passes.advparams import Head, float_bits, restore_weights
+from onnxlock.passes.advparams import Head, Layer, Stealth, float_bits, restore_weights, stalled
 from onnxlock.runtime.restore import restore_model
 
 from conftest import CHEAP_KDF, MODELS, PASSPHRASE
@@ -60,13 +60,42 @@ def test_digits_cnn_at_chance_with_64_weights_inside_their_ranges(calib, digits)
     assert _accuracy(original, digits) > 0.95
     assert _accuracy(model, digits) <= 0.15  # chance (0.10) + 5 points, on held-out digits
     before, after = initializer_arrays(original), initializer_arrays(model)
-    changed = 0
+    changed, ranks = 0, []
     for name, old in before.items():
         moved = old != after[name]
         changed += int(moved.sum())
         if moved.any():  # strictly inside the layer's own min-max
             assert old.min() < after[name][moved].min() and after[name][moved].max() < old.max()
+            ranks += list((np.abs(after[name]).argsort(None).argsort() / (old.size - 1)).reshape(old.shape)[moved])
     assert 0 < changed <= 64
+    assert 0.35 <= np.mean(ranks) <= 0.65  # ~ the AUC of a thief ranking weights by |value|: unremarkable
+
+
+def test_search_stalls_only_without_a_new_low():
+    assert stalled([1.0, 0.5, 0.6, 0.55, 0.5], patience=3)
+    assert not stalled([1.0, 0.5, 0.6, 0.55, 0.49], patience=3)
+    assert not stalled([1.0, 0.9, 0.8], patience=3)
+
+
+def test_steps_stay_under_the_cap_and_land_mid_rank_past_zero():
+    values = np.ascontiguousarray(np.linspace(-1, 1, 100, dtype=np.float32).reshape(25, 4).T)  # 4 filters, each spread
+    rng = np.random.default_rng(0)
+    discreet, plain = (Layer.build("w", values, 0.05, level, rng)
+                       for level in (Stealth(0.75, (0.4, 0.6)), Stealth(0.75)))
+    down = np.zeros(100)
+    down[np.argmin(np.abs(values.reshape(-1) - 0.3))] = -1.0  # raise the loss by lowering a 0.3
+    up = np.zeros(100)
+    up[np.argmin(np.abs(values.reshape(-1) - 0.5))] = 1.0  # ... or by raising a 0.5
+    magnitudes = np.sort(np.abs(values.reshape(-1)))
+    for layer, grad in ((discreet, down), (plain, down), (discreet, up)):
+        target, gain = layer.moves(grad, theta=0.25)
+        index = int(gain.argmax())
+        assert gain[index] > 0 and np.count_nonzero(gain) == 1
+        assert abs(target[index]) <= np.quantile(magnitudes, 0.75) + 1e-6
+        if grad is down:
+            assert target[index] < 0  # 0.3 - 0.25 x range 2 = -0.2, past zero
+            rank = np.searchsorted(magnitudes, abs(target[index])) / 100
+            assert (0.35 <= rank <= 0.65) if layer is discreet else np.isclose(target[index], -0.2, atol=0.02)
 
 
 def test_label_free_lock_pushes_away_from_the_original(calib, digits):

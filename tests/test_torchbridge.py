@@ -72,3 +72,18 @@ def test_unconvertible_op_is_named():
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     with pytest.raises(UnsupportedGraphError, match="Hardmax"):
         TorchBridge(model, {"x": np.ones((2, 3), np.float32)})
+
+
+def test_thread_cap_holds_while_computing_and_is_restored(digits):
+    model = normalize(load_model(MODELS / "digits_cnn.onnx"))
+    feeds = {"pixels": digits["pixels"][:8]}
+    bridge = TorchBridge(model, feeds, threads=1)
+    before, seen = torch.get_num_threads(), []
+
+    def loss(outputs):
+        seen.append(torch.get_num_threads())
+        return outputs[0].sum()
+
+    _, grads = bridge.gradients(loss, feeds, weight_names(model)[:1])
+    assert seen == [1] and torch.get_num_threads() == before
+    assert np.abs(grads[weight_names(model)[0]]).max() > 0

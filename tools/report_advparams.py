@@ -4,7 +4,9 @@ Digits models: held-out accuracy (models/digits_test.npz) after locking with lab
 data (models/digits_calib.npz). PP-OCR cls and rec: label-free locks on rendered lines, measured on
 other rendered lines (onnxlock/evaluate/ocr.py). Detectability: ROC AUC of the changed weights
 against every unchanged weight of the candidate layers, for the scores a thief computes first
-(|value| rank within its tensor, |z-score| within its filter/row). Writes reports/advparams.{json,md}.
+(|value| rank within its tensor, |z-score| within its filter/row). Lock seconds are wall time on
+this machine, with its 1-minute load average beside them (the machine is shared). Writes
+reports/advparams.{json,md}.
 
     PYTHONPATH=. nice python tools/report_advparams.py [--only digits_cnn,ocr_cls] [--max-weights 64]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -99,7 +102,8 @@ def digits_case(name: str, max_weights: int) -> dict:
 def _common(result) -> dict:
     report = result.report
     return {"weights_changed": report["weights_changed"], "layers_changed": report["layers_changed"],
-            "steps": report["steps"], "calibration_agreement_after": report["calibration_agreement_after"]}
+            "steps": report["steps"], "calibration_agreement_after": report["calibration_agreement_after"],
+            "stealth": report["stealth"], "load_avg": round(os.getloadavg()[0], 1)}
 
 
 def ocr_case(kind: str, max_weights: int) -> dict:
@@ -131,11 +135,13 @@ def ocr_case(kind: str, max_weights: int) -> dict:
 
 def markdown(rows: list[dict], max_weights: int) -> str:
     lines = [f"# AdvParams (at most {max_weights} weights)", "",
-             "| model | metric | original | locked | target | weights | lock s | exact | in range, not on bound "
-             "| AUC abs-value rank | AUC filter z |", "|---|---|---:|---:|---|---:|---:|---|---|---:|---:|"]
+             "| model | metric | original | locked | target | weights | stealth cap | lock s (load) | exact "
+             "| in range, not on bound | AUC abs-value rank | AUC filter z |",
+             "|---|---|---:|---:|---|---:|---:|---:|---|---|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {r['metric']} | {r['original']:.3f} | {r['locked']:.3f} | "
-                     f"{TARGETS.get(r['model'], '-')} | {r['weights_changed']} | {r['lock_s']} | {r['restore_exact']} | "
+                     f"{TARGETS.get(r['model'], '-')} | {r['weights_changed']} | {r['stealth']} | "
+                     f"{r['lock_s']} ({r['load_avg']}) | {r['restore_exact']} | "
                      f"{r['in_range'] and r['never_on_bound']} | {r['auc_magnitude_rank']} | {r['auc_filter_z']} |")
     stacked = [r for r in rows if "stacked" in r]
     if stacked:

@@ -13,16 +13,21 @@ PLAUSIBLE_RANGE = (0.25, 4.0)
 MAX_DAMAGE = 1.0  # damage()'s upper bound: unrelated outputs
 
 
-def cpu_session(model: onnx.ModelProto | bytes) -> ort.InferenceSession:
-    """A quiet CPU session over a model held in memory."""
+def cpu_session(model: onnx.ModelProto | bytes, threads: int = 0) -> ort.InferenceSession:
+    """A quiet CPU session over a model held in memory; ``threads`` > 0 caps its thread pool and
+    turns off spinning (spinning workers on a busy, small CPU slow every run several-fold)."""
     data = model if isinstance(model, bytes) else model.SerializeToString()
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if threads > 0:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
 
 
-def run(model: onnx.ModelProto | bytes, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    return cpu_session(model).run(None, feeds)
+def run(model: onnx.ModelProto | bytes, feeds: dict[str, np.ndarray], threads: int = 0) -> list[np.ndarray]:
+    return cpu_session(model, threads).run(None, feeds)
 
 
 def synthetic_feeds(model: onnx.ModelProto, batch: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
