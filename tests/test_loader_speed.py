@@ -52,12 +52,13 @@ def test_chunked_flip_equals_the_keystream_across_chunks(dtype, monkeypatch):
 
 @pytest.fixture(scope="module")
 def every_weight(tmp_path_factory):
-    """The four digits models locked with confusion channels and sign flips."""
+    """The four digits models locked with confusion channels and sign flips, at an explicit ratio
+    that leaves some layer groups without channels (tensors only the sign flips touch)."""
     folder = tmp_path_factory.mktemp("signflip")
     result = {}
     for name in MODEL_NAMES:
         locked = lock_model(MODELS / f"{name}.onnx", passphrase=PASSPHRASE, seed=0, kdf_params=CHEAP_KDF,
-                            tries=1, method=METHOD)
+                            tries=1, method=METHOD, ratio=0.02)
         result[name] = (folder / f"{name}.onnx", folder / f"{name}.key")
         write_locked(locked, *result[name])
     return result
@@ -119,13 +120,13 @@ def test_what_the_fast_path_verifies(layout, every_weight, digits):
     """A digest is checked where a shortcut is not the pass's own code (confusion); for tensors
     only signflip touches, the file hash and the key's tag bind everything the flip reads, so
     the fast path skips their digest and verify='full' still checks it."""
-    model_path, key_path = every_weight["digits_mlp"]
+    model_path, key_path = every_weight["digits_resnet"]  # at ratio 0.02, some of its tensors only flip
     confusion = forge_digest(key_path, lambda secret: sorted(needs_digest(secret))[0])
     with pytest.raises(ModelMismatchError, match="does not match the original"):
         load_session(model_path, confusion, passphrase=PASSPHRASE, providers="cpu")
     flip_only = forge_digest(key_path, lambda secret: sorted(set(secret[RESTORED_TENSORS]) - needs_digest(secret))[0])
     session = load_session(model_path, flip_only, passphrase=PASSPHRASE, providers="cpu")
-    plain = ort.InferenceSession(str(MODELS / "digits_mlp.onnx"), providers=["CPUExecutionProvider"])
+    plain = ort.InferenceSession(str(MODELS / "digits_resnet.onnx"), providers=["CPUExecutionProvider"])
     assert np.array_equal(outputs(session, digits)[0], outputs(plain, digits)[0])
     with pytest.raises(ModelMismatchError, match="does not match the original"):
         load_session(model_path, flip_only, passphrase=PASSPHRASE, providers="cpu", verify="full")
