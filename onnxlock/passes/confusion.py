@@ -249,12 +249,13 @@ class WidenChannelsPass:
             frontier.advance(graph, frontier.schedule.cut(group_nodes(group)))
             self._measure_inputs(frontier, graph, group)  # earlier groups may have widened its inputs
             for attempt, k in enumerate(fallback_counts(plan.channels[group.name])):
-                best = None
+                best, best_rank = None, None
                 for _ in range(fallback_tries(self.tries, attempt)):
                     trial = self._trial(frontier, graph, group, k, reference)
                     # ties (e.g. no decision changed yet) go to the draw that moves the outputs most
-                    if trial[3] is not None and (best is None or _rank(trial, reference) > _rank(best, reference)):
-                        best = trial
+                    rank = None if trial[3] is None else _rank(trial, reference)
+                    if rank is not None and (best_rank is None or rank > best_rank):
+                        best, best_rank = trial, rank
                     if best is not None and best[3] >= MAX_DAMAGE:
                         break  # no later draw can beat it
                 if best is not None:
