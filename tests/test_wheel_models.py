@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import wheel_models  # noqa: E402
 
 MODEL = "silero_vad"  # 1.2 MB, locks in seconds; the detector takes minutes on a shared CPU
-LOCKED_CORRELATION = 0.8  # the locked file's speech probabilities must correlate less than this
+LOCKED_CORRELATION = 0.9  # |r| of the locked file's speech probabilities must stay below (13 locks: at most 0.71)
 
 
 @pytest.fixture(scope="module")

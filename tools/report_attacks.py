@@ -71,7 +71,7 @@ def task_metric(name: str, path: Path, test: dict) -> Callable | None:
     return None
 
 
-def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int) -> dict:
+def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int, peel_steps: int | None = None) -> dict:
     path, (calib, calib_labels), (test, test_labels) = model_and_data(name)
     owner = wheel_models.lock_calibration(name, calib)
     start = time.perf_counter()
@@ -87,7 +87,7 @@ def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int) 
     steps = [("detect", lambda: suite.run_detect(model, blind, truth, ablation=name in DIGITS)),
              ("detect_pooled", lambda: suite.run_detect_pooled([(model, truth)] + others(), blind,
                                                                     ablation=name in DIGITS, seed=seed)),
-             ("peel", lambda: suite.run_peel(model, blind, truth)),
+             ("peel", lambda: suite.run_peel(model, blind, truth, max_steps=peel_steps)),
              ("prune", lambda: suite.run_prune(model, blind, truth))]
     if calib_labels is not None:
         steps.append(("search", lambda: suite.run_search(model, labelled, truth)))
@@ -156,13 +156,16 @@ def main() -> None:
     parser.add_argument("--method", default=DEFAULT_METHOD, help=f"lock method (default: {DEFAULT_METHOD})")
     parser.add_argument("--locks", type=int, default=8,
                         help="locks (seeds seed, seed+1, ...) whose detections are pooled (default: 8)")
+    parser.add_argument("--peel-steps", type=int, default=None,
+                        help="most channels the peel deletes (default: a tenth of the channels)")
     parser.add_argument("--no-finetune", action="store_true", help="skip fine-tuning (no torch needed)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "attacks", help="output stem (.json, .md)")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for name in args.models.split(","):  # written after each model: a long run keeps what it measured
-        rows.append(attack_model(name, args.seed, not args.no_finetune and name in DIGITS, args.method, args.locks))
+        rows.append(attack_model(name, args.seed, not args.no_finetune and name in DIGITS, args.method, args.locks,
+                                 args.peel_steps))
         atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps({"results": rows}, indent=2) + "\n").encode(),
                            mode=0o644)
         atomic_write_bytes(args.out.with_suffix(".md"), markdown(rows).encode(), mode=0o644)
