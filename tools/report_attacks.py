@@ -31,6 +31,7 @@ import wheel_models  # noqa: E402
 from onnxlock import lock_model  # noqa: E402
 from onnxlock.lock import DEFAULT_METHOD  # noqa: E402
 from onnxlock.evaluate.attacks import suite, truth_from_secret  # noqa: E402
+from onnxlock.evaluate.attacks.prune import PRUNERS  # noqa: E402
 from onnxlock.fileio import atomic_write_bytes, sha256_bytes  # noqa: E402
 from onnxlock.evaluate.damage import cpu_session, run  # noqa: E402
 from onnxlock.graph.io import load_model, parse_model  # noqa: E402
@@ -71,7 +72,8 @@ def task_metric(name: str, path: Path, test: dict) -> Callable | None:
     return None
 
 
-def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int, peel_steps: int | None = None) -> dict:
+def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int, peel_steps: int | None = None,
+                 pruners: tuple[str, ...] = PRUNERS) -> dict:
     path, (calib, calib_labels), (test, test_labels) = model_and_data(name)
     owner = wheel_models.lock_calibration(name, calib)
     start = time.perf_counter()
@@ -88,7 +90,7 @@ def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int, 
              ("detect_pooled", lambda: suite.run_detect_pooled([(model, truth)] + others(), blind,
                                                                     ablation=name in DIGITS, seed=seed)),
              ("peel", lambda: suite.run_peel(model, blind, truth, max_steps=peel_steps)),
-             ("prune", lambda: suite.run_prune(model, blind, truth))]
+             ("prune", lambda: suite.run_prune(model, blind, truth, pruners=pruners))]
     if calib_labels is not None:
         steps.append(("search", lambda: suite.run_search(model, labelled, truth)))
     if finetune:
@@ -158,6 +160,8 @@ def main() -> None:
                         help="locks (seeds seed, seed+1, ...) whose detections are pooled (default: 8)")
     parser.add_argument("--peel-steps", type=int, default=None,
                         help="most channels the peel deletes (default: a tenth of the channels)")
+    parser.add_argument("--pruners", default=",".join(PRUNERS),
+                        help=f"comma-separated (default: {','.join(PRUNERS)}; taylor runs the model twice per channel)")
     parser.add_argument("--no-finetune", action="store_true", help="skip fine-tuning (no torch needed)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "attacks", help="output stem (.json, .md)")
     args = parser.parse_args()
@@ -165,7 +169,7 @@ def main() -> None:
     rows = []
     for name in args.models.split(","):  # written after each model: a long run keeps what it measured
         rows.append(attack_model(name, args.seed, not args.no_finetune and name in DIGITS, args.method, args.locks,
-                                 args.peel_steps))
+                                 args.peel_steps, tuple(args.pruners.split(","))))
         atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps({"results": rows}, indent=2) + "\n").encode(),
                            mode=0o644)
         atomic_write_bytes(args.out.with_suffix(".md"), markdown(rows).encode(), mode=0o644)
