@@ -11,13 +11,15 @@ import pytest
 
 from onnxlock.evaluate.attacks import Peeling, accuracy, detect, peel, truth_from_secret
 from onnxlock.evaluate.attacks.health import health
-from onnxlock.evaluate.attacks.prune import PRUNERS, prune
+from onnxlock.evaluate.attacks.activity import tensor_values
+from onnxlock.evaluate.attacks.prune import PRUNERS, activation, prune
 from onnxlock.evaluate.attacks.scoring import average_ranks, logistic_cv, roc_auc
 from onnxlock.evaluate.attacks.suite import Data, run_detect_pooled, run_prune
 from onnxlock.graph.io import load_model
 from onnxlock.passes import WidenChannelsPass
 
 from conftest import MODELS
+from test_groups import concat_model
 
 BLIND_SAMPLES = 64
 
@@ -99,6 +101,19 @@ def test_pruners_delete_the_rate_of_every_group(obvious_lock, digits_data, prune
     for name, alive in start.alive.items():
         assert len(after.alive[name]) == len(alive) - int(0.25 * len(alive))
     assert np.isfinite(accuracy(after.model, test, np.zeros(len(test["pixels"]), int)))
+
+
+def test_activation_importance_reads_only_the_groups_channels():
+    """Where a group's channels last reach unchanged is a Concat (YOLO necks): its output holds the
+    other branch's channels too, so the importance is read where they are made."""
+    model = concat_model()
+    start = Peeling.start(model)
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)}
+    groups = [start.groups[name] for name in start.alive]
+    made = tensor_values(model, feeds, ["c1", "c2"])
+    for group, importance in zip(groups, activation(start, groups, feeds)):
+        np.testing.assert_allclose(importance, np.abs(made[group.name]).mean(axis=(0, 2, 3)), rtol=1e-6)
+    assert {g.name for g in groups} == {"c1", "c2"}
 
 
 def test_prune_report_scores_against_the_truth(obvious_lock, digits_data):

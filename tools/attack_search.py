@@ -23,6 +23,7 @@ from onnxlock.bundled import bundled_path  # noqa: E402
 from onnxlock.evaluate.attacks import accuracy, search_attack  # noqa: E402
 from onnxlock.fileio import atomic_write_bytes  # noqa: E402
 from onnxlock.graph.io import load_model, parse_model  # noqa: E402
+import wheel_models  # noqa: E402
 
 DIGITS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_transformer"]
 Data = tuple[dict, np.ndarray]  # feeds, labels
@@ -62,6 +63,8 @@ OCR_DATA = {"ocr_cls": cls_data, "ocr_rec": rec_data, "ocr_det": det_data}
 
 def model_and_data(name: str) -> tuple[Path, Data, Data]:
     """The model's path, the thief's calibration split and the held-out split."""
+    if name in wheel_models.WHEEL_MODELS:
+        return wheel_models.model_and_data(name)
     if name in OCR_DATA:
         from onnxlock.evaluate import ocr
 

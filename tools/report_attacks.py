@@ -1,13 +1,14 @@
-"""Run the attack suite on the bundled digits models and the three PP-OCR models, each locked at
-the default settings, and write reports/attacks.json and reports/attacks.md.
+"""Run the attack suite on the bundled digits models and the three PP-OCR models (and, by name,
+the pretrained models of tools/wheel_models.py), each locked at the default settings, and write
+reports/attacks.json and reports/attacks.md.
 
 The thief's blind inputs are the first 64 calibration inputs (unlabelled); results are judged on
 the held-out split (the PP-OCR recogniser and detector against the original's own outputs: CER
-and map correlation). Detection is pooled over ``--locks`` locks of each model. Fine-tuning uses
-scikit-learn's digits training split (1% and 10%), so needs the ``[train]`` extra; it is left out
-for the OCR models (no labelled training set here), and so is per-channel ablation (one model per
-channel: too slow on a shared CPU) and the told-groups search (it needs labels); peeling stops
-there after --ocr-peel-steps deletions."""
+and map correlation; the wheel models by their own agreement with the original). Detection is
+pooled over ``--locks`` locks of each model. Fine-tuning uses scikit-learn's digits training split
+(1% and 10%), so needs the ``[train]`` extra; it is left out for the other models (no labelled
+training set here), and so is per-channel ablation (one model per channel: too slow on a shared
+CPU) and the told-groups search (it needs labels)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from attack_search import DIGITS, OCR_DATA, model_and_data  # noqa: E402
+import wheel_models  # noqa: E402
 from onnxlock import lock_model  # noqa: E402
 from onnxlock.lock import DEFAULT_METHOD  # noqa: E402
 from onnxlock.evaluate.attacks import suite, truth_from_secret  # noqa: E402
@@ -36,7 +38,8 @@ from onnxlock.graph.io import load_model, parse_model  # noqa: E402
 from onnxlock.key import open_key  # noqa: E402
 
 PASSPHRASE = "attack report"
-JUDGED = ("accuracy", "cer", "map_correlation")  # what the removal table shows, the first a model has
+# what the removal table shows, the first a model has
+JUDGED = ("accuracy", "cer", "map_correlation", "box_recall", "speech_correlation")
 BLIND = 64
 
 
@@ -51,9 +54,12 @@ def locked_with_truth(path: Path, seed: int, method: str, calib: dict) -> tuple:
 
 def task_metric(name: str, path: Path, test: dict) -> Callable | None:
     """For the PP-OCR recogniser and detector (no labels): CER against the original's transcriptions,
-    correlation with the original's text map, on the held-out inputs."""
+    correlation with the original's text map, on the held-out inputs; for the wheel models, their
+    agreement with the original."""
     from onnxlock.evaluate import ocr
 
+    if name in wheel_models.WHEEL_MODELS:
+        return wheel_models.task_metric(name, path, test)
     original = load_model(path)
     if name == "ocr_rec":
         charset = ocr.rec_charset(path)
@@ -66,20 +72,24 @@ def task_metric(name: str, path: Path, test: dict) -> Callable | None:
     return None
 
 
-def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int, pruners: tuple[str, ...],
-                 peel_steps: int | None) -> dict:
+def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int, peel_steps: int | None = None,
+                 pruners: tuple[str, ...] = PRUNERS) -> dict:
     path, (calib, calib_labels), (test, test_labels) = model_and_data(name)
-    model, truth = locked_with_truth(path, seed, method, calib)
+    owner = wheel_models.lock_calibration(name, calib)
+    start = time.perf_counter()
+    model, truth = locked_with_truth(path, seed, method, owner)
+    lock_seconds = round(time.perf_counter() - start, 1)
     metric = task_metric(name, path, test)
     blind = suite.Data({k: v[:BLIND] for k, v in calib.items()}, None if calib_labels is None else calib_labels[:BLIND],
                        test, test_labels, metric)
     labelled = suite.Data(calib, calib_labels, test, test_labels, metric)
-    row = {"model": name, "method": method, "seed": seed, "counterfeits": len(truth.counterfeits), "groups_widened": truth.widened()}
-    others = lambda: [locked_with_truth(path, seed + i, method, calib) for i in range(1, locks)]  # noqa: E731
+    row = {"model": name, "method": method, "seed": seed, "counterfeits": len(truth.counterfeits),
+           "groups_widened": truth.widened(), "lock_seconds": lock_seconds}
+    others = lambda: [locked_with_truth(path, seed + i, method, owner) for i in range(1, locks)]  # noqa: E731
     steps = [("detect", lambda: suite.run_detect(model, blind, truth, ablation=name in DIGITS)),
              ("detect_pooled", lambda: suite.run_detect_pooled([(model, truth)] + others(), blind,
                                                                     ablation=name in DIGITS, seed=seed)),
-             ("peel", lambda: suite.run_peel(model, blind, truth, max_steps=None if name in DIGITS else peel_steps)),
+             ("peel", lambda: suite.run_peel(model, blind, truth, max_steps=peel_steps)),
              ("prune", lambda: suite.run_prune(model, blind, truth, pruners=pruners))]
     if calib_labels is not None:
         steps.append(("search", lambda: suite.run_search(model, labelled, truth)))
@@ -119,7 +129,7 @@ def markdown(rows: list[dict]) -> str:
                      f"| {d['logistic_cv_auc']} | {c['logistic_cv_auc']} |")
     lines += ["", "Removal on one lock (seed in the JSON):", "",
               "| model | counterfeits | locked | peel: removed (true/false) | after peel | best prune "
-              "| search acc. |", "|---|---:|---:|---|---:|---:|---:|"]
+              "| search acc. | lock (s) |", "|---|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
         p = r["peel"]
         measure = next(m for m in JUDGED if m in p["before"])
@@ -128,7 +138,7 @@ def markdown(rows: list[dict]) -> str:
         search = r["search"]["after"].get("accuracy") if "search" in r else "-"
         lines.append(f"| {r['model']} | {r['counterfeits']} | {measure} {p['before'][measure]} | "
                      f"{p['removed_counterfeit']}/{p['removed_genuine']} | {p['after'][measure]} | "
-                     f"{best_prune} | {search} |")
+                     f"{best_prune} | {search} | {r.get('lock_seconds', '-')} |")
     tuned = [r for r in rows if "finetune" in r]
     if tuned:
         lines += ["", "Fine-tuning the locked file vs the same architecture from scratch (same samples, 300 steps):", "",
@@ -142,14 +152,16 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", default=",".join(DIGITS + list(OCR_DATA)), help="comma-separated")
+    parser.add_argument("--models", default=",".join(DIGITS + list(OCR_DATA)),
+                        help=f"comma-separated (also: {', '.join(wheel_models.WHEEL_MODELS)})")
     parser.add_argument("--seed", type=int, default=0, help="lock seed (default: 0)")
     parser.add_argument("--method", default=DEFAULT_METHOD, help=f"lock method (default: {DEFAULT_METHOD})")
     parser.add_argument("--locks", type=int, default=8,
                         help="locks (seeds seed, seed+1, ...) whose detections are pooled (default: 8)")
-    parser.add_argument("--pruners", default=",".join(PRUNERS), help="pruning attacks (default: %(default)s)")
-    parser.add_argument("--ocr-peel-steps", type=int, default=10,
-                        help="deletions peeling may make on a PP-OCR model (each step runs ~40 trial models; default: 10)")
+    parser.add_argument("--peel-steps", type=int, default=None,
+                        help="most channels the peel deletes (default: a tenth of the channels)")
+    parser.add_argument("--pruners", default=",".join(PRUNERS),
+                        help=f"comma-separated (default: {','.join(PRUNERS)}; taylor runs the model twice per channel)")
     parser.add_argument("--update", action="store_true",
                         help="keep the rows of other models already in the output (re-run some models only)")
     parser.add_argument("--no-finetune", action="store_true", help="skip fine-tuning (no torch needed)")
@@ -162,7 +174,7 @@ def main() -> None:
         rows = [r for r in kept if r["model"] not in args.models.split(",")]
     for name in args.models.split(","):  # written after each model: a long run keeps what it measured
         rows.append(attack_model(name, args.seed, not args.no_finetune and name in DIGITS, args.method, args.locks,
-                                 tuple(args.pruners.split(",")), args.ocr_peel_steps))
+                                 args.peel_steps, tuple(args.pruners.split(","))))
         atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps({"results": rows}, indent=2) + "\n").encode(),
                            mode=0o644)
         atomic_write_bytes(args.out.with_suffix(".md"), markdown(rows).encode(), mode=0o644)

@@ -33,10 +33,17 @@ def weight_norm(peeling: Peeling, groups: list[Group], feeds) -> list[np.ndarray
 
 
 def activation(peeling: Peeling, groups: list[Group], feeds) -> list[np.ndarray]:
-    picks = [read_tensors(g).get("post", read_tensors(g)["pre"]) for g in groups]
-    values = tensor_values(peeling.model, feeds, [name for name, _ in picks])
-    return [np.abs(np.moveaxis(values[name], axis, 0).reshape(g.channels, -1)).mean(axis=1)
-            for g, (name, axis) in zip(groups, picks)]
+    """Read where the group's channels last reach unchanged, unless that tensor holds other channels
+    too (a Concat's output): then where they are made."""
+    picks = [read_tensors(g) for g in groups]
+    values = tensor_values(peeling.model, feeds, [name for pick in picks for name, _ in pick.values()])
+    importance = []
+    for group, pick in zip(groups, picks):
+        name, axis = pick.get("post", pick["pre"])
+        if values[name].shape[axis] != group.channels:
+            name, axis = pick["pre"]
+        importance.append(np.abs(np.moveaxis(values[name], axis, 0).reshape(group.channels, -1)).mean(axis=1))
+    return importance
 
 
 def scale_probe(model: onnx.ModelProto, picks: list[tuple[str, int, int]]) -> tuple[onnx.ModelProto, list[str]]:
