@@ -355,3 +355,11 @@ def test_sha256_helpers(tmp_path):
     path.write_bytes(data)
     assert fileio.sha256_file(path) == fileio.sha256_bytes(data)
     assert fileio.sha256_bytes(b"") == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def test_base64_fields_must_be_canonical():
+    from onnxlock.key.fields import b64decode
+
+    assert b64decode("AAE=") == b"\x00\x01"
+    with pytest.raises(ValueError, match="non-canonical"):
+        b64decode("AAF=")  # same bytes with a set padding bit: a flipped key byte must not pass

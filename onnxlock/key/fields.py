@@ -18,11 +18,15 @@ def b64encode(data: bytes) -> str:
 
 
 def b64decode(text: str) -> bytes:
-    """Strict standard base64; raises ValueError on anything else."""
+    """Strict, canonical standard base64 (unused low bits of the last character zero, as age
+    requires: a key has one spelling); raises ValueError on anything else."""
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        data = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise ValueError("invalid base64") from exc
+    if b64encode(data) != text:
+        raise ValueError("non-canonical base64")
+    return data
 
 
 def field(obj: dict, name: str, kinds: type | tuple[type, ...], where: str) -> Any:
