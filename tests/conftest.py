@@ -81,3 +81,13 @@ def cli(capsys):
         return Result(code, captured.out, captured.err)
     return invoke
 
+
+
+@pytest.fixture
+def fast_calls(monkeypatch):
+    """Records whether each load took the loader's fast path (fast.prepare returned something)."""
+    from onnxlock.runtime import fast
+
+    calls, prepare = [], fast.prepare
+    monkeypatch.setattr(fast, "prepare", lambda *args: calls.append(prepare(*args)) or calls[-1])
+    return calls

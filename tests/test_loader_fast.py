@@ -41,14 +41,6 @@ def weights_outside_the_model(monkeypatch):
     monkeypatch.setattr(fast, "INLINE_BYTES", 0)
 
 
-@pytest.fixture
-def fast_calls(monkeypatch):
-    """Records whether each load took the fast path (prepare returned something)."""
-    calls, prepare = [], fast.prepare
-    monkeypatch.setattr(fast, "prepare", lambda *args: calls.append(prepare(*args)) or calls[-1])
-    return calls
-
-
 def outputs(session, digits):
     feeds = {i.name: digits[i.name][:64] for i in session.get_inputs()}
     return session.run(None, feeds)

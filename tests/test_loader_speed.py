@@ -72,13 +72,6 @@ def layout(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture
-def fast_calls(monkeypatch):
-    calls, prepare = [], fast.prepare
-    monkeypatch.setattr(fast, "prepare", lambda *args: calls.append(prepare(*args)) or calls[-1])
-    return calls
-
-
 def outputs(session, digits):
     return session.run(None, {i.name: digits[i.name][:64] for i in session.get_inputs()})
 
