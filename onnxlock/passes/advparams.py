@@ -288,7 +288,9 @@ class PerturbWeightsPass:
                  earlier: list[dict] = ()) -> PassResult:
         """Perturb ``model``; with ``onto`` (``model`` already locked by the ``earlier`` secrets,
         e.g. confusion channels) the weights are chosen on ``model`` and written into ``onto``
-        at their positions there, so stripping the earlier lock still leaves this one."""
+        at their positions there, so stripping the earlier lock still leaves this one; if the
+        two locks together agree with the original more than this one alone on the calibration
+        data (their damage can partly cancel), the search goes on in ``onto`` within the budget."""
         from ..torchbridge import TorchBridge
 
         original = normalize(model)
@@ -310,6 +312,7 @@ class PerturbWeightsPass:
                 break
             for name, index in found.changed:  # the next level starts from the original
                 bridge.set_value(name, index, float(layers[name].original.reshape(-1)[index]))
+        del bridge
         stealth, layers, (changed, steps, before, after) = best
         if not changed:
             raise UnsupportedGraphError("no weight could be perturbed (calibration outputs already at target?)")
@@ -317,18 +320,21 @@ class PerturbWeightsPass:
                    for name, index in changed]
         new_bits = {(name, index): float_bits(float(layers[name].current.reshape(-1)[index])) for name, index in changed}
         secret = {"method": self.method, "version": SECRET_VERSION, "weights": weights}
-        base = original
+        base, topped = original, None
         if onto is not None:
             secret = rebase(secret, onto, earlier)
             new_bits = {(w[0], w[1]): new_bits[(o[0], o[1])] for w, o in zip(secret["weights"], weights)}
             base = onto
+            stacked = restore_weights(onto, {**secret, "weights": [[n, i, b] for (n, i), b in new_bits.items()]})
+            if head.agreement(run(stacked, feeds, self.threads)[0]) > max(after, target):
+                secret, new_bits, topped = self._top_up(stacked, secret, new_bits, head, stealth, feeds, target)
         locked = restore_weights(base, {**secret, "weights": [[n, i, b] for (n, i), b in new_bits.items()]})
         report = {
             "method": self.method,
-            "weights_changed": len(changed),
+            "weights_changed": len(secret["weights"]),
             "max_weights": self.max_weights,
             "steps": steps,
-            "layers_changed": len({name for name, _ in changed}),
+            "layers_changed": len({name for name, _, _ in secret["weights"]}),
             "layers_total": len(names),
             "calibration_agreement_before": round(before, 4),
             "calibration_agreement_after": round(after, 4),
@@ -338,14 +344,36 @@ class PerturbWeightsPass:
             "output_kind": head.kind,
             "labels": head.kind == "class" and self.labels is not None,
         }
+        if onto is not None:
+            report["stacked_top_up"] = topped  # None: the stacked locks needed none
         return PassResult(locked, secret, report)
 
-    def _search(self, bridge, head, layers, feeds, target) -> Search:
+    def _top_up(self, stacked, secret, new_bits, head, stealth, feeds, target):
+        """Go on searching in ``stacked`` (the earlier locks and this one's weights), moving its
+        weights again or new ones within the budget; new weights keep the value ``stacked`` had
+        before this pass (what the earlier secrets restore). Returns the merged secret and new
+        values, and what the top-up did."""
+        from ..torchbridge import TorchBridge
+
+        bridge = TorchBridge(stacked, feeds, self.threads)
+        names = [n for n in weight_names(bridge.model) if n in bridge.bindings]
+        layers = {n: Layer.build(n, bridge.arrays[n], self.alpha, stealth, np.random.default_rng(self.seed or 0))
+                  for n in names}
+        first = {(name, index): bits for name, index, bits in secret["weights"]}
+        found = self._search(bridge, head, layers, feeds, target, changed=[k for k in first if k[0] in layers])
+        added = [k for k in found.changed if k not in first]
+        weights = [[name, index, bits] for (name, index), bits in first.items()]
+        weights += [[name, index, float_bits(float(layers[name].original.reshape(-1)[index]))] for name, index in added]
+        values = {(name, index): float_bits(float(layers[name].current.reshape(-1)[index])) if name in layers
+                  else new_bits[(name, index)] for name, index, _ in weights}
+        return {**secret, "weights": weights}, values, {"weights_added": len(added), "agreement_after": round(found.after, 4)}
+
+    def _search(self, bridge, head, layers, feeds, target, changed=()) -> Search:
         """Greedy steps until the calibration agreement reaches ``target``, nothing can move or
         the search stalls; each step's forward pass gives both the gradient and the agreement it
         starts from. Returns the state with the lowest agreement seen (written into ``layers``
-        and the bridge)."""
-        changed: dict[tuple[str, int], None] = {}
+        and the bridge). ``changed``: weights already moved, counted in the budget."""
+        changed: dict[tuple[str, int], None] = dict.fromkeys(changed)
         seen: list[float] = []
         best: dict[tuple[str, int], np.float32] = {}
 
