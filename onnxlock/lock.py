@@ -15,6 +15,7 @@ import onnx
 from .errors import InvalidArgumentError, OnnxlockError, UnsupportedGraphError
 from .filepair import NewFile, write_files
 from .fileio import sha256_bytes
+from .graph.external import attach, check_location, split, too_large
 from .graph.io import load_model, parse_model
 from .graph.normalize import normalize
 from .graph.patch import sample_counterfeits
@@ -34,11 +35,14 @@ FINGERPRINT_SIZE = 48
 
 @dataclass
 class LockedModel:
-    """The locked model's bytes (safe to ship), the sealed key's bytes, and what the pass did."""
+    """The locked model's bytes (safe to ship), the sealed key's bytes, and what the pass did; a
+    model with external data also has its weights' bytes, to be written as ``data_name`` beside it."""
 
     model: bytes
     key: bytes
     report: dict
+    data: bytes | None = None
+    data_name: str | None = None
 
     def layer_report(self, method: str) -> dict | None:
         """The report of the pass ``method`` in this lock (None if it was not applied)."""
@@ -99,14 +103,19 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
                method: str = DEFAULT_METHOD, ratio: float | None = None, strategy: str = DEFAULT_STRATEGY,
                seed: int | None = None, calibration: dict[str, np.ndarray] | None = None,
                kdf_params: dict | None = None, tries: int | None = DEFAULT_TRIES, progress: bool = False,
-               max_weights: int = DEFAULT_MAX_WEIGHTS, labels: np.ndarray | None = None) -> LockedModel:
+               max_weights: int = DEFAULT_MAX_WEIGHTS, labels: np.ndarray | None = None,
+               external_data: str | None = None) -> LockedModel:
     """Lock ``model`` with the passes named in ``method`` (e.g. ``"confusion,signflip"``, applied in
     METHODS order) and seal their stacked secret for ``passphrase`` and/or public ``recipients``
     (paths, public key text or X25519Recipient), any one of which opens it.
 
     ``expires`` (timezone-aware) ends the key's validity; ``licensee`` records whose copy this is
-    in the authenticated header (each call draws a fresh secret, so give no ``seed``)."""
+    in the authenticated header (each call draws a fresh secret, so give no ``seed``).
+    ``external_data``: a file name beside the locked model for its weights (ONNX external data;
+    needed when the locked model would pass protobuf's 2 GiB limit); the key binds its SHA-256."""
     check_model_argument(model)
+    if external_data is not None:
+        check_location(external_data)
     check_lock_options(ratio=ratio, strategy=strategy, seed=seed, tries=tries, kdf_params=kdf_params)
     methods = parse_methods(method)
     recipients = [load_recipient(r) for r in recipients]
@@ -140,10 +149,17 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
     # a sample of this lock's counterfeit values, for 'onnxlock trace' on a leaked copy
     fingerprint = sample_counterfeits(current, confusion[0]["groups"], FINGERPRINT_SIZE,
                                       np.random.default_rng()) if confusion else None
-    locked = current.SerializeToString()
+    if external_data is None and too_large(current):
+        raise InvalidArgumentError("the locked model would pass protobuf's 2 GiB limit: give external_data, "
+                                   "a file name for its weights (the CLI does)")
+    locked, data = split(current, external_data) if external_data else (current.SerializeToString(), None)
     del model, current, result  # the bytes are all we keep: a large model is held once, not thrice
-    restored = restore(parse_model(locked), secret, in_place=True)  # the only restore
-    secret["restored_sha256"] = sha256_bytes(restored.SerializeToString())
+    restored = parse_model(locked) if data is None else attach(parse_model(locked), data, external_data)
+    restored = restore(restored, secret, in_place=True)  # the only restore
+    if data is None:
+        secret["restored_sha256"] = sha256_bytes(restored.SerializeToString())
+    else:  # the graph file's hash binds the rest; the key the data file's
+        secret["external_data"] = {"location": external_data, "sha256": sha256_bytes(data), "bytes": len(data)}
     digests = restored_digests(restored, secret)  # per touched tensor: what the fast loader checks
     if digests is not None:
         secret["restored_tensors"] = digests
@@ -160,19 +176,25 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
     report = reports[0] if len(reports) == 1 and not skipped else {"method": ",".join(applied), "layers": reports}
     if skipped:
         report["skipped"] = skipped
-    return LockedModel(locked, key, report)
+    return LockedModel(locked, key, report, data, external_data if data is not None else None)
 
 
 @guarded("writing {model_path} and {key_path}")
 def write_locked(locked: LockedModel, model_path: str | os.PathLike, key_path: str | os.PathLike,
                  *, force: bool = False) -> None:
-    """Write model and key as one (``filepair``: both or neither, even if killed); a key is never
-    silently overwritten (it may be the only copy), and with ``force`` the old pair stays whole
-    until the new one is complete."""
+    """Write model and key (and the model's external data file, if any, beside it) as one
+    (``filepair``: all or none, even if killed); a key is never silently overwritten (it may be
+    the only copy), and with ``force`` the old files stay whole until the new ones are complete."""
     if not isinstance(locked, LockedModel):
         raise InvalidArgumentError(f"locked must be the LockedModel lock_model returned, got {type(locked).__name__}")
     check_path("model_path", model_path)
     check_path("key_path", key_path)
     if Path(model_path).resolve() == Path(key_path).resolve():
         raise OnnxlockError("the locked model and the key must be different files")
-    write_files([NewFile(model_path, locked.model, 0o644), NewFile(key_path, locked.key, 0o600)], overwrite=force)
+    files = [NewFile(model_path, locked.model, 0o644)]
+    if locked.data is not None:
+        data_path = Path(model_path).parent / check_location(locked.data_name)
+        if data_path.resolve() in (Path(model_path).resolve(), Path(key_path).resolve()):
+            raise OnnxlockError(f"the external data file {data_path} would overwrite the model or the key")
+        files.append(NewFile(data_path, locked.data, 0o644))
+    write_files(files + [NewFile(key_path, locked.key, 0o600)], overwrite=force)

@@ -34,8 +34,23 @@ def snapshot(*folders: Path) -> dict[str, tuple[int, int]]:
 ORT_CACHE = Path.home() / ".cache" / "Microsoft"  # onnxruntime's telemetry store (made when it is imported)
 
 
-@pytest.mark.parametrize("how", ["path", "bytes", "full"])
+def _external_pair(folder: Path):
+    """digits_mlp locked with its weights in an external data file, in ``folder``."""
+    from onnxlock import lock_model, write_locked
+
+    from conftest import CHEAP_KDF, MODELS, Locked
+
+    locked = lock_model(MODELS / "digits_mlp.onnx", passphrase=PASSPHRASE, seed=0, kdf_params=CHEAP_KDF,
+                        external_data="locked.onnx.data")
+    folder.mkdir()
+    write_locked(locked, folder / "locked.onnx", folder / "model.key")
+    return Locked(MODELS / "digits_mlp.onnx", folder / "locked.onnx", folder / "model.key")
+
+
+@pytest.mark.parametrize("how", ["path", "bytes", "full", "external", "external full"])
 def test_load_session_writes_nothing(how, locked_mlp, tmp_path, monkeypatch):
+    if how.startswith("external"):
+        locked_mlp = _external_pair(tmp_path / "external")
     home, work, temp = tmp_path / "home", tmp_path / "work", tmp_path / "tmp"
     for folder in (home / ".cache", work, temp):
         folder.mkdir(parents=True)
@@ -47,7 +62,7 @@ def test_load_session_writes_nothing(how, locked_mlp, tmp_path, monkeypatch):
     before = snapshot(*watched)
     model = locked_mlp.model if how != "bytes" else locked_mlp.model.read_bytes()
     session = load_session(model, locked_mlp.key, passphrase=PASSPHRASE, providers="cpu",
-                           verify="full" if how == "full" else "fast")
+                           verify="full" if how.endswith("full") else "fast")
     session.run(None, {"pixels": np.zeros((1, 1, 8, 8), np.float32)})
     del session
     assert snapshot(*watched) == before

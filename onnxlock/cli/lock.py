@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 
+from ..graph import external
 from ..graph.io import load_model
 from ..errors import InputDataError
 from ..key.envelope import parse_expires
@@ -47,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the key stops opening after DATE (YYYY-MM-DD, through that day UTC; or an ISO time)")
     parser.add_argument("--licensee", metavar="NAME",
                         help="the customer this copy is for: a fresh lock, named in the key for 'onnxlock trace'")
+    parser.add_argument("--external-data", action="store_true",
+                        help="store the locked model's weights in OUTPUT.data beside it (ONNX external data; "
+                             "automatic for models of 1 GiB and more, needed past protobuf's 2 GiB)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output and key files")
     parser.add_argument("--json", action="store_true", help="print the lock report as JSON")
     passphrase.add_argument(parser)
@@ -56,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     refuse_existing(args.output, args.key, force=args.force, inputs=(args.model, args.calib))
     methods = parse_methods(args.method)
     model = load_model(args.model)
+    data_name = None
+    if args.external_data or model.ByteSize() >= external.AUTO_BYTES:
+        data_name = Path(args.output).name + ".data"
+        refuse_existing(Path(args.output).parent / data_name, force=args.force, inputs=(args.model, args.calib))
     calibration, labels = read_calibration(args.calib, model, "advparams" in methods)
     expires = parse_expires(args.expires) if args.expires else None
     secret = (passphrase.optional_passphrase(args) if args.recipient
@@ -63,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     locked = lock_model(model, passphrase=secret, recipients=args.recipient, expires=expires,
                         licensee=args.licensee, ratio=args.ratio, strategy=args.strategy, seed=args.seed,
                         calibration=calibration, tries=args.tries, progress=sys.stderr.isatty(),
-                        method=args.method, max_weights=args.max_weights, labels=labels)
+                        method=args.method, max_weights=args.max_weights, labels=labels,
+                        external_data=data_name)
     with writing(args.output, args.key):
         write_locked(locked, args.output, args.key, force=args.force)
     if args.json:

@@ -30,10 +30,12 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from ..errors import ModelFormatError, ModelMismatchError
+from ..graph.external import check_location
 from ..graph.io import parse_model
 from ..passes import restore
 from . import wire
-from .restore import RESTORED_TENSORS, check_digest
+from .restore import EXTERNAL_DATA, RESTORED_TENSORS, check_digest, check_external
 from .options import copy_options
 from .source import LockedSource
 from .touches import needs_digest, only, restore_array, restrict, tensor_digest, touched_tensors
@@ -56,6 +58,8 @@ class Prepared:
     options: ort.SessionOptions | None
     keepalive: list = field(default_factory=list)  # buffers onnxruntime reads during creation
     checks: "DigestChecks | None" = None
+    data: LockedSource | None = None  # the external data file, hashed in a thread like the model
+    secret: dict = field(default_factory=dict)
 
     def verified(self) -> bool:
         return self.checks is None or self.checks.passed()
@@ -90,7 +94,7 @@ def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions | No
     if touched is None or not isinstance(secret.get(RESTORED_TENSORS), dict) \
             or set(secret[RESTORED_TENSORS]) != touched:
         return None
-    if len(source.buffer) < INLINE_BYTES:
+    if len(source.buffer) < INLINE_BYTES and EXTERNAL_DATA not in secret:
         return _prepare_whole(source, secret, options)
     try:
         layout = wire.scan(source.buffer)
@@ -98,11 +102,43 @@ def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions | No
         return None
     if not touched <= {span.name for span in layout.initializers}:
         return None  # the key does not fit: the slow path says so precisely
-    large = [span for span in layout.initializers if span.data is not None and span.nbytes >= LARGE_BYTES]
+    data = open_data(source, secret, {span.location for span in layout.initializers} - {None})
+    try:
+        return _prepare_layout(source, data, layout, secret, touched, options)
+    except BaseException:
+        if data is not None:
+            data.close()
+        raise
+
+
+def open_data(source: LockedSource, secret: dict, locations: set[str]) -> LockedSource | None:
+    """The locked model's external data file (mapped, hashed in a thread), or None if it has none;
+    the graph must point to the one file the key names, beside the model."""
+    expected = secret.get(EXTERNAL_DATA)
+    if not locations and expected is None:
+        return None
+    if expected is None or locations != {expected.get("location")}:
+        raise ModelMismatchError("the locked model's external data references do not match its key")
+    if not source.path:
+        raise ModelFormatError(f"a locked model with external data must be loaded from its path "
+                               f"(its weights are in {expected['location']} beside it)")
+    data = LockedSource(os.path.join(os.path.dirname(source.path), check_location(expected["location"])),
+                        ModelFormatError, what="external data file")
+    size = len(data.buffer)
+    if size != expected.get("bytes"):  # truncated, or another lock's: before reading any of it
+        data.close()
+        check_external("", size, secret)
+    return data
+
+
+def _prepare_layout(source: LockedSource, data: LockedSource | None, layout: wire.Layout, secret: dict,
+                    touched: set[str], options: ort.SessionOptions | None) -> Prepared:
+    large = [span for span in layout.initializers
+             if span.data is not None and (span.nbytes >= LARGE_BYTES or span.location is not None)]
     large_names, to_check = {span.name for span in large}, needs_digest(secret)
     placeholders, restored, unchecked = {}, {}, {}
     location = os.path.basename(source.path) if source.path else IN_MEMORY_NAME
-    done = _restore_all(source, [span for span in large if span.name in touched], secret)
+    done = _restore_all(source, data, [span for span in large if span.name in touched], secret)
     for span in large:
         if span.name in touched:
             array, checked = done[span.name]
@@ -111,14 +147,14 @@ def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions | No
                 unchecked[span.name] = array
             placeholders[span.name] = wire.external_placeholder(
                 span.name, array.shape, span.data_type, RESTORED_NAME, 0, array.nbytes)
-        else:
+        elif span.location is None:  # external data stays as it is: onnxruntime reads it from the file
             placeholders[span.name] = wire.external_placeholder(
                 span.name, span.dims, span.data_type, location, span.data[0], span.nbytes)
     checks = DigestChecks(unchecked, secret[RESTORED_TENSORS]) if unchecked else None
     model = parse_model(wire.skeleton(source.buffer, layout, placeholders), source="locked model")
     model = restore(model, restrict(secret, lambda name: name not in large_names), in_place=True)
     _check_initializers(model, to_check - large_names, secret)
-    prepared = Prepared(model.SerializeToString(), copy_options(options), checks=checks)
+    prepared = Prepared(model.SerializeToString(), copy_options(options), checks=checks, data=data, secret=secret)
     _attach(prepared, source, restored, untouched=len(large) > len(restored))
     return prepared
 
@@ -138,31 +174,42 @@ def _check_initializers(model: onnx.ModelProto, names: set[str], secret: dict) -
             check_digest(tensor.name, numpy_helper.to_array(tensor), secret)
 
 
-def _restore_all(source: LockedSource, spans: list[wire.Span], secret: dict) -> dict[str, tuple[np.ndarray, bool]]:
+def _restore_all(source: LockedSource, data: LockedSource | None, spans: list[wire.Span],
+                 secret: dict) -> dict[str, tuple[np.ndarray, bool]]:
     """``_restore_one`` for each span, on RESTORE_THREADS threads when there is enough to share
     (numpy releases the GIL on large arrays; on small ones threads only add waiting)."""
+    def one(span):
+        return _restore_one(source, data if span.location is not None else None, span, secret)
+
     if len(spans) < 2 or sum(span.nbytes for span in spans) < THREADED_BYTES:
-        return {span.name: _restore_one(source, span, secret) for span in spans}
+        return {span.name: one(span) for span in spans}
     with ThreadPoolExecutor(min(RESTORE_THREADS, len(spans))) as pool:
-        results = pool.map(lambda span: _restore_one(source, span, secret), spans)
-        return {span.name: result for span, result in zip(spans, results)}
+        return {span.name: result for span, result in zip(spans, pool.map(one, spans))}
 
 
-def _restore_one(source: LockedSource, span: wire.Span, secret: dict) -> tuple[np.ndarray, bool]:
+def _restore_one(source: LockedSource, data: LockedSource | None, span: wire.Span,
+                 secret: dict) -> tuple[np.ndarray, bool]:
     """One touched initializer restored on its own, and whether it was checked already: by the
     methods' array shortcut on a view of the locked bytes when they have one (one copy, the
     mapped pages dropped once read; ``prepare`` checks the result's digest where needed), else by
-    ``passes.restore`` on a one-tensor model, checked here."""
+    ``passes.restore`` on a one-tensor model, checked here. ``data``: the external data file
+    holding the span's bytes (None: the locked model's own bytes)."""
+    holder = source if data is None else data
+    values = span.array(holder.buffer)
     try:
-        array = restore_array(secret, span.name, span.array(source.buffer))
+        array = restore_array(secret, span.name, values)
     except (KeyError, IndexError, ValueError, TypeError):
         array = None
     if array is not None:
         array = np.ascontiguousarray(array)
-        source.release(*span.data)
+        holder.release(*span.data)
         return array, False
     single = onnx.ModelProto()
-    single.graph.initializer.add().ParseFromString(span.message(source.buffer))
+    tensor = single.graph.initializer.add()
+    tensor.ParseFromString(span.message(source.buffer))
+    if data is not None:
+        del tensor.external_data[:]
+        tensor.data_location, tensor.raw_data = onnx.TensorProto.DEFAULT, values.tobytes()
     single = restore(single, restrict(secret, only({span.name})), in_place=True)
     array = numpy_helper.to_array(single.graph.initializer[0])
     check_digest(span.name, array, secret)

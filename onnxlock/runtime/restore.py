@@ -9,8 +9,11 @@ from __future__ import annotations
 import onnx
 from onnx import numpy_helper
 
-from ..errors import ModelMismatchError
-from ..fileio import sha256_bytes
+import os
+
+from ..errors import ModelFormatError, ModelMismatchError
+from ..fileio import read_input, sha256_bytes
+from ..graph.external import attach, check_location, locations, too_large
 from ..graph.io import parse_model
 from ..guard import guarded
 from ..key import open_key
@@ -20,6 +23,7 @@ from .touches import tensor_digest, touched_tensors
 
 RESTORED_SHA256 = "restored_sha256"  # the restored model's serialization (every key has it)
 RESTORED_TENSORS = "restored_tensors"  # {name: tensor_digest} of each touched initializer (newer keys)
+EXTERNAL_DATA = "external_data"  # {location, sha256, bytes} of a locked model's external data file
 _ALTERED = "the restored model does not match the original (key or model altered)"
 
 
@@ -45,10 +49,42 @@ def check_digest(name: str, array, secret: dict) -> None:
         raise ModelMismatchError(_ALTERED)
 
 
-def restore_checked(locked: bytes, secret: dict) -> tuple[onnx.ModelProto, bytes]:
-    """The restored model and its serialized bytes, checked against every digest the key records."""
-    model = restore(parse_model(locked, source="locked model"), secret, in_place=True)
-    data = model.SerializeToString()
+def check_external(sha256: str, size: int, secret: dict) -> None:
+    """Compare an external data file's hash and size with what the key records."""
+    expected = secret.get(EXTERNAL_DATA)
+    if not isinstance(expected, dict) or expected.get("sha256") != sha256 or expected.get("bytes") != size:
+        raise ModelMismatchError("the locked model's external data file does not match its key (altered or "
+                                 "from another lock)")
+
+
+def external_data(source, secret: dict) -> bytes | None:
+    """The whole external data file of the locked model in ``source`` (a LockedSource), if the key
+    says it has one."""
+    expected = secret.get(EXTERNAL_DATA)
+    if expected is None:
+        return None
+    if not source.path:
+        raise ModelFormatError(f"a locked model with external data must be loaded from its path "
+                               f"(its weights are in {expected.get('location')} beside it)")
+    path = os.path.join(os.path.dirname(source.path), check_location(expected.get("location")))
+    return read_input(path, "external data file", ModelFormatError)
+
+
+def restore_checked(locked: bytes, secret: dict, data: bytes | None = None) -> tuple[onnx.ModelProto, bytes]:
+    """The restored model and its serialized bytes (None past protobuf's 2 GiB), checked against
+    every digest the key records; ``data``: the locked model's external data file, if the key names one."""
+    model = parse_model(locked, source="locked model")
+    expected = secret.get(EXTERNAL_DATA)
+    if expected is not None:
+        if data is None:
+            raise ModelFormatError(f"this locked model keeps its weights in {expected.get('location')}: "
+                                   "give its data too")
+        check_external(sha256_bytes(data), len(data), secret)
+        attach(model, data, expected["location"])
+    elif locations(model):
+        raise ModelMismatchError("the locked model points to external data its key does not name")
+    model = restore(model, secret, in_place=True)
+    data = None if too_large(model) else model.SerializeToString()  # None: over protobuf's limit
     expected = secret.get(RESTORED_SHA256)
     if expected is not None and sha256_bytes(data) != expected:
         raise ModelMismatchError(_ALTERED)
@@ -59,18 +95,23 @@ def restore_checked(locked: bytes, secret: dict) -> tuple[onnx.ModelProto, bytes
     return model, data
 
 
-def _restore(locked: bytes, key: bytes, passphrase: str | None, identity=None) -> tuple[onnx.ModelProto, bytes]:
-    return restore_checked(locked, open_secret(key, passphrase, sha256_bytes(locked), identity))
+def _restore(locked: bytes, key: bytes, passphrase: str | None, identity=None,
+             data: bytes | None = None) -> tuple[onnx.ModelProto, bytes]:
+    return restore_checked(locked, open_secret(key, passphrase, sha256_bytes(locked), identity), data)
 
 
 @guarded("restoring a locked model ({locked})")
-def restore_model(locked: bytes, key: bytes, passphrase: str | None = None, *, identity=None) -> onnx.ModelProto:
+def restore_model(locked: bytes, key: bytes, passphrase: str | None = None, *, identity=None,
+                  data: bytes | None = None) -> onnx.ModelProto:
     """Open ``key`` (with ``identity``: a path, identity bytes or X25519Identity, and/or
-    ``passphrase``) for the ``locked`` file's bytes and return the exact original model."""
+    ``passphrase``) for the ``locked`` file's bytes and return the exact original model;
+    ``data``: the bytes of the locked model's external data file, if it has one."""
     check_bytes("locked", locked)
     check_bytes("key", key)
+    if data is not None:
+        check_bytes("data", data)
     check_passphrase(passphrase, optional=identity is not None)
-    return _restore(locked, key, passphrase, identity)[0]
+    return _restore(locked, key, passphrase, identity, data)[0]
 
 
 def unlock_bytes(locked: bytes, key: bytes, passphrase: str | None = None, *, identity=None) -> bytes:

@@ -35,7 +35,7 @@ from ..validate import check_session_arguments
 from . import fast
 from .options import check_safe
 from .providers import Provider, requested_providers, select_providers, warn_on_fallback
-from .restore import open_secret, restore_checked
+from .restore import check_external, external_data, open_secret, restore_checked
 from .source import Input, LockedSource, read_bytes
 
 PASSPHRASE_ENV = "ONNXLOCK_PASSPHRASE"
@@ -127,8 +127,7 @@ def _create(source: LockedSource, key: bytes, credentials: Credentials, provider
         try:
             secret = credentials.open(key, None)
             prepared = fast.prepare(source, secret, sess_options)
-            session = None if prepared is None else \
-                ort.InferenceSession(prepared.model, prepared.options, providers=providers)
+            session = None if prepared is None else _fast_session(prepared, providers)
         except Exception:
             _check_binding(source, key)  # a key for another model, or an altered file, says so first
             raise
@@ -141,8 +140,23 @@ def _create(source: LockedSource, key: bytes, credentials: Credentials, provider
             del session  # a shortcut disagreed with its digest: the full path decides
     digest = source.sha256()
     secret = credentials.open(key, digest)
-    _, data = restore_checked(bytes(source.buffer), secret)
+    _, data = restore_checked(bytes(source.buffer), secret, external_data(source, secret))
+    if data is None:
+        raise OnnxlockError("the restored model is over 2 GiB: load it with verify='fast'")
     return ort.InferenceSession(data, sess_options, providers=providers)
+
+
+def _fast_session(prepared: fast.Prepared, providers: list) -> ort.InferenceSession:
+    """The session from a prepared skeleton; its external data file's hash (computed in a thread
+    while the session was built) is checked before the session is returned."""
+    try:
+        session = ort.InferenceSession(prepared.model, prepared.options, providers=providers)
+        if prepared.data is not None:
+            check_external(prepared.data.sha256(), len(prepared.data.buffer), prepared.secret)
+        return session
+    finally:
+        if prepared.data is not None:
+            prepared.data.close()
 
 
 def _check_binding(source: LockedSource, key: bytes) -> None:

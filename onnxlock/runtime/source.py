@@ -48,18 +48,19 @@ class LockedSource:
     """The locked model's bytes (an mmap of the file, or the bytes given) and their SHA-256,
     computed in a thread started at once; ``sha256()`` waits for it."""
 
-    def __init__(self, source: Input, error: type[OnnxlockError]):
+    def __init__(self, source: Input, error: type[OnnxlockError], what: str = "locked model"):
         self.path: str | None = None
+        self.what = what
         self._map = None
         if isinstance(source, (str, os.PathLike)) and not hasattr(source, "read"):
             self.path = os.path.abspath(os.fsdecode(source))
             self.buffer = self._mmap(source, error)
             target, args = self._hash_file, (self.path,)
         else:
-            self.buffer = read_bytes(source, "locked model", error)
+            self.buffer = read_bytes(source, what, error)
             target, args = self._hash_bytes, (self.buffer,)
         if not len(self.buffer):
-            raise error("the locked model is empty")
+            raise error(f"the {what} is empty")
         self._digest: str | None = None
         self._failure: BaseException | None = None
         self._thread = None
@@ -78,7 +79,7 @@ class LockedSource:
                 return self._map
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise error(f"cannot read locked model {describe(path)}: {reason}") from None
+            raise error(f"cannot read {self.what} {describe(path)}: {reason}") from None
 
     def _run(self, target, args) -> None:
         try:
@@ -110,7 +111,7 @@ class LockedSource:
     def sha256(self) -> str:
         self._join()
         if self._failure is not None:
-            raise OnnxlockError(f"cannot hash the locked model: {self._failure}") from self._failure
+            raise OnnxlockError(f"cannot hash the {self.what}: {self._failure}") from self._failure
         return self._digest
 
     def _join(self) -> None:

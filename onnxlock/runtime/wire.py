@@ -32,7 +32,8 @@ class Span:
     data_type: int
     entry: tuple[int, int]  # start, end of the whole initializer field (tag included) in the file
     body: int  # where the TensorProto's own bytes start (they end with the entry)
-    data: tuple[int, int] | None  # start, end of raw_data; None when stored otherwise
+    data: tuple[int, int] | None  # start, end of raw_data (in the file, or in ``location``); None otherwise
+    location: str | None = None  # the external data file holding ``data`` (None: the model's own bytes)
 
     @property
     def dtype(self) -> np.dtype:
@@ -47,8 +48,11 @@ class Span:
         return bytes(buffer[self.body:self.entry[1]])
 
     def array(self, buffer) -> np.ndarray:
-        """A read-only view of the tensor's values in ``buffer`` (no copy)."""
+        """A read-only view of the tensor's values in ``buffer`` (the model's bytes, or those of its
+        ``location`` for external data; no copy)."""
         start, end = self.data
+        if end > len(buffer):
+            raise WireError(f"the data of {self.name} lies past the end of its file (truncated?)")
         count = (end - start) // self.dtype.itemsize
         return np.frombuffer(buffer, dtype=self.dtype, count=count, offset=start).reshape(self.dims)
 
@@ -98,8 +102,31 @@ def _fields(buf, start: int, end: int):
         yield number, kind, field_start, value_start, pos
 
 
+def _string_entry(buf, start: int, end: int) -> tuple[str, str]:
+    """A StringStringEntryProto: (key, value)."""
+    found = {number: bytes(buf[value:stop]).decode("utf-8")
+             for number, kind, _, value, stop in _fields(buf, start, end) if kind == _LEN}
+    return found.get(1, ""), found.get(2, "")
+
+
+def _external(entries: list[tuple[str, str]]) -> tuple[str, tuple[int, int]]:
+    """(location, (start, end)) of external data holding only location, offset and length."""
+    found = dict(entries)
+    if len(found) != len(entries) or not set(found) <= {"location", "offset", "length"} \
+            or "location" not in found or "length" not in found:
+        raise WireError("external data with other entries than location, offset and length")
+    try:
+        offset, length = int(found.get("offset", "0")), int(found["length"])
+    except ValueError:
+        raise WireError("external data offset or length is not a number") from None
+    if offset < 0 or length < 0:
+        raise WireError("negative external data offset or length")
+    return found["location"], (offset, offset + length)
+
+
 def _tensor(buf, entry: tuple[int, int], start: int, end: int) -> Span:
     name, dims, data_type, data, plain = None, [], 0, None, True
+    stored, entries = 0, []
     for number, kind, _, value, stop in _fields(buf, start, end):
         if number == _NAME:
             if name is not None:
@@ -118,10 +145,19 @@ def _tensor(buf, entry: tuple[int, int], start: int, end: int) -> Span:
             if data is not None:
                 raise WireError("tensor with two raw_data fields")
             data = (value, stop)
-        elif not (number in _PLAIN_TENSOR_FIELDS or (number == _DATA_LOCATION and buf[value] == 0)):
-            plain = False  # typed fields, external data, segments: left for the slow path
+        elif number == _DATA_LOCATION and kind == _VARINT:
+            stored = _varint(buf, value)[0]
+        elif number == _EXTERNAL_DATA and kind == _LEN:
+            entries.append(_string_entry(buf, value, stop))
+        elif number not in _PLAIN_TENSOR_FIELDS:
+            plain = False  # typed fields, segments: left for the slow path
     if name is None:
         raise WireError("initializer without a name")
+    if stored == TensorProto.EXTERNAL and plain and data is None:
+        location, where = _external(entries)
+        return Span(name, tuple(dims), data_type, entry, start, where, location)
+    if stored != TensorProto.DEFAULT or entries:
+        plain = False
     return Span(name, tuple(dims), data_type, entry, start, data if plain else None)
 
 

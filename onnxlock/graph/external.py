@@ -1,0 +1,87 @@
+"""ONNX external data for locked models too large for one protobuf (2 GiB).
+
+``split`` moves every large initializer's bytes into one data blob (each tensor at an offset
+aligned to ALIGN, so onnxruntime can map it) and leaves a graph whose tensors point there by a
+location relative to the model's folder, as ``onnx.save(..., save_as_external_data=True)`` does.
+``attach`` puts such bytes back into the graph, in memory, for a whole-model restore.
+"""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+from onnx import TensorProto
+
+from ..errors import InvalidArgumentError, ModelFormatError
+
+PROTOBUF_LIMIT = 2**31 - 1  # a serialized ModelProto cannot be larger
+INLINE_LIMIT = PROTOBUF_LIMIT - (64 << 20)  # above this, a locked model's weights go to a data file
+AUTO_BYTES = 1 << 30  # the CLI stores a locked model's weights externally from this input size on
+MIN_EXTERNAL_BYTES = 1024  # smaller initializers stay in the graph
+ALIGN = 4096
+
+
+def check_location(location: str) -> str:
+    """A data file name beside the model: no folders, nothing hidden, not '.' or '..'."""
+    if (not isinstance(location, str) or not location or location != os.path.basename(location)
+            or location in (".", "..") or "\\" in location or "\0" in location):
+        raise InvalidArgumentError(f"external data must be a plain file name beside the model, got {location!r}")
+    return location
+
+
+def too_large(model: onnx.ModelProto) -> bool:
+    return model.ByteSize() > INLINE_LIMIT
+
+
+def split(model: onnx.ModelProto, location: str) -> tuple[bytes, bytes]:
+    """The model's graph serialized with its large initializers' bytes moved to one blob (returned
+    too) at ``location``; ``model`` is changed in place (its raw data moved out)."""
+    check_location(location)
+    data = bytearray()
+    for tensor in model.graph.initializer:
+        if tensor.data_location == TensorProto.EXTERNAL:
+            raise ModelFormatError(f"initializer {tensor.name} still points to external data")
+        if len(tensor.raw_data) < MIN_EXTERNAL_BYTES:
+            continue
+        data += bytes(-len(data) % ALIGN)
+        offset, length = len(data), len(tensor.raw_data)
+        data += tensor.raw_data
+        tensor.ClearField("raw_data")
+        tensor.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+            entry = tensor.external_data.add()
+            entry.key, entry.value = key, value
+    return model.SerializeToString(), bytes(data)
+
+
+def external_entries(tensor: TensorProto) -> dict[str, str]:
+    return {entry.key: entry.value for entry in tensor.external_data}
+
+
+def locations(model: onnx.ModelProto) -> set[str]:
+    """The data files the model's initializers point to."""
+    return {external_entries(t).get("location", "") for t in model.graph.initializer
+            if t.data_location == TensorProto.EXTERNAL}
+
+
+def attach(model: onnx.ModelProto, data, location: str) -> onnx.ModelProto:
+    """Put the bytes of every initializer stored at ``location`` back from ``data`` (bytes or a
+    map of the file), in place; a reference outside ``data`` is a ModelFormatError."""
+    for tensor in model.graph.initializer:
+        if tensor.data_location != TensorProto.EXTERNAL:
+            continue
+        entries = external_entries(tensor)
+        if entries.get("location") != location:
+            raise ModelFormatError(f"initializer {tensor.name} points to {entries.get('location')!r}, "
+                                   f"not the locked model's data file {location!r}")
+        try:
+            offset, length = int(entries.get("offset", 0)), int(entries["length"])
+        except (KeyError, ValueError):
+            raise ModelFormatError(f"initializer {tensor.name} has no valid external offset and length") from None
+        if offset < 0 or length < 0 or offset + length > len(data):
+            raise ModelFormatError(f"initializer {tensor.name} lies outside the data file (truncated?)")
+        tensor.raw_data = bytes(data[offset:offset + length])
+        tensor.data_location = TensorProto.DEFAULT
+        del tensor.external_data[:]
+    return model
