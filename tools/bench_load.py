@@ -9,8 +9,9 @@ onnxruntime thread), interleaved so machine noise hits all alike:
          cost is measured on its own and reported once), for each lock method given: by default
          confusion,signflip (every weight transformed) and confusion (a small part touched).
 For each: session creation, first inference, steady latency at batch 1 and 32 (medians) and peak
-RSS. Models: the bundled digits models and generated MatMul MLPs of the given sizes. Locked
-models are cached under build/bench_load/ (git ignores it): a 384 MiB lock takes minutes.
+RSS. Models: the bundled digits models and generated MatMul MLPs of the given sizes (from 1 GiB
+on, locked with external data, as the CLI does). Locked models are cached under build/bench_load/
+(git ignores it): a 384 MiB lock takes minutes.
 Writes reports/bench_load.json (and a plot when matplotlib is installed); never asserts a time.
 """
 
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from onnxlock import load_session, lock_model, write_locked  # noqa: E402
 from onnxlock.bundled import bundled_path  # noqa: E402
 from onnxlock.fileio import atomic_write_bytes  # noqa: E402
+from onnxlock.graph.external import AUTO_BYTES  # noqa: E402
 from onnxlock.key.recipients import SCRYPT_DEFAULTS, ScryptRecipient  # noqa: E402
 
 PASSPHRASE = "benchmark passphrase"
@@ -167,10 +169,11 @@ def prepare(name: str, model, folder: Path, method: str) -> dict:
     if not facts.exists():
         locked_dir.mkdir(exist_ok=True)
         start = time.perf_counter()
+        external_data = "locked.onnx.data" if (folder / "original.onnx").stat().st_size >= AUTO_BYTES else None
         locked = lock_model(folder / "original.onnx", passphrase=PASSPHRASE, seed=0, tries=1, kdf_params=CHEAP_KDF,
-                            method=method)
+                            method=method, external_data=external_data)
         info = {"model": name, "method": method, "size_mib": round((folder / "original.onnx").stat().st_size / 2**20, 2),
-                "lock_s": round(time.perf_counter() - start, 1)}
+                "lock_s": round(time.perf_counter() - start, 1), "external_data": external_data is not None}
         write_locked(locked, locked_dir / "locked.onnx", locked_dir / "model.key")
         atomic_write_bytes(facts, json.dumps(info).encode(), mode=0o644)
     return json.loads(facts.read_text())

@@ -5,10 +5,11 @@ reports/attacks.json and reports/attacks.md.
 The thief's blind inputs are the first 64 calibration inputs (unlabelled); results are judged on
 the held-out split (the PP-OCR recogniser and detector against the original's own outputs: CER
 and map correlation; the wheel models by their own agreement with the original). Detection is
-pooled over ``--locks`` locks of each model. Fine-tuning uses scikit-learn's digits training split
-(1% and 10%), so needs the ``[train]`` extra; it is left out for the other models (no labelled
-training set here), and so is per-channel ablation (one model per channel: too slow on a shared
-CPU) and the told-groups search (it needs labels)."""
+pooled over ``--locks`` locks of each model. Fine-tuning (1% and 10% of a labelled set; needs the
+``[train]`` extra) uses scikit-learn's digits training split, and for the PP-OCR direction
+classifier 1,000 other rendered lines; it is left out for the other models (no labelled training
+set here), and so is per-channel ablation (one model per channel: too slow on a shared CPU) and
+the told-groups search (it needs labels)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # torch on a shared CPU: one thread is fastest
 
@@ -94,7 +97,7 @@ def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int, 
     if calib_labels is not None:
         steps.append(("search", lambda: suite.run_search(model, labelled, truth)))
     if finetune:
-        steps.append(("finetune", lambda: finetune_digits(model, test, test_labels)))
+        steps.append(("finetune", lambda: run_finetune(name, model, test, test_labels)))
     for attack, step in steps:
         start = time.perf_counter()
         row[attack] = step()
@@ -102,11 +105,23 @@ def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int, 
     return row
 
 
-def finetune_digits(model, test, test_labels) -> dict:
+FINETUNED = DIGITS + ["ocr_cls"]  # the models with a labelled training set here
+
+
+def training_set(name: str) -> tuple[dict, np.ndarray]:
+    """The labelled set whose 1% and 10% the fine-tuning thief holds: the digits training split;
+    for the PP-OCR direction classifier 1,000 other rendered lines, upright and rotated."""
+    if name == "ocr_cls":
+        return OCR_DATA[name][0](300, 1000)
     from train_zoo import load_split
 
     x_train, _, y_train, _ = load_split()
-    data = suite.Data({"pixels": x_train}, y_train, test, test_labels)
+    return {"pixels": x_train}, y_train
+
+
+def run_finetune(name: str, model, test, test_labels) -> dict:
+    feeds, labels = training_set(name)
+    data = suite.Data(feeds, labels, test, test_labels)
     return suite.run_finetune(model, data, None, fractions=(0.01, 0.1), steps=300)
 
 
@@ -173,7 +188,7 @@ def main() -> None:
         kept = json.loads(args.out.with_suffix(".json").read_text())["results"]
         rows = [r for r in kept if r["model"] not in args.models.split(",")]
     for name in args.models.split(","):  # written after each model: a long run keeps what it measured
-        rows.append(attack_model(name, args.seed, not args.no_finetune and name in DIGITS, args.method, args.locks,
+        rows.append(attack_model(name, args.seed, not args.no_finetune and name in FINETUNED, args.method, args.locks,
                                  args.peel_steps, tuple(args.pruners.split(","))))
         atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps({"results": rows}, indent=2) + "\n").encode(),
                            mode=0o644)

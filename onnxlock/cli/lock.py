@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the customer this copy is for: a fresh lock, named in the key for 'onnxlock trace'")
     parser.add_argument("--external-data", action="store_true",
                         help="store the locked model's weights in OUTPUT.data beside it (ONNX external data; "
-                             "automatic for models of 1 GiB and more, needed past protobuf's 2 GiB)")
+                             "automatic for models of 1 GB and more, needed past protobuf's 2 GiB)")
     parser.add_argument("--force", action="store_true", help="overwrite existing output and key files")
     parser.add_argument("--json", action="store_true", help="print the lock report as JSON")
     passphrase.add_argument(parser)

@@ -17,7 +17,7 @@ from ..errors import InvalidArgumentError, ModelFormatError
 
 PROTOBUF_LIMIT = 2**31 - 1  # a serialized ModelProto cannot be larger
 INLINE_LIMIT = PROTOBUF_LIMIT - (64 << 20)  # above this, a locked model's weights go to a data file
-AUTO_BYTES = 1 << 30  # the CLI stores a locked model's weights externally from this input size on
+AUTO_BYTES = 10**9  # the CLI stores a locked model's weights externally from this input size (1 GB) on
 MIN_EXTERNAL_BYTES = 1024  # smaller initializers stay in the graph
 ALIGN = 4096
 
