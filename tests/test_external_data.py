@@ -118,3 +118,15 @@ def test_cli_lock_run_unlock(cli, outdir, passphrase_env, digits, monkeypatch):
     assert (outdir / "restored.onnx.data").exists()
     back, original = initializer_arrays(load_model(restored)), initializer_arrays(normalize(load_model(ORIGINAL)))
     assert back.keys() == original.keys() and all(back[n].tobytes() == original[n].tobytes() for n in original)
+
+
+def test_models_past_the_limit_run_in_memory_for_the_passes(monkeypatch, digits):
+    """The passes run a model on calibration data; past 2 GiB it cannot be serialised whole."""
+    from onnxlock.evaluate.damage import cpu_session, run
+
+    model, x = load_model(ORIGINAL), {"pixels": digits["pixels"][:16]}
+    expected = run(model, x)[0]
+    monkeypatch.setattr(external, "INLINE_LIMIT", 10_000)
+    session = cpu_session(model)
+    assert session.onnxlock_weights  # the large weights went over as OrtValues
+    assert session.run(None, x)[0].tobytes() == expected.tobytes()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
+
+from ..graph.external import too_large
 
 SYNTHETIC_DIM = 32
 # the locked output's largest magnitude must stay within these multiples of the original's
@@ -15,15 +17,44 @@ MAX_DAMAGE = 1.0  # damage()'s upper bound: unrelated outputs
 
 def cpu_session(model: onnx.ModelProto | bytes, threads: int = 0) -> ort.InferenceSession:
     """A quiet CPU session over a model held in memory; ``threads`` > 0 caps its thread pool and
-    turns off spinning (spinning workers on a busy, small CPU slow every run several-fold)."""
-    data = model if isinstance(model, bytes) else model.SerializeToString()
+    turns off spinning (spinning workers on a busy, small CPU slow every run several-fold). A
+    model past protobuf's 2 GiB gets its large weights handed over in memory instead."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads > 0:
         options.intra_op_num_threads = options.inter_op_num_threads = threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    if isinstance(model, bytes) or not too_large(model):
+        return ort.InferenceSession(model if isinstance(model, bytes) else model.SerializeToString(), options,
+                                    providers=["CPUExecutionProvider"])
+    skeleton, weights = stubbed(model)
+    values = [ort.OrtValue.ortvalue_from_numpy(w) for w in weights.values()]
+    options.add_external_initializers(list(weights), values)
+    session = ort.InferenceSession(skeleton.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session.onnxlock_weights = values  # onnxruntime may read them in place: they live as long as the session
+    return session
+
+
+def stubbed(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """``model`` with its initializers above INLINE_BYTES as stubs, and those weights as arrays."""
+    from ..graph.normalize import INLINE_BYTES
+    from .subgraph import stub
+
+    skeleton = onnx.ModelProto(ir_version=model.ir_version)
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.functions.extend(model.functions)
+    graph, weights = skeleton.graph, {}
+    graph.name = model.graph.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(graph, field).extend(getattr(model.graph, field))
+    for tensor in model.graph.initializer:
+        if len(tensor.raw_data) <= INLINE_BYTES:
+            graph.initializer.append(tensor)
+        else:
+            weights[tensor.name] = numpy_helper.to_array(tensor)
+            graph.initializer.append(stub(tensor.name, tensor.data_type, tensor.dims))
+    return skeleton, weights
 
 
 def run(model: onnx.ModelProto | bytes, feeds: dict[str, np.ndarray], threads: int = 0) -> list[np.ndarray]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 import onnx
+from google.protobuf.message import EncodeError
 from onnx import TensorProto
 
 from ..errors import InvalidArgumentError, ModelFormatError
@@ -31,7 +32,11 @@ def check_location(location: str) -> str:
 
 
 def too_large(model: onnx.ModelProto) -> bool:
-    return model.ByteSize() > INLINE_LIMIT
+    """Whether ``model`` is too close to (or past) protobuf's limit to be serialised in one piece."""
+    try:
+        return model.ByteSize() > INLINE_LIMIT
+    except EncodeError:  # what protobuf says past 2 GiB
+        return True
 
 
 def split(model: onnx.ModelProto, location: str) -> tuple[bytes, bytes]:

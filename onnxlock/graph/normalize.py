@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from ..errors import UnsupportedGraphError
+from .external import too_large
 from .io import check_opset
 
 
@@ -251,8 +252,8 @@ def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
         graph = import_graph(export_graph(graph, like))
     name_nodes(graph)
     normalized = export_graph(graph, like)
-    try:
-        onnx.checker.check_model(normalized, full_check=True)
+    try:  # past protobuf's 2 GiB the checker cannot serialise the model: it checks the graph alone
+        onnx.checker.check_model(weightless(normalized) if too_large(normalized) else normalized, full_check=True)
     except Exception as exc:  # ValidationError, or onnx's InferenceError from the full check
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnsupportedGraphError(f"model fails the ONNX checker: {message}") from exc
