@@ -105,8 +105,18 @@ def test_an_altered_untouched_weight_discards_the_session(verify, locked_models,
         load_session(tmp_path / "altered.onnx", key_path, passphrase=PASSPHRASE, providers="cpu", verify=verify)
 
 
-def test_a_wrong_restore_of_a_touched_tensor_is_caught(locked_models, tmp_path):
+@pytest.mark.parametrize("case", ["advparams (fast path)", "default (full path)"])
+def test_a_wrong_restore_of_a_touched_tensor_is_caught(case, locked_models, tmp_path):
+    """A digest the restore disagrees with is refused where digests are checked: on the fast path
+    for shortcuts that are not the pass's own restore code (advparams), and always on the full one."""
     model_path, key_path = locked_models["digits_mlp"]
+    if case.startswith("advparams"):
+        pytest.importorskip("torch")
+        with np.load(MODELS / "digits_calib.npz") as data:
+            locked = lock_model(MODELS / "digits_mlp.onnx", passphrase=PASSPHRASE, kdf_params=CHEAP_KDF, seed=0,
+                                method="advparams", calibration={"pixels": data["pixels"][:64]}, max_weights=8)
+        model_path, key_path = tmp_path / "adv.onnx", tmp_path / "adv.key"
+        write_locked(locked, model_path, key_path)
     secret = open_key(key_path.read_bytes(), passphrase=PASSPHRASE)
     name = sorted(secret[RESTORED_TENSORS])[0]
     secret[RESTORED_TENSORS][name] = "0" * 64
@@ -114,7 +124,8 @@ def test_a_wrong_restore_of_a_touched_tensor_is_caught(locked_models, tmp_path):
     forged = seal(secret, model_sha256=header["model_sha256"], method=header["method"], passphrase=PASSPHRASE,
                   kdf_params=CHEAP_KDF)
     with pytest.raises(ModelMismatchError, match="does not match the original"):
-        load_session(model_path, forged, passphrase=PASSPHRASE, providers="cpu")
+        load_session(model_path, forged, passphrase=PASSPHRASE, providers="cpu",
+                     verify="fast" if case.startswith("advparams") else "full")
 
 
 @pytest.mark.parametrize("change", ["older key", "stacked"])
@@ -169,3 +180,16 @@ def test_key_data_passed_as_a_path_is_not_echoed(locked_models):
 def test_unknown_provider_names_are_refused(providers, locked_models):
     with pytest.raises(OnnxlockError, match="provider"):
         load_session(*locked_models["digits_mlp"], passphrase=PASSPHRASE, providers=providers)
+
+
+@pytest.mark.parametrize("method", ["advparams", "confusion,advparams,signflip"])
+def test_advparams_locks_take_the_fast_path(method, tmp_path, digits, fast_calls):
+    pytest.importorskip("torch")
+    with np.load(MODELS / "digits_calib.npz") as data:
+        locked = lock_model(MODELS / "digits_cnn.onnx", passphrase=PASSPHRASE, kdf_params=CHEAP_KDF, seed=0,
+                            method=method, calibration={"pixels": data["pixels"][:64]}, max_weights=16)
+    write_locked(locked, tmp_path / "m.onnx", tmp_path / "m.key")
+    session = load_session(tmp_path / "m.onnx", tmp_path / "m.key", passphrase=PASSPHRASE, providers="cpu")
+    plain = ort.InferenceSession(str(MODELS / "digits_cnn.onnx"), providers=["CPUExecutionProvider"])
+    assert fast_calls and fast_calls[-1] is not None
+    assert np.array_equal(outputs(session, digits)[0], outputs(plain, digits)[0])

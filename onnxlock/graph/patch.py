@@ -11,6 +11,8 @@ Messages name tensors and nodes (visible in the locked file anyway), never a pos
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -21,6 +23,7 @@ from .channels import IndexMap
 _INT64_MAX = 2**63 - 1
 _MAX_STEP = 2**31  # per_channel of a shape or attribute edit
 _MAX_EDITS = 1 << 20
+TENSOR_EDITS = ("p", "s")  # delete positions along an axis, shrink a shape value; "a" edits a node
 
 
 class _Malformed(ValueError):
@@ -29,21 +32,54 @@ class _Malformed(ValueError):
 
 def narrow(model: onnx.ModelProto, groups: list[dict], *, in_place: bool = False) -> onnx.ModelProto:
     """Return ``model`` with every widened group narrowed back to its original size: a copy, or
-    ``model`` itself when ``in_place`` (the loader owns its freshly parsed model: no second copy)."""
+    ``model`` itself when ``in_place`` (the loader owns its freshly parsed model: no second copy).
+    Each tensor is narrowed by ``narrow_array`` (what the fast loader runs on one tensor alone)."""
     restored = model if in_place else onnx.ModelProto()
     if not in_place:
         restored.CopyFrom(model)
     inits = {t.name: t for t in restored.graph.initializer}
     nodes = {n.name: n for n in restored.graph.node}
-    try:
-        for positions, edits in reversed(_checked_groups(groups)):
+    with _one_line():
+        checked = _checked_groups(groups)
+        for name in dict.fromkeys(edit[1] for _, edits in checked for edit in edits if edit[0] in TENSOR_EDITS):
+            inits[name].CopyFrom(numpy_helper.from_array(_narrowed(checked, name, _tensor(inits, name)), name))
+        for positions, edits in reversed(checked):
             for edit in reversed(edits):
-                _undo(edit, positions, inits, nodes)
+                if edit[0] not in TENSOR_EDITS:
+                    _undo_attribute(edit, len(positions), nodes)
+    return restored
+
+
+def narrow_array(groups: list[dict], name: str, values: np.ndarray) -> np.ndarray:
+    """Tensor ``name``'s array narrowed back by the patch's edits on it (``values`` is not changed)."""
+    with _one_line():
+        return _narrowed(_checked_groups(groups), name, values)
+
+
+@contextlib.contextmanager
+def _one_line():
+    try:
+        yield
     except (_Malformed, KeyError, IndexError, ValueError, TypeError, OverflowError) as exc:
         # the named cases are all checked first; the broad catch keeps any we missed one-line
         detail = str(exc) if len(str(exc)) <= 200 else str(exc)[:200] + "..."
         raise ModelMismatchError(f"the key does not fit this model ({detail})") from None
-    return restored
+
+
+def _narrowed(checked: list[tuple[np.ndarray, list]], name: str, values: np.ndarray) -> np.ndarray:
+    """The edits on tensor ``name``, last first: one copy per deleted block or shrunk shape."""
+    for positions, edits in reversed(checked):
+        for edit in reversed(edits):
+            if edit[1] != name or edit[0] not in TENSOR_EDITS:
+                continue
+            if edit[0] == "p":
+                axis, imap = edit[2], _index_map(edit, values.shape, positions)
+                keep = np.ones(values.shape[axis], dtype=bool)
+                keep[imap.indices(positions)] = False
+                values = np.compress(keep, values, axis=axis)  # np.delete, but C-contiguous on any axis
+            else:
+                values = _shrunk_shape(edit, values, len(positions))
+    return values
 
 
 def _checked_groups(groups: object) -> list[tuple[np.ndarray, list]]:
@@ -72,25 +108,16 @@ def _checked_groups(groups: object) -> list[tuple[np.ndarray, list]]:
     return checked
 
 
-def _undo(edit: list, positions: np.ndarray, inits: dict, nodes: dict) -> None:
-    kind, target = edit[0], edit[1]
-    k = len(positions)
-    if kind == "p":
-        values = _tensor(inits, target)
-        axis, imap = edit[2], _index_map(edit, values.shape, positions)
-        tensor = inits[target]
-        tensor.CopyFrom(numpy_helper.from_array(np.delete(values, imap.indices(positions), axis=axis), target))
-    elif kind == "s":
-        if len(edit) != 4:  # kind, tensor, dim, per_channel
-            raise _Malformed(f"shape edit on {target!r} needs 4 fields")
-        values = _tensor(inits, target).copy()
-        dim, per_channel = edit[2], edit[3]
-        if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer) or not 0 <= dim < values.size:
-            raise _Malformed(f"shape edit on {target!r} does not fit a 1-D integer tensor")
-        values[dim] = _shrunk(int(values[dim]), k, per_channel, target)
-        inits[target].CopyFrom(numpy_helper.from_array(values, target))
-    else:
-        _undo_attribute(edit, k, nodes)
+def _shrunk_shape(edit: list, values: np.ndarray, k: int) -> np.ndarray:
+    target = edit[1]
+    if len(edit) != 4:  # kind, tensor, dim, per_channel
+        raise _Malformed(f"shape edit on {target!r} needs 4 fields")
+    dim, per_channel = edit[2], edit[3]
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer) or not 0 <= dim < values.size:
+        raise _Malformed(f"shape edit on {target!r} does not fit a 1-D integer tensor")
+    values = values.copy()
+    values[dim] = _shrunk(int(values[dim]), k, per_channel, target)
+    return values
 
 
 def _tensor(inits: dict, name: str) -> np.ndarray:

@@ -6,11 +6,12 @@ compiled form, a profile, its shapes) to disk are refused. What is verified:
 * by default (``verify="fast"``): the locked file's SHA-256 against the key (computed in a thread
   while the session is built; the session is discarded on a mismatch) and the key's authenticity
   (AES-GCM). Each tensor a method restores by a shortcut that is not its own restore code
-  (confusion channels) is compared with the per-tensor digest recorded at lock time, in a thread
-  that overlaps session creation (on a mismatch the session is discarded and the full path
-  decides). Tensors only sign flips touch are not re-hashed: the flip is the pass's own
-  ``flip_signs`` call on bytes the file hash binds, with a seed the key's tag authenticates.
-  Untouched tensors are bound by the file hash, since onnxruntime reads them from the file.
+  (advparams) is compared with the per-tensor digest recorded at lock time, in a thread that
+  overlaps session creation (on a mismatch the session is discarded and the full path decides).
+  Tensors confusion channels and sign flips touch are not re-hashed: their shortcuts are the
+  passes' own code (``narrow_array``, ``flip_signs``) on bytes the file hash binds, with a secret
+  the key's tag authenticates. Untouched tensors are bound by the file hash, since onnxruntime
+  reads them from the file; an external data file by its hash and size in the key.
 * ``verify="full"``: the file hash before anything is parsed, then the whole model restored,
   serialized and compared with the restored-model hash the key records (the slow path).
 Keys written before per-tensor digests, and secrets of methods the fast path does not know,

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..passes import secret_layers, stack_secrets
-from ..graph.channels import IndexMap
+from ..graph.patch import TENSOR_EDITS as _TENSOR_EDITS, narrow_array
+from ..passes.advparams import PerturbWeightsPass
 from ..passes.confusion import WidenChannelsPass
 from ..passes.flip_signs import FlipSignsPass, flip_signs, signflip_seed
 
-_TENSOR_EDITS = ("p", "s")  # graph/patch.py: delete positions, shrink a shape value; "a" edits a node
 
 
 @dataclass(frozen=True)
@@ -51,20 +51,8 @@ def _confusion_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
 
 
 def _confusion_restore_array(layer: dict, name: str, values: np.ndarray) -> np.ndarray:
-    """graph/patch.py's narrow for one tensor, on its array: one copy per deleting edit, no protobuf."""
-    for group in reversed(layer["groups"]):
-        positions = np.asarray(group["positions"], dtype=np.int64)
-        for edit in reversed(group["edits"]):
-            if edit[1] != name or edit[0] not in _TENSOR_EDITS:
-                continue
-            if edit[0] == "p":
-                keep = np.ones(values.shape[edit[2]], dtype=bool)
-                keep[IndexMap(*edit[3:]).indices(positions)] = False
-                values = np.compress(keep, values, axis=edit[2])  # np.delete, but C-contiguous on any axis
-            else:
-                values = values.copy()
-                values[edit[2]] -= len(positions) * edit[3]
-    return values
+    """The pass's own narrowing (graph/patch.py ``narrow_array``) on this one tensor's array."""
+    return narrow_array(layer["groups"], name, values)
 
 
 def _signflip_tensors(layer: dict) -> set[str]:
@@ -85,9 +73,34 @@ def _signflip_restore_array(layer: dict, name: str, values: np.ndarray) -> np.nd
     return out
 
 
+def _advparams_tensors(layer: dict) -> set[str]:
+    return {entry[0] for entry in layer["weights"]}
+
+
+def _advparams_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
+    return {**layer, "weights": [entry for entry in layer["weights"] if keep(entry[0])]}
+
+
+def _advparams_restore_array(layer: dict, name: str, values: np.ndarray) -> np.ndarray:
+    """The original float32 bits written back at their flat indices (on a copy if read-only)."""
+    entries = [(index, bits) for tensor, index, bits in layer["weights"] if tensor == name]
+    if not entries:
+        return values
+    if values.dtype != np.float32:
+        raise TypeError(f"{name} is not float32")
+    out = np.ascontiguousarray(values)
+    out = out if out.flags.writeable else out.copy()
+    indices, bits = np.array(entries, dtype=np.int64).T
+    if indices.min() < 0 or (bits >> 32).any():
+        raise ValueError("advparams entry out of range")
+    out.reshape(-1).view(np.uint32)[indices] = bits.astype(np.uint32)  # IndexError past the end
+    return out
+
+
 TOUCHES: dict[str, Touches] = {
-    WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict, _confusion_restore_array),
-    FlipSignsPass.method: Touches(_signflip_tensors, _signflip_restrict, _signflip_restore_array, exact=True)}
+    WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict, _confusion_restore_array, exact=True),
+    FlipSignsPass.method: Touches(_signflip_tensors, _signflip_restrict, _signflip_restore_array, exact=True),
+    PerturbWeightsPass.method: Touches(_advparams_tensors, _advparams_restrict, _advparams_restore_array)}
 
 
 def touched_tensors(secret: dict) -> set[str] | None:
