@@ -205,24 +205,30 @@ def kdf_cost_ms() -> dict:
 
 
 def plot(report: dict, path: Path) -> None:
+    """Creation (KDF excluded) and peak RSS relative to a plain session, one bar pair per row."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return
-    names = [f"{r['model']} [{r['method']}]" for r in report["results"]]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, title in ((axes[0], "create_ms", "session creation / plain"), (axes[1], "peak_rss_mib", "peak RSS / plain")):
+    rows = report["results"]
+    names = [f"{r['model']} [{r['method']}]" for r in rows]
+    y = np.arange(len(names))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(names) + 1.5), sharey=True)
+    panels = ((axes[0], {"aes": "create_ms", "locked": "create_excl_kdf_ms"}, "session creation / plain (KDF excluded)"),
+              (axes[1], {"aes": "peak_rss_mib", "locked": "peak_rss_mib"}, "peak RSS / plain"))
+    for ax, keys, title in panels:
         for i, mode in enumerate(("aes", "locked")):
-            ax.bar(np.arange(len(names)) + 0.4 * i, [r["ratios_vs_plain"][key][mode] for r in report["results"]], 0.4,
-                   label={"aes": "whole-file AES-GCM", "locked": "onnxlock load_session"}[mode])
-        ax.axhline(1, color="k", lw=0.5)
-        ax.set_xticks(np.arange(len(names)) + 0.2, names, rotation=30, ha="right")
+            ax.barh(y + 0.4 * i, [r["ratios_vs_plain"][keys[mode]][mode] for r in rows], 0.4,
+                    label={"aes": "whole-file AES-GCM", "locked": "onnxlock load_session"}[mode])
+        ax.axvline(1, color="k", lw=0.5)
         ax.set_title(title)
         ax.legend()
+    axes[0].set_yticks(y + 0.2, names)
+    axes[0].invert_yaxis()
     fig.tight_layout()
-    fig.savefig(path.with_suffix(".png"), dpi=120)
+    fig.savefig(path.with_suffix(".png"), dpi=110)
 
 
 def main() -> None:
@@ -234,6 +240,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="fresh processes per mode and model")
     parser.add_argument("--steady", type=int, default=30, help="timed inferences per batch size")
     parser.add_argument("--out", type=Path, default=Path("reports/bench_load.json"), help="JSON output")
+    parser.add_argument("--plot-also", type=Path, action="append", default=[], metavar="JSON",
+                        help="results of an earlier run (e.g. the 1 GiB one) to draw in this run's plot")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -260,7 +268,8 @@ def main() -> None:
               "steady": args.steady, "kdf_ms": kdf, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode(), mode=0o644)
-    plot(report, args.out)
+    earlier = [row for extra in args.plot_also for row in json.loads(extra.read_text())["results"]]
+    plot({**report, "results": results + earlier}, args.out)
 
 
 if __name__ == "__main__":
