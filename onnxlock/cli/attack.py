@@ -1,4 +1,4 @@
-"""Attack a locked model as a thief would (detect, peel, prune, weights, revert, finetune, search) and report what it recovers."""
+"""Attack a locked model as a thief would (detect, peel, prune, weights, revert, finetune, search); report what it recovers."""
 
 from __future__ import annotations
 

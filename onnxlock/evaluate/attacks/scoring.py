@@ -35,7 +35,8 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
 def roc_auc_parts(parts: list[np.ndarray], positives: list[np.ndarray]) -> float | None:
     """``roc_auc`` of the scores ``parts`` concatenated, the positives given as indices into each
     part: counted per part (one part sorted at a time), so a model's weights are never one array."""
-    found = [np.asarray(part, dtype=np.float64)[np.asarray(index, dtype=np.int64)] for part, index in zip(parts, positives)]
+    found = [np.asarray(part, dtype=np.float64)[np.asarray(index, dtype=np.int64)]
+             for part, index in zip(parts, positives)]
     hits = np.sort(np.concatenate(found)) if found else np.zeros(0)
     n_pos, n_all = len(hits), sum(len(part) for part in parts)
     if not n_pos or n_pos == n_all:
