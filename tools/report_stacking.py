@@ -36,13 +36,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from dataclasses import replace  # noqa: E402
+from dataclasses import asdict, dataclass, replace  # noqa: E402
 
 import numpy as np  # noqa: E402
 
 from attack_search import DIGITS, Data, cls_data, model_and_data  # noqa: E402
 from onnxlock import load_session, lock_model  # noqa: E402
 from onnxlock.evaluate.attacks import peel, suite, truth_from_secret  # noqa: E402
+from onnxlock.evaluate.attacks.revert import TOPS  # noqa: E402
 from onnxlock.evaluate.damage import run  # noqa: E402
 from onnxlock.fileio import atomic_write_bytes, sha256_bytes  # noqa: E402
 from onnxlock.graph.io import load_model, parse_model  # noqa: E402
@@ -74,11 +75,11 @@ def lock(path: Path, method: str, calib: dict, labels: np.ndarray | None):
     return model, truth, locked.report, round(seconds, 1), exact
 
 
-def peel_then_revert(model, blind: suite.Data, truth) -> dict:
+def peel_then_revert(model, blind: suite.Data, truth, tops: tuple[int, ...]) -> dict:
     """The thief facing a stack: strip the channels the blind peel finds, then revert weights in
     what is left (the changed weights' positions move as channels go: not scored)."""
     peeled = peel(model, blind.feeds).peeling.model
-    return suite.run_revert(peeled, blind, replace(truth, changed_weights=frozenset()))
+    return suite.run_revert(peeled, blind, replace(truth, changed_weights=frozenset()), tops=tops)
 
 
 def case_data(name: str) -> tuple[Path, Data, Data, Data]:
@@ -96,26 +97,39 @@ def case_data(name: str) -> tuple[Path, Data, Data, Data]:
     return path, calib, test, ({"pixels": x_train}, y_train)
 
 
-def attack_lock(name: str, method: str) -> dict:
+@dataclass(frozen=True)
+class Budget:
+    """How much of each costly attack to run (the defaults for the digits models)."""
+
+    tops: tuple[int, ...] = TOPS
+    fractions: tuple[float, ...] = FRACTIONS
+    steps: int = STEPS
+    peel_revert: bool = True
+
+
+def attack_lock(name: str, method: str, budget: Budget) -> dict:
     path, (calib, calib_labels), (test, test_labels), (train_x, train_y) = case_data(name)
     model, truth, report, seconds, exact = lock(path, method, calib, calib_labels)
     blind = suite.Data({k: v[:BLIND] for k, v in calib.items()}, None, test, test_labels)
-    row = {"model": name, "method": method, "held_out": len(test_labels), "lock_seconds": seconds,
+    row = {"model": name, "method": method, "budget": asdict(budget), "held_out": len(test_labels),
+           "lock_seconds": seconds,
            "restore_exact": exact, "counterfeits": len(truth.counterfeits),
            "weights_changed": len(truth.changed_weights),
            "locked": suite.outcome(model, blind, truth), "original": suite.outcome(truth.original, blind, truth)}
     layers = report.get("layers", [report])
     row["stacked_top_up"] = next((layer.get("stacked_top_up") for layer in layers if "stacked_top_up" in layer), None)
-    steps = [("revert", lambda: suite.run_revert(model, blind, truth)),
+    steps = [("revert", lambda: suite.run_revert(model, blind, truth, tops=budget.tops)),
              ("peel", lambda: suite.run_peel(model, blind, truth)),
-             ("peel_revert", lambda: peel_then_revert(model, blind, truth)),
              ("prune", lambda: suite.run_prune(model, blind, truth, pruners=PRUNERS))]
+    if budget.peel_revert:
+        steps.insert(2, ("peel_revert", lambda: peel_then_revert(model, blind, truth, budget.tops)))
     if truth.changed_weights:
         steps.insert(0, ("weights", lambda: suite.run_weights_detect(model, blind, truth)))
     if truth.counterfeits:
         steps.insert(0, ("detect", lambda: suite.run_detect(model, blind, truth, ablation=True)))
     labelled = suite.Data(train_x, train_y, test, test_labels)
-    steps.append(("finetune", lambda: suite.run_finetune(model, labelled, truth, fractions=FRACTIONS, steps=STEPS)))
+    steps.append(("finetune", lambda: suite.run_finetune(model, labelled, truth, fractions=budget.fractions,
+                                                         steps=budget.steps)))
     for attack, step in steps:
         start = time.perf_counter()
         row[attack] = step()
@@ -142,8 +156,9 @@ def owner_view(row: dict) -> dict[str, tuple[float, str, int]]:
     view["revert: best"] = (r["best"]["agreement"], "rate", n)
     view["revert: blind choice"] = (r["blind_choice"]["agreement"], "rate", n)
     view["peel"] = (row["peel"]["after"]["agreement"], "rate", n)
-    view["peel, then revert: best"] = (row["peel_revert"]["best"]["agreement"], "rate", n)
-    view["peel, then revert: blind choice"] = (row["peel_revert"]["blind_choice"]["agreement"], "rate", n)
+    if "peel_revert" in row:
+        view["peel, then revert: best"] = (row["peel_revert"]["best"]["agreement"], "rate", n)
+        view["peel, then revert: blind choice"] = (row["peel_revert"]["blind_choice"]["agreement"], "rate", n)
     view["prune: best"] = (max(p["agreement"] for p in row["prune"]["results"]), "rate", n)
     for f in row["finetune"]["results"]:
         view[f"fine-tune {f['fraction']:.0%}: accuracy"] = (f["accuracy_finetuned"], "rate", n)
@@ -197,19 +212,23 @@ def markdown(rows: list[dict], table: list[dict]) -> str:
                      f"| {'ok' if v['stacked_at_least_as_good'] else '**no**'} |")
     lines += ["", "Per lock:", "",
               "| model | method | exact restore | locked agr. | weights changed | top-up | weight AUCs | revert best "
-              "(blind) | fine-tune 1% / 10% (scratch) | recovered share 1% / 10% | lock s |",
-              "|---|---|---|---:|---:|---|---|---|---|---|---:|"]
+              "(blind) | fine-tuned acc. (scratch) | recovered share | lock s | attacks s |",
+              "|---|---|---|---:|---:|---|---|---|---|---|---:|---:|"]
     for r in rows:
         aucs = ", ".join(f"{k} {v}" for k, v in r["weights"]["auc"].items()) if "weights" in r else "-"
         rv = r["revert"]
         best = f"{rv['best']['agreement']} ({rv['best']['repair']}, top {rv['best']['top']} by {rv['best']['score']})"
         ft = r["finetune"]["results"]
-        tuned = " / ".join(f"{f['accuracy_finetuned']} ({f['accuracy_scratch']})" for f in ft)
-        share = " / ".join(str(f.get("recovered_share")) for f in ft)
+        tuned = ", ".join(f"{f['fraction']:.0%}: {f['accuracy_finetuned']} ({f['accuracy_scratch']})" for f in ft)
+        share = ", ".join(f"{f['fraction']:.0%}: {f.get('recovered_share')}" for f in ft)
+        seconds = round(sum(v["seconds"] for v in r.values() if isinstance(v, dict) and "seconds" in v), 1)
         top_up = "-" if r["stacked_top_up"] is None else f"+{r['stacked_top_up']['weights_added']}"
         lines.append(f"| {r['model']} | {r['method']} | {r['restore_exact']} | {r['locked']['agreement']} | "
                      f"{r['weights_changed']} | {top_up} | {aucs} | {best}; blind {rv['blind_choice']['agreement']} | "
-                     f"{tuned} | {share} | {r['lock_seconds']} |")
+                     f"{tuned} | {share} | {r['lock_seconds']} | {seconds} |")
+    lighter = {r["model"]: r["budget"] for r in rows if r["budget"] != asdict(Budget())}
+    for name, budget in lighter.items():
+        lines += ["", f"{name} ran on a lighter budget (CPU time): {budget}."]
     return "\n".join(lines) + "\n"
 
 
@@ -218,19 +237,27 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(DIGITS), help="comma-separated (digits models, ocr_cls)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "stacking", help="output stem (.json, .md)")
     parser.add_argument("--update", action="store_true", help="keep the rows of other models already in the output")
+    parser.add_argument("--tops", default=",".join(map(str, TOPS)), help="revert: K (default: %(default)s)")
+    parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)),
+                        help="fine-tune: shares of the training data (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=STEPS, help="fine-tune: steps (default: %(default)s)")
+    parser.add_argument("--no-peel-revert", action="store_true", help="skip peel-then-revert (the costliest attack)")
     args = parser.parse_args()
+    budget = Budget(tuple(int(k) for k in args.tops.split(",")), tuple(float(f) for f in args.fractions.split(",")),
+                    args.steps, not args.no_peel_revert)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     names = args.models.split(",")
     rows = []
     if args.update and args.out.with_suffix(".json").exists():
-        rows = [r for r in json.loads(args.out.with_suffix(".json").read_text())["rows"] if r["model"] not in names]
+        rows = [{"budget": asdict(Budget())} | r  # rows from before budgets were recorded ran the default
+                for r in json.loads(args.out.with_suffix(".json").read_text())["rows"] if r["model"] not in names]
     start = time.perf_counter()
     for name in names:
         for method in METHODS:
-            rows.append(attack_lock(name, method))
+            rows.append(attack_lock(name, method, budget))
             table = verdicts(rows)
             atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps(
-                {"rows": rows, "verdicts": table, "seconds": round(time.perf_counter() - start, 1)},
+                {"rows": rows, "verdicts": table, "run_seconds": round(time.perf_counter() - start, 1)},
                 indent=2) + "\n").encode(), mode=0o644)
             atomic_write_bytes(args.out.with_suffix(".md"), markdown(rows, table).encode(), mode=0o644)
 

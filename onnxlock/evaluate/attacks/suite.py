@@ -15,8 +15,8 @@ from ..damage import run, top1_agreement
 from .changed_weights import score_weights, top_suspects
 from .channels import Channel, Peeling, accuracy
 from .detect import detect, null_labels, pool
-from .peel import peel
 from .health import health_score
+from .peel import peel
 from .prune import PRUNERS, RATES, prune_at
 from .revert import REPAIRS, TOPS, reverts
 from .search import search_attack
