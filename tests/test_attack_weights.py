@@ -9,7 +9,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from onnxlock import lock_model, write_locked
 from onnxlock.evaluate.attacks import truth_from_secret
@@ -181,3 +181,17 @@ def test_bridge_set_values_edits_as_the_onnx_file_would(name, digits):
         ours = bridge.forward(digits.feeds)[0].numpy()
     expected = run(with_values(model, values), digits.feeds)[0]
     assert np.abs(ours - expected).max() < 1e-4 and np.abs(expected - run(model, digits.feeds)[0]).max() > 0.1
+
+
+def test_a_model_without_health_loss_gets_the_value_scores_and_no_descent():
+    """One regression output and no batch norm: nothing to differentiate, the rest still runs."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(0, 1, (32, 1)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 1])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"x": rng.normal(0, 1, (16, 32)).astype(np.float32)}
+    assert set(run_weights_detect(model, Data(feeds), None)["scores"]) == {"magnitude", "filter_z"}
+    report = run_revert(model, Data(feeds), None, tops=[4])
+    assert report["judged_by"] == "health" and {r["repair"] for r in report["results"]} == {"median", "zero"}

@@ -73,12 +73,21 @@ class Reverter:
         return with_values(self.locked, values)
 
     def bridge(self):
+        """The locked model in torch, built once (ImportError or UnsupportedGraphError, once and for
+        all, where descent cannot run)."""
         if self._bridge is None:
             from ...torchbridge import TorchBridge
             from .health_loss import available
 
-            self._bridge = TorchBridge(self.locked, self.feeds, THREADS)
-            self._losses = available(self._bridge, self.feeds)
+            try:
+                self._bridge = TorchBridge(self.locked, self.feeds, THREADS)
+                self._losses = available(self._bridge, self.feeds)
+            except (ImportError, UnsupportedGraphError) as exc:
+                self._bridge, self._losses = exc, []
+        if isinstance(self._bridge, Exception):
+            raise self._bridge
+        if not self._losses:
+            raise UnsupportedGraphError("no health loss applies to this model (no class scores, no batch norm)")
         return self._bridge
 
     def loss_and_gradients(self, names: list[str]) -> tuple[float, dict[str, np.ndarray]]:
