@@ -195,3 +195,18 @@ def test_a_model_without_health_loss_gets_the_value_scores_and_no_descent():
     assert set(run_weights_detect(model, Data(feeds), None)["scores"]) == {"magnitude", "filter_z"}
     report = run_revert(model, Data(feeds), None, tops=[4])
     assert report["judged_by"] == "health" and {r["repair"] for r in report["results"]} == {"median", "zero"}
+
+
+def test_a_saturated_softmax_still_has_a_gradient_at_its_logits():
+    """A lock can push logits 1e8 apart: the probabilities are then flat, the tempered logits not."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array((1e7 * rng.normal(0, 1, (32, 4))).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["logits"], name="mm"),
+             helper.make_node("Softmax", ["logits"], ["p"], name="softmax", axis=-1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 32])],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["n", 4])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"x": rng.normal(0, 1, (16, 32)).astype(np.float32)}
+    assert set(np.unique(run(model, feeds)[0])) <= {0.0, 1.0}  # saturated
+    scores = score_weights(model, feeds)
+    assert (scores.scores["gradient"][0] > 0).mean() > 0.5

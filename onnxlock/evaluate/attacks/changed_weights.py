@@ -98,15 +98,15 @@ def gradient_scores(model: onnx.ModelProto, feeds: dict[str, np.ndarray], names:
     """The gradient scores (names they cover, scores) or ([], {}) without torch or a bridge."""
     try:
         from ...torchbridge import TorchBridge
-        from .health_loss import available, health_loss
+        from .health_loss import available, expose_logits, health_loss
 
-        bridge = TorchBridge(model, feeds, THREADS)
+        bridge = TorchBridge(expose_logits(model), feeds, THREADS)
     except (ImportError, UnsupportedGraphError):
         return [], {}
     names = [n for n in names if n in bridge.bindings]
     found = {}
     for measure in available(bridge, feeds):
-        with health_loss(bridge, measure, feeds) as loss:
+        with health_loss(bridge, measure) as loss:
             _, grads = bridge.gradients(loss, feeds, names)
         suffix = "" if measure == "output" else f"_{measure}"
         g = [np.nan_to_num(np.abs(grads[n]).reshape(-1)).astype(np.float32) for n in names]

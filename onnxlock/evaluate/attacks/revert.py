@@ -77,10 +77,10 @@ class Reverter:
         all, where descent cannot run)."""
         if self._bridge is None:
             from ...torchbridge import TorchBridge
-            from .health_loss import available
+            from .health_loss import available, expose_logits
 
             try:
-                self._bridge = TorchBridge(self.locked, self.feeds, THREADS)
+                self._bridge = TorchBridge(expose_logits(self.locked), self.feeds, THREADS)
                 self._losses = available(self._bridge, self.feeds)
             except (ImportError, UnsupportedGraphError) as exc:
                 self._bridge, self._losses = exc, []
@@ -97,7 +97,7 @@ class Reverter:
 
         bridge = self.bridge()
         with ExitStack() as stack:
-            losses = [stack.enter_context(health_loss(bridge, m, self.feeds)) for m in self._losses]
+            losses = [stack.enter_context(health_loss(bridge, m)) for m in self._losses]
             return bridge.gradients(lambda outputs: sum(loss(outputs) for loss in losses), self.feeds, names)
 
     def descend(self, grouped: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
