@@ -197,6 +197,19 @@ class TorchBridge:
                 else:
                     tensor.view(-1)[index] = value
 
+    def set_values(self, name: str, indices: np.ndarray, values: np.ndarray) -> None:
+        """``set_value`` for many elements of one initializer at once."""
+        indices = np.asarray(indices, dtype=np.int64)
+        position = tuple(self._torch.from_numpy(p) for p in np.unravel_index(indices, self.arrays[name].shape))
+        for binding in self.bindings[name]:
+            tensor = self._tensor(binding)
+            update = self._torch.as_tensor(np.asarray(values), dtype=tensor.dtype)
+            with self._torch.no_grad():
+                if binding.transposed:
+                    tensor[position[::-1]] = update
+                else:
+                    tensor.view(-1)[self._torch.from_numpy(indices)] = update
+
     def _tensor(self, binding: Binding):
         return getattr(self.module.get_submodule(binding.module), binding.attribute)
 

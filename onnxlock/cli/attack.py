@@ -1,4 +1,4 @@
-"""Attack a locked model as a thief would (detect, peel, prune, finetune, search) and report what it recovers."""
+"""Attack a locked model as a thief would (detect, peel, prune, weights, revert, finetune, search); report what it recovers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from ..evaluate.attacks import health as health_measures
 from ..evaluate.attacks import suite
 from ..evaluate.attacks.finetune import FRACTIONS, STEPS
 from ..evaluate.attacks.prune import PRUNERS, RATES
+from ..evaluate.attacks.revert import TOPS
 from ..evaluate.attacks.truth import truth_from_key
 from ..fileio import read_input
 from ..graph.io import parse_model
@@ -18,11 +19,14 @@ from ..runtime.feeds import check_feeds, load_npz
 from . import passphrase
 from .common import print_json
 
-ATTACKS = ("detect", "peel", "prune", "finetune", "search")
+ATTACKS = ("detect", "peel", "prune", "weights", "revert", "finetune", "search")
+BLIND = ("detect", "peel", "prune", "weights", "revert")  # on --samples unlabelled inputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("attack", choices=ATTACKS, help="the attack to run")
+    parser.add_argument("attack", choices=ATTACKS,
+                        help="the attack to run (weights: per-weight suspicion scores; revert: repair the "
+                             "top suspects without labels)")
     parser.add_argument("locked", metavar="LOCKED", help="the locked ONNX model")
     parser.add_argument("--data", required=True, metavar="X.npz",
                         help="the thief's inputs, one array per model input (plus labels, if any)")
@@ -39,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fractions", default=",".join(map(str, FRACTIONS)),
                         help="finetune: shares of --data to train on (default: %(default)s)")
     parser.add_argument("--rates", default=",".join(map(str, RATES)), help="prune: rates (default: %(default)s)")
+    parser.add_argument("--top", default=",".join(map(str, TOPS)),
+                        help="revert: how many top suspects to repair, per try (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     passphrase.add_argument(parser)
 
@@ -58,7 +64,7 @@ def read_data(path: str, model, labels: str | None, limit: int | None = None) ->
 def run(args: argparse.Namespace) -> int:
     locked_bytes = read_input(args.locked, "locked model", ModelFormatError)
     model = parse_model(locked_bytes, source="locked model")
-    blind = args.attack in ("detect", "peel", "prune")
+    blind = args.attack in BLIND
     feeds, labels = read_data(args.data, model, args.labels, args.samples if blind else None)
     data = suite.Data(feeds, labels)
     if args.test is not None:
@@ -67,14 +73,19 @@ def run(args: argparse.Namespace) -> int:
     if args.key is not None:
         key = read_input(args.key, "key", KeyFormatError)
         truth = truth_from_key(locked_bytes, key, passphrase.get_passphrase(args))
-    if args.attack == "search" and truth is None:
-        raise OnnxlockError("the told-groups search is told the widened groups: give --key")
+    if args.attack == "search" and (truth is None or not truth.counterfeits):
+        raise OnnxlockError("the told-groups search is told the widened groups: give --key of a lock with "
+                            "confusion channels")
     if args.attack == "detect":
         result = suite.run_detect(model, data, truth, ablation=not args.no_ablation, health=args.health)
     elif args.attack == "peel":
         result = suite.run_peel(model, data, truth, health=args.health)
     elif args.attack == "prune":
         result = suite.run_prune(model, data, truth, pruners=PRUNERS, rates=_floats(args.rates))
+    elif args.attack == "weights":
+        result = suite.run_weights_detect(model, data, truth)
+    elif args.attack == "revert":
+        result = suite.run_revert(model, data, truth, tops=_ints(args.top))
     elif args.attack == "finetune":
         result = suite.run_finetune(model, data, truth, fractions=_floats(args.fractions), steps=args.steps)
     else:
@@ -93,6 +104,13 @@ def _floats(text: str) -> list[float]:
         raise OnnxlockError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _ints(text: str) -> list[int]:
+    values = _floats(text)
+    if not values or any(v != int(v) or v < 1 for v in values):
+        raise OnnxlockError(f"expected comma-separated positive whole numbers, got {text!r}")
+    return [int(v) for v in values]
+
+
 def print_text(result: dict) -> None:
     """A short human summary; --json has everything."""
     attack = result["attack"]
@@ -103,6 +121,20 @@ def print_text(result: dict) -> None:
                   f"{result['rank_average_auc']}, logistic (cross-validated) AUC {result['logistic_cv_auc']}")
         for suspect in result["top_suspects"]:
             print(f"  suspect: {suspect['group']} channel {suspect['position']}")
+    elif attack == "weights":
+        if "auc" in result:
+            print(f"{result['weights']} weights, {result['changed']} changed; AUC "
+                  + ", ".join(f"{k} {v}" for k, v in result["auc"].items()))
+        for score, suspects in result["top_suspects"].items():
+            print(f"  {score}: " + ", ".join(f"{name}[{index}]" for name, index in suspects[:5]))
+    elif attack == "revert":
+        print(f"before {result['before']}")
+        for label in ("best", "blind_choice"):
+            r = result[label]
+            if r is not None:
+                print(f"  {label.replace('_', ' ')} (by {result['judged_by'] if label == 'best' else 'health'}): "
+                      f"{r['repair']} of the top {r['top']} by {r['score']}: "
+                      + ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("score", "top", "repair")))
     elif attack in ("peel", "search"):
         counts = "" if "removed_counterfeit" not in result else (
             f" ({result['removed_counterfeit']} of {result['counterfeits']} counterfeits, {result['removed_genuine']} genuine)")
@@ -114,5 +146,6 @@ def print_text(result: dict) -> None:
             print(f"  {r['pruner']} at {r['rate']}: " + ", ".join(f"{k} {v}" for k, v in r.items() if k not in ("pruner", "rate")))
     else:
         for r in result["results"]:
+            share = f", recovered share {r['recovered_share']}" if r.get("recovered_share") is not None else ""
             print(f"{r['samples']} samples ({r['fraction']:.0%}), {r['steps']} steps: fine-tuned {r['accuracy_finetuned']}, "
-                  f"from scratch {r['accuracy_scratch']} (advantage {r['advantage']:+.3f})")
+                  f"from scratch {r['accuracy_scratch']} (advantage {r['advantage']:+.3f}{share})")

@@ -7,6 +7,8 @@ scored against (``truth``) comes from the key or the pass's secret, only for sco
 - ``detect``: per-channel statistics and their ROC AUC, alone and combined.
 - ``peel``: delete suspects while an unlabelled health measure improves.
 - ``prune``: weight-norm, activation and Taylor pruning at a few rates.
+- ``weights``: per-weight suspicion scores for single changed weights (AdvParams) and their ROC AUC.
+- ``revert``: repair the top-K suspected weights without labels (median, zero, health-loss descent).
 - ``finetune``: train the locked file on 1% / 10% of labelled data against the same architecture
   trained from scratch (needs torch: the ``[train]`` extra).
 - ``search``: the told-groups greedy search with labels.

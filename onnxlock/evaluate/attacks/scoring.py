@@ -1,4 +1,5 @@
-"""Rank statistics for scoring detectors: ROC AUC, rank averages, a cross-validated logistic fit."""
+"""Rank statistics for scoring detectors: ROC AUC (also over a model's weights, tensor by tensor),
+rank averages, a cross-validated logistic fit."""
 
 from __future__ import annotations
 
@@ -29,6 +30,25 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
         return None
     ranks = average_ranks(scores) + 1
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def roc_auc_parts(parts: list[np.ndarray], positives: list[np.ndarray]) -> float | None:
+    """``roc_auc`` of the scores ``parts`` concatenated, the positives given as indices into each
+    part: counted per part (one part sorted at a time), so a model's weights are never one array."""
+    found = [np.asarray(part, dtype=np.float64)[np.asarray(index, dtype=np.int64)]
+             for part, index in zip(parts, positives)]
+    hits = np.sort(np.concatenate(found)) if found else np.zeros(0)
+    n_pos, n_all = len(hits), sum(len(part) for part in parts)
+    if not n_pos or n_pos == n_all:
+        return None
+    below = ties = 0.0  # over every score, the positives themselves included
+    for part in parts:
+        ordered = np.sort(np.asarray(part, dtype=np.float64))
+        left, right = np.searchsorted(ordered, hits, "left"), np.searchsorted(ordered, hits, "right")
+        below, ties = below + left.sum(), ties + (right - left).sum()
+    left, right = np.searchsorted(hits, hits, "left"), np.searchsorted(hits, hits, "right")
+    below, ties = below - left.sum(), ties - (right - left).sum()  # now over the negatives only
+    return float((below + ties / 2) / (n_pos * (n_all - n_pos)))
 
 
 def rank_matrix(scores: dict[str, np.ndarray]) -> np.ndarray:

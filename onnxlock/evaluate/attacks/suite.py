@@ -10,11 +10,15 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from ...errors import InvalidArgumentError
 from ..damage import run, top1_agreement
+from .changed_weights import score_weights, top_suspects
 from .channels import Channel, Peeling, accuracy
 from .detect import detect, null_labels, pool
+from .health import health_score
 from .peel import peel
 from .prune import PRUNERS, RATES, prune_at
+from .revert import REPAIRS, TOPS, reverts
 from .search import search_attack
 from .truth import Truth
 
@@ -68,9 +72,39 @@ def run_detect(locked: onnx.ModelProto, data: Data, truth: Truth | None, *, abla
     found = {"attack": "detect", "scores": list(detection.scores),
              "top_suspects": [{"group": detection.channels[i].group, "position": detection.channels[i].position}
                               for i in order]}
-    if truth is not None:
+    if truth is not None and truth.counterfeits:
         found |= detection.evaluate(truth.counterfeits)
     return found | {"seconds": round(time.perf_counter() - start, 2)}
+
+
+def run_weights_detect(locked: onnx.ModelProto, data: Data, truth: Truth | None) -> dict:
+    """Per-weight suspicion scores (changed_weights.py); their AUC for the key's changed weights."""
+    start = time.perf_counter()
+    scores = score_weights(locked, data.feeds)
+    found = {"attack": "weights", "scores": list(scores.scores), "top_suspects": top_suspects(scores)}
+    if truth is not None and truth.changed_weights:
+        found |= scores.evaluate(truth.changed_weights)
+    return found | {"seconds": round(time.perf_counter() - start, 2)}
+
+
+def run_revert(locked: onnx.ModelProto, data: Data, truth: Truth | None, *, tops=TOPS, repairs=REPAIRS) -> dict:
+    """Every repair of the top-K suspects by every score (revert.py), judged on the held-out data;
+    ``best`` by agreement with the original (else accuracy, else health), ``blind_choice`` the one
+    a thief without labels would keep: the healthiest on their own inputs."""
+    start = time.perf_counter()
+    scores = score_weights(locked, data.feeds)
+    results = []
+    for score, k, repair, picks, model in reverts(locked, data.feeds, scores, tops, repairs):
+        row = {"score": score, "top": k, "repair": repair, "health": round(health_score(model, data.feeds), 4)}
+        if truth is not None and truth.changed_weights:
+            row["reverted_changed"] = len(truth.changed_weights.intersection(picks))
+        results.append(row | outcome(model, data, truth))
+    judge = next((m for m in ("agreement", "accuracy") if results and m in results[0]), "health")
+    return {"attack": "revert", "judged_by": judge, "before": outcome(locked, data, truth)
+            | {"health": round(health_score(locked, data.feeds), 4)},
+            "best": max(results, key=lambda r: r[judge]) if results else None,
+            "blind_choice": max(results, key=lambda r: r["health"]) if results else None,
+            "results": results, "seconds": round(time.perf_counter() - start, 2)}
 
 
 def run_detect_pooled(locks: list[tuple[onnx.ModelProto, Truth]], data: Data, *, ablation: bool = True,
@@ -113,7 +147,9 @@ def run_prune(locked: onnx.ModelProto, data: Data, truth: Truth | None, *, prune
 
 def run_search(locked: onnx.ModelProto, data: Data, truth: Truth) -> dict:
     if data.labels is None:
-        raise ValueError("the search attack needs labels (--labels)")
+        raise InvalidArgumentError("the search attack needs labels (--labels)")
+    if not truth.counterfeits:
+        raise InvalidArgumentError("the told-groups search needs a key with confusion channels")
     start = time.perf_counter()
     result = search_attack(locked, truth.widened(), data.feeds, data.labels)
     return {"attack": "search", "told": truth.widened(), "trials": result["trials"],
@@ -125,9 +161,21 @@ def run_finetune(locked: onnx.ModelProto, data: Data, truth: Truth | None, *, fr
     from .finetune import finetune_attack
 
     if data.labels is None or data.test_labels is None:
-        raise ValueError("fine-tuning needs labelled training data (--labels) and labelled --test data")
+        raise InvalidArgumentError("fine-tuning needs labelled training data (--labels) and labelled --test data")
     if len(data.feeds) != 1:
-        raise ValueError("fine-tuning supports models with one input")
+        raise InvalidArgumentError("fine-tuning supports models with one input")
     (train_x,), (test_x,) = data.feeds.values(), data.test_feeds.values()
-    return {"attack": "finetune", "results": finetune_attack(locked, train_x, data.labels, test_x,
-                                                             data.test_labels, fractions, steps)}
+    results = finetune_attack(locked, train_x, data.labels, test_x, data.test_labels, fractions, steps)
+    found = {"attack": "finetune", "accuracy_locked": round(accuracy(locked, data.test_feeds, data.test_labels), 4)}
+    if truth is not None:  # the share of the lost accuracy won back, as the AdvParams paper reports it
+        found["accuracy_original"] = round(accuracy(truth.original, data.test_feeds, data.test_labels), 4)
+        for row in results:
+            row |= {f"recovered_share{suffix}": recovered_share(row[f"accuracy_{start}"], found)
+                    for start, suffix in (("finetuned", ""), ("scratch", "_scratch"))}
+    return found | {"results": results}
+
+
+def recovered_share(value: float, found: dict) -> float | None:
+    """(value - locked) / (original - locked): 0 is the locked model, 1 the original."""
+    lost = found["accuracy_original"] - found["accuracy_locked"]
+    return round((value - found["accuracy_locked"]) / lost, 4) if lost > 0 else None

@@ -1,4 +1,5 @@
-"""The truth an attack is scored against: which channels are counterfeit, and the original model.
+"""The truth an attack is scored against: which channels are counterfeit, which weights AdvParams
+changed, and the original model.
 
 It comes from the key (``--key`` and its passphrase) or a PassResult's secret, only to score;
 the attacks themselves never see it.
@@ -17,16 +18,19 @@ from ...graph.channels import ParamEdit
 from ...graph.io import parse_model
 from ...key import open_key
 from ...passes import restore, secret_layers
+from ...passes.advparams import PerturbWeightsPass
 from ...passes.confusion import WidenChannelsPass
 from .channels import Channel, widenable_groups
 
 
 @dataclass(frozen=True)
 class Truth:
-    """The counterfeit channels (named as in the locked file) and the original model."""
+    """The counterfeit channels and the changed weights (tensor, flat index), both named as in the
+    locked file (empty for a lock without them), and the original model."""
 
     counterfeits: frozenset[Channel]
     original: onnx.ModelProto
+    changed_weights: frozenset[tuple[str, int]] = frozenset()
 
     def widened(self) -> dict[str, int]:
         """Group -> channels added: what the told-groups search is told."""
@@ -34,19 +38,31 @@ class Truth:
 
 
 def truth_from_secret(locked: onnx.ModelProto, secret: dict) -> Truth:
-    """The truth from a plain or stacked secret (one layer of confusion channels)."""
-    layers = [layer for layer in secret_layers(secret) if layer.get("method") == WidenChannelsPass.method]
-    if len(layers) != 1:
-        raise OnnxlockError(f"scoring needs exactly one layer of confusion channels in the key, found {len(layers)}")
+    """The truth from a plain or stacked secret (at most one layer of confusion channels and one
+    of changed weights, at least one of the two)."""
+    layers = secret_layers(secret)
+    confusion = [layer for layer in layers if layer.get("method") == WidenChannelsPass.method]
+    advparams = [layer for layer in layers if layer.get("method") == PerturbWeightsPass.method]
+    if len(confusion) > 1 or len(advparams) > 1 or not confusion + advparams:
+        raise OnnxlockError("scoring needs one layer of confusion channels or of changed weights in the key, "
+                            f"found {len(confusion)} and {len(advparams)}")
+    counterfeits = counterfeit_channels(locked, confusion[0]) if confusion else set()
+    # the weights' flat indices are into the locked file (a stacked lock rebases them)
+    changed = {(name, int(index)) for name, index, _ in advparams[0]["weights"]} if advparams else set()
+    return Truth(frozenset(counterfeits), restore(locked, secret), frozenset(changed))
+
+
+def counterfeit_channels(locked: onnx.ModelProto, layer: dict) -> set[Channel]:
+    """The channels a confusion layer of the key added, named as in ``locked``."""
     groups = widenable_groups(locked)
     counterfeits = set()
-    for widened in layers[0]["groups"]:
+    for widened in layer["groups"]:
         edits = {(edit[1], edit[2]) for edit in widened["edits"] if edit[0] == "p"}
         group = next((g for g in groups if edits == param_edits(g)), None)
         if group is None:
             raise OnnxlockError("the key names a group the locked model does not have")
         counterfeits.update(Channel(group.name, int(p)) for p in widened["positions"])
-    return Truth(frozenset(counterfeits), restore(locked, secret))
+    return counterfeits
 
 
 def param_edits(group) -> set[tuple[str, int]]:
