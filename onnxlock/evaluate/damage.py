@@ -38,22 +38,16 @@ def cpu_session(model: onnx.ModelProto | bytes, threads: int = 0) -> ort.Inferen
 
 def stubbed(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """``model`` with its initializers above INLINE_BYTES as stubs, and those weights as arrays."""
-    from ..graph.normalize import INLINE_BYTES
+    from ..graph.normalize import is_small, shell
     from .subgraph import stub
 
-    skeleton = onnx.ModelProto(ir_version=model.ir_version)
-    skeleton.opset_import.extend(model.opset_import)
-    skeleton.functions.extend(model.functions)
-    graph, weights = skeleton.graph, {}
-    graph.name = model.graph.name
-    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
-        getattr(graph, field).extend(getattr(model.graph, field))
+    skeleton, weights = shell(model), {}
     for tensor in model.graph.initializer:
-        if len(tensor.raw_data) <= INLINE_BYTES:
-            graph.initializer.append(tensor)
+        if is_small(tensor):
+            skeleton.graph.initializer.append(tensor)
         else:
             weights[tensor.name] = numpy_helper.to_array(tensor)
-            graph.initializer.append(stub(tensor.name, tensor.data_type, tensor.dims))
+            skeleton.graph.initializer.append(stub(tensor.name, tensor.data_type, tensor.dims))
     return skeleton, weights
 
 

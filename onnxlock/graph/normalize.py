@@ -24,23 +24,34 @@ from .io import check_opset
 INLINE_BYTES = 4096  # constants up to this size stay in weightless copies (shape values inference reads)
 
 
-def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` with its initializers above INLINE_BYTES turned into typed graph inputs: the same
-    graph for the checker and shape inference, at a fraction of the memory."""
+def shell(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without its initializers: the graph, opsets and functions, no weights copied."""
     light = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name)
     light.opset_import.extend(model.opset_import)
     light.functions.extend(model.functions)
-    graph, source = light.graph, model.graph
-    graph.name = source.name
+    light.graph.name = model.graph.name
     for field in ("node", "input", "output", "value_info", "sparse_initializer"):
-        getattr(graph, field).extend(getattr(source, field))
-    declared = {value.name for value in source.input}
-    for tensor in source.initializer:
-        size = int(np.prod(tensor.dims, dtype=np.int64))
-        if tensor.data_type == TensorProto.STRING or size * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize <= INLINE_BYTES:
-            graph.initializer.append(tensor)
+        getattr(light.graph, field).extend(getattr(model.graph, field))
+    return light
+
+
+def is_small(tensor: TensorProto) -> bool:
+    """A string tensor or one of at most INLINE_BYTES: kept in weightless copies."""
+    size = int(np.prod(tensor.dims, dtype=np.int64))
+    return tensor.data_type == TensorProto.STRING or \
+        size * helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize <= INLINE_BYTES
+
+
+def weightless(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with its initializers above INLINE_BYTES turned into typed graph inputs: the same
+    graph for the checker and shape inference, at a fraction of the memory."""
+    light = shell(model)
+    declared = {value.name for value in model.graph.input}
+    for tensor in model.graph.initializer:
+        if is_small(tensor):
+            light.graph.initializer.append(tensor)
         elif tensor.name not in declared:
-            graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+            light.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
     return light
 
 
