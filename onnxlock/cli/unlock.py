@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import KeyFormatError, ModelFormatError
 from ..filepair import NewFile, write_files
-from ..graph.external import check_location, split
+from ..graph.external import read_data, split
 from ..graph.io import save_model
 from ..runtime import restore_model, wire
 from ..fileio import read_input
@@ -55,4 +55,4 @@ def external_data_of(path: str, locked: bytes) -> bytes | None:
         return None
     if len(names) > 1:
         raise ModelFormatError(f"{path} points to {len(names)} external data files; a locked model has one")
-    return read_input(Path(path).parent / check_location(names.pop()), "external data file", ModelFormatError)
+    return read_data(path, names.pop())

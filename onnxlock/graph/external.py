@@ -15,6 +15,7 @@ from google.protobuf.message import EncodeError
 from onnx import TensorProto
 
 from ..errors import InvalidArgumentError, ModelFormatError
+from ..fileio import read_input
 
 PROTOBUF_LIMIT = 2**31 - 1  # a serialized ModelProto cannot be larger
 INLINE_LIMIT = PROTOBUF_LIMIT - (64 << 20)  # above this, a locked model's weights go to a data file
@@ -29,6 +30,22 @@ def check_location(location: str) -> str:
             or location in (".", "..") or "\\" in location or "\0" in location):
         raise InvalidArgumentError(f"external data must be a plain file name beside the model, got {location!r}")
     return location
+
+
+def data_path(model_path: str | os.PathLike, location: str) -> str:
+    """Where a model's external data file ``location`` lies: beside the model."""
+    return os.path.join(os.path.dirname(os.fspath(model_path)), check_location(location))
+
+
+def read_data(model_path: str | os.PathLike, location: str) -> bytes:
+    """The whole external data file ``location`` of the model at ``model_path``."""
+    return read_input(data_path(model_path, location), "external data file", ModelFormatError)
+
+
+def path_needed(location: str) -> ModelFormatError:
+    """The error for a model with external data given as bytes."""
+    return ModelFormatError(f"a locked model with external data must be loaded from its path "
+                            f"(its weights are in {location} beside it)")
 
 
 def too_large(model: onnx.ModelProto) -> bool:

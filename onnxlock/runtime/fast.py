@@ -31,7 +31,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from ..errors import ModelFormatError, ModelMismatchError
-from ..graph.external import check_location
+from ..graph.external import data_path, path_needed
 from ..graph.io import parse_model
 from ..passes import restore
 from . import wire
@@ -120,10 +120,8 @@ def open_data(source: LockedSource, secret: dict, locations: set[str]) -> Locked
     if expected is None or locations != {expected.get("location")}:
         raise ModelMismatchError("the locked model's external data references do not match its key")
     if not source.path:
-        raise ModelFormatError(f"a locked model with external data must be loaded from its path "
-                               f"(its weights are in {expected['location']} beside it)")
-    data = LockedSource(os.path.join(os.path.dirname(source.path), check_location(expected["location"])),
-                        ModelFormatError, what="external data file")
+        raise path_needed(expected["location"])
+    data = LockedSource(data_path(source.path, expected["location"]), ModelFormatError, what="external data file")
     size = len(data.buffer)
     if size != expected.get("bytes"):  # truncated, or another lock's: before reading any of it
         data.close()

@@ -9,11 +9,9 @@ from __future__ import annotations
 import onnx
 from onnx import numpy_helper
 
-import os
-
 from ..errors import ModelFormatError, ModelMismatchError
-from ..fileio import read_input, sha256_bytes
-from ..graph.external import attach, check_location, locations, too_large
+from ..fileio import sha256_bytes
+from ..graph.external import attach, locations, path_needed, read_data, too_large
 from ..graph.io import parse_model
 from ..guard import guarded
 from ..key import open_key
@@ -64,10 +62,8 @@ def external_data(source, secret: dict) -> bytes | None:
     if expected is None:
         return None
     if not source.path:
-        raise ModelFormatError(f"a locked model with external data must be loaded from its path "
-                               f"(its weights are in {expected.get('location')} beside it)")
-    path = os.path.join(os.path.dirname(source.path), check_location(expected.get("location")))
-    return read_input(path, "external data file", ModelFormatError)
+        raise path_needed(expected.get("location"))
+    return read_data(source.path, expected.get("location"))
 
 
 def restore_checked(locked: bytes, secret: dict, data: bytes | None = None) -> tuple[onnx.ModelProto, bytes]:
