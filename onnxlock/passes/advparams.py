@@ -320,15 +320,19 @@ class PerturbWeightsPass:
                    for name, index in changed]
         new_bits = {(name, index): float_bits(float(layers[name].current.reshape(-1)[index])) for name, index in changed}
         secret = {"method": self.method, "version": SECRET_VERSION, "weights": weights}
-        base, topped = original, None
-        if onto is not None:
+        def written(base, bits):  # ``base`` with the new values in place
+            return restore_weights(base, {**secret, "weights": [[n, i, b] for (n, i), b in bits.items()]})
+
+        topped = None
+        if onto is None:
+            locked = written(original, new_bits)
+        else:
             secret = rebase(secret, onto, earlier)
             new_bits = {(w[0], w[1]): new_bits[(o[0], o[1])] for w, o in zip(secret["weights"], weights)}
-            base = onto
-            stacked = restore_weights(onto, {**secret, "weights": [[n, i, b] for (n, i), b in new_bits.items()]})
-            if head.agreement(run(stacked, feeds, self.threads)[0]) > max(after, target):
-                secret, new_bits, topped = self._top_up(stacked, secret, new_bits, head, stealth, feeds, target)
-        locked = restore_weights(base, {**secret, "weights": [[n, i, b] for (n, i), b in new_bits.items()]})
+            locked = written(onto, new_bits)
+            if head.agreement(run(locked, feeds, self.threads)[0]) > max(after, target):
+                secret, new_bits, topped = self._top_up(locked, secret, new_bits, head, stealth, feeds, target)
+                locked = written(onto, new_bits)
         report = {
             "method": self.method,
             "weights_changed": len(secret["weights"]),

@@ -59,7 +59,6 @@ class Prepared:
     keepalive: list = field(default_factory=list)  # buffers onnxruntime reads during creation
     checks: "DigestChecks | None" = None
     data: LockedSource | None = None  # the external data file, hashed in a thread like the model
-    secret: dict = field(default_factory=dict)
 
     def verified(self) -> bool:
         return self.checks is None or self.checks.passed()
@@ -152,7 +151,7 @@ def _prepare_layout(source: LockedSource, data: LockedSource | None, layout: wir
     model = parse_model(wire.skeleton(source.buffer, layout, placeholders), source="locked model")
     model = restore(model, restrict(secret, lambda name: name not in large_names), in_place=True)
     _check_initializers(model, to_check - large_names, secret)
-    prepared = Prepared(model.SerializeToString(), copy_options(options), checks=checks, data=data, secret=secret)
+    prepared = Prepared(model.SerializeToString(), copy_options(options), checks=checks, data=data)
     _attach(prepared, source, restored, untouched=len(large) > len(restored))
     return prepared
 

@@ -128,7 +128,7 @@ def _create(source: LockedSource, key: bytes, credentials: Credentials, provider
         try:
             secret = credentials.open(key, None)
             prepared = fast.prepare(source, secret, sess_options)
-            session = None if prepared is None else _fast_session(prepared, providers)
+            session = None if prepared is None else _fast_session(prepared, providers, secret)
         except Exception:
             _check_binding(source, key)  # a key for another model, or an altered file, says so first
             raise
@@ -147,13 +147,13 @@ def _create(source: LockedSource, key: bytes, credentials: Credentials, provider
     return ort.InferenceSession(data, sess_options, providers=providers)
 
 
-def _fast_session(prepared: fast.Prepared, providers: list) -> ort.InferenceSession:
+def _fast_session(prepared: fast.Prepared, providers: list, secret: dict) -> ort.InferenceSession:
     """The session from a prepared skeleton; its external data file's hash (computed in a thread
     while the session was built) is checked before the session is returned."""
     try:
         session = ort.InferenceSession(prepared.model, prepared.options, providers=providers)
         if prepared.data is not None:
-            check_external(prepared.data.sha256(), len(prepared.data.buffer), prepared.secret)
+            check_external(prepared.data.sha256(), len(prepared.data.buffer), secret)
         return session
     finally:
         if prepared.data is not None:
