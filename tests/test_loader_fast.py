@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import threading
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from onnxlock import KeyFormatError, ModelMismatchError, OnnxlockError, lock_model, load_session, write_locked
 from onnxlock.key import open_key, read_header, seal
@@ -192,4 +195,52 @@ def test_advparams_locks_take_the_fast_path(method, tmp_path, digits, fast_calls
     session = load_session(tmp_path / "m.onnx", tmp_path / "m.key", passphrase=PASSPHRASE, providers="cpu")
     plain = ort.InferenceSession(str(MODELS / "digits_cnn.onnx"), providers=["CPUExecutionProvider"])
     assert fast_calls and fast_calls[-1] is not None
+    assert np.array_equal(outputs(session, digits)[0], outputs(plain, digits)[0])
+
+
+def test_matmul_weights_are_lent_to_the_session_in_place(locked_models, digits):
+    """On CPU from a file, restored MatMul/Gemm weights are not copied: the session keeps them."""
+    session = load_session(*locked_models["digits_mlp"], passphrase=PASSPHRASE, providers="cpu")
+    assert session._onnxlock_lent
+    gc.collect()  # nothing the session computes with may be freed once load_session returns
+    plain = ort.InferenceSession(str(MODELS / "digits_mlp.onnx"), providers=["CPUExecutionProvider"])
+    assert np.array_equal(outputs(session, digits)[0], outputs(plain, digits)[0])
+
+
+def constant_folded_matmul() -> onnx.ModelProto:
+    """y = x @ W1 + C @ W2: onnxruntime folds C @ W2, reading W2 during graph optimisation."""
+    rng = np.random.default_rng(0)
+    weights = {name: rng.standard_normal(shape).astype(np.float32)
+               for name, shape in (("W1", (32, 32)), ("C", (1, 32)), ("W2", (32, 32)))}
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["a"]), helper.make_node("MatMul", ["C", "W2"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "folded", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 32])],
+                              [numpy_helper.from_array(value, name) for name, value in weights.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_weight_constant_folding_reads_is_not_lent(tmp_path):
+    model = constant_folded_matmul()
+    locked = lock_model(model, passphrase=PASSPHRASE, method="signflip", kdf_params=CHEAP_KDF)
+    write_locked(locked, tmp_path / "m.onnx", tmp_path / "m.key")
+    session = load_session(tmp_path / "m.onnx", tmp_path / "m.key", passphrase=PASSPHRASE, providers="cpu")
+    assert [array.shape for array, _ in session._onnxlock_lent] == [(32, 32)]  # W1, not W2
+    x = np.random.default_rng(1).standard_normal((4, 32)).astype(np.float32)
+    plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.array_equal(session.run(None, {"x": x})[0], plain.run(None, {"x": x})[0])
+
+
+@pytest.mark.parametrize("level", LEVELS, ids=lambda level: level.name)
+def test_a_lent_weight_an_optimiser_reads_is_copied_in_instead(level, locked_models, digits, monkeypatch):
+    """Conv weights, which graph optimisers read from the basic level on, lent anyway: the in-place
+    try fails loudly and the session is created again with copies, computing the original."""
+    monkeypatch.setattr(fast, "shareable", lambda graph, names: set(names))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    session = load_session(*locked_models["digits_cnn"], passphrase=PASSPHRASE, providers="cpu",
+                           sess_options=options)
+    reads = level != ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert hasattr(session, "_onnxlock_lent") != reads
+    plain = ort.InferenceSession(str(MODELS / "digits_cnn.onnx"), options, providers=["CPUExecutionProvider"])
     assert np.array_equal(outputs(session, digits)[0], outputs(plain, digits)[0])

@@ -7,9 +7,12 @@ initializer's bytes; large ones become external-data placeholders in a small "sk
     (``add_external_initializers_from_files_in_memory``);
   * touched tensors are restored on a few threads, each read once from the mapped file into its
     own buffer by the methods' array shortcuts (``touches.py``; the mapped pages are dropped once
-    read), or else by ``passes.restore`` on a one-tensor model, and given as OrtValues
-    (``add_external_initializers``; onnxruntime copies them during session creation: on CPU,
-    ``add_initializer`` would not, but graph optimisers then read the placeholder's bytes).
+    read), or else by ``passes.restore`` on a one-tensor model, and given as OrtValues. On CPU,
+    from a file, those only MatMul/Gemm weights and Gather tables use (``SHAREABLE_USES``) are
+    lent in place (``add_initializer``: no copy, the session keeps them); their placeholders
+    point past the end of the file, so a graph optimiser that reads one fails the creation
+    loudly instead of reading wrong bytes, and the session is created again with every
+    restored tensor copied in (``add_external_initializers``, as for CUDA and for bytes).
     Shortcut results are checked against the key's per-tensor digests in a thread during
     session creation, except where the shortcut is the pass's own code (``Touches.exact``).
 Small initializers and node attributes stay in the skeleton, restored by ``passes.restore`` on it.
@@ -23,6 +26,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,18 +51,26 @@ RESTORED_NAME = "onnxlock-restored-weights"  # placeholder location for tensors 
 RESTORE_THREADS = min(4, os.cpu_count() or 1)  # touched tensors restored side by side
 THREADED_BYTES = 8 << 20  # below this much work, threads only add waiting
 FOLDER_ENTRY = "session.model_external_initializers_file_folder_path"
+# (op type, input index) of the uses that graph optimisers leave alone, so a restored tensor with
+# only these uses may be lent to onnxruntime in place (a wrong guess costs a second creation)
+SHAREABLE_USES = {("MatMul", 1), ("Gemm", 1), ("Gather", 0)}
+QUIET = 4  # onnxruntime's fatal-only log level, for the in-place try a failure is retried from
 
 
 @dataclass
 class Prepared:
     """What onnxruntime needs: the small model and the options carrying the large weights, and the
-    digest checks still running (``verified`` waits for them)."""
+    digest checks still running (``verified`` waits for them). ``lent``: the restored tensors
+    lent in place, which the session must keep; ``copied``, when some are lent: the model and
+    options giving every restored tensor by copy instead, to retry with."""
 
     model: bytes
     options: ort.SessionOptions | None
     keepalive: list = field(default_factory=list)  # buffers onnxruntime reads during creation
     checks: "DigestChecks | None" = None
     data: LockedSource | None = None  # the external data file, hashed in a thread like the model
+    lent: list = field(default_factory=list)
+    copied: "Callable[[], tuple[bytes, ort.SessionOptions]] | None" = None
 
     def verified(self) -> bool:
         return self.checks is None or self.checks.passed()
@@ -85,10 +97,12 @@ class DigestChecks:
         return self._passed
 
 
-def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions | None) -> Prepared | None:
+def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions | None,
+            cpu_only: bool = False) -> Prepared | None:
     """The skeleton and a copy of ``options`` (the caller's is never changed) carrying the restored
-    weights; a model under INLINE_BYTES is restored whole and keeps the caller's options (copying
-    them costs more than such a model's bytes: onnxruntime raises on every unset entry read)."""
+    weights, lent in place where ``cpu_only`` allows; a model under INLINE_BYTES is restored whole
+    and keeps the caller's options (copying them costs more than such a model's bytes:
+    onnxruntime raises on every unset entry read)."""
     touched = touched_tensors(secret)
     if touched is None or not isinstance(secret.get(RESTORED_TENSORS), dict) \
             or set(secret[RESTORED_TENSORS]) != touched:
@@ -103,7 +117,7 @@ def prepare(source: LockedSource, secret: dict, options: ort.SessionOptions | No
         return None  # the key does not fit: the slow path says so precisely
     data = open_data(source, secret, {span.location for span in layout.initializers} - {None})
     try:
-        return _prepare_layout(source, data, layout, secret, touched, options)
+        return _prepare_layout(source, data, layout, secret, touched, options, cpu_only)
     except BaseException:
         if data is not None:
             data.close()
@@ -129,7 +143,7 @@ def open_data(source: LockedSource, secret: dict, locations: set[str]) -> Locked
 
 
 def _prepare_layout(source: LockedSource, data: LockedSource | None, layout: wire.Layout, secret: dict,
-                    touched: set[str], options: ort.SessionOptions | None) -> Prepared:
+                    touched: set[str], options: ort.SessionOptions | None, cpu_only: bool) -> Prepared:
     large = [span for span in layout.initializers
              if span.data is not None and (span.nbytes >= LARGE_BYTES or span.location is not None)]
     large_names, to_check = {span.name for span in large}, needs_digest(secret)
@@ -151,9 +165,53 @@ def _prepare_layout(source: LockedSource, data: LockedSource | None, layout: wir
     model = parse_model(wire.skeleton(source.buffer, layout, placeholders), source="locked model")
     model = restore(model, restrict(secret, lambda name: name not in large_names), in_place=True)
     _check_initializers(model, to_check - large_names, secret)
-    prepared = Prepared(model.SerializeToString(), copy_options(options), checks=checks, data=data)
-    _attach(prepared, source, restored, untouched=len(large) > len(restored))
-    return prepared
+    untouched = len(large) > len(restored)
+
+    def handover(lent: set[str]) -> tuple[bytes, ort.SessionOptions, list, list]:
+        """The skeleton and options lending ``lent`` in place and copying the other restored tensors."""
+        _point(model, restored, lent, location, len(source.buffer))
+        handed = copy_options(options)
+        during, kept = _attach(handed, source, restored, lent, untouched)
+        return model.SerializeToString(), handed, during, kept
+
+    lend = shareable(model.graph, set(restored)) if cpu_only and source.path else set()
+    skeleton, handed, during, kept = handover(lend)
+    if lend and handed.log_severity_level >= 2:
+        handed.log_severity_level = QUIET  # a failed try is retried: its error is not the caller's
+    return Prepared(skeleton, handed, during, checks, data, lent=kept,
+                    copied=(lambda: handover(set())[:3]) if lend else None)
+
+
+def shareable(graph: onnx.GraphProto, names: set[str]) -> set[str]:
+    """Those of ``names`` whose every use in ``graph`` is in SHAREABLE_USES, by a node that some
+    graph input feeds (not one constant folding computes once), and that are neither a graph
+    output nor used in a subgraph."""
+    uses: dict[str, set] = {name: set() for name in names}
+    barred = {output.name for output in graph.output}
+    constant = {tensor.name for tensor in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" or all(not name or name in constant for name in node.input):
+            constant.update(node.output)
+            barred.update(node.input)
+        for index, name in enumerate(node.input):
+            if name in uses:
+                uses[name].add((node.op_type if node.domain in ("", "ai.onnx") else "", index))
+        for attribute in node.attribute:
+            for sub in [attribute.g, *attribute.graphs] if attribute.HasField("g") or attribute.graphs else []:
+                barred.update(name for inner in sub.node for name in inner.input)
+    return {name for name, used in uses.items() if used and used <= SHAREABLE_USES and name not in barred}
+
+
+def _point(model: onnx.ModelProto, restored: dict[str, np.ndarray], lent: set[str], location: str,
+           past_end: int) -> None:
+    """Point each restored tensor's placeholder at RESTORED_NAME (given by copy) or, if lent, past
+    the end of ``location`` (onnxruntime never reads it; an optimiser that tries fails)."""
+    for tensor in model.graph.initializer:
+        if tensor.name in restored:
+            where = (location, past_end) if tensor.name in lent else (RESTORED_NAME, 0)
+            values = {"location": where[0], "offset": str(where[1]), "length": str(restored[tensor.name].nbytes)}
+            for entry in tensor.external_data:
+                entry.value = values.get(entry.key, entry.value)
 
 
 def _prepare_whole(source: LockedSource, secret: dict, options: ort.SessionOptions | None) -> Prepared:
@@ -213,14 +271,23 @@ def _restore_one(source: LockedSource, data: LockedSource | None, span: wire.Spa
     return np.ascontiguousarray(array), True
 
 
-def _attach(prepared: Prepared, source: LockedSource, restored: dict[str, np.ndarray], untouched: bool) -> None:
-    options = prepared.options
-    if untouched and source.path:
+def _attach(options: ort.SessionOptions, source: LockedSource, restored: dict[str, np.ndarray], lent: set[str],
+            untouched: bool) -> tuple[list, list]:
+    """Add the weights to ``options``; what must stay alive during creation, and what the session
+    must keep (the lent arrays and their OrtValues)."""
+    during, kept = [], []
+    if source.path and (untouched or lent):
         options.add_session_config_entry(FOLDER_ENTRY, os.path.dirname(source.path))
     elif untouched:
         options.add_external_initializers_from_files_in_memory([IN_MEMORY_NAME], [source.buffer], [len(source.buffer)])
-        prepared.keepalive.append(source.buffer)
-    if restored:
-        values = [ort.OrtValue.ortvalue_from_numpy(array) for array in restored.values()]
-        options.add_external_initializers(list(restored), values)
-        prepared.keepalive += [restored, values]
+        during.append(source.buffer)
+    copied = [name for name in restored if name not in lent]
+    if copied:
+        values = [ort.OrtValue.ortvalue_from_numpy(restored[name]) for name in copied]
+        options.add_external_initializers(copied, values)
+        during += [[restored[name] for name in copied], values]
+    for name in lent:
+        value = ort.OrtValue.ortvalue_from_numpy(restored[name])
+        options.add_initializer(name, value)
+        kept.append((restored[name], value))
+    return during, kept

@@ -24,6 +24,11 @@ def _name(provider: Provider) -> str:
     return provider[0] if isinstance(provider, tuple) else provider
 
 
+def cpu_only(providers: Sequence[Provider]) -> bool:
+    """Whether every provider is onnxruntime's CPU provider."""
+    return all(_name(provider) == CPU for provider in providers)
+
+
 def requested_providers(requested: str | Sequence[Provider] | None = "auto") -> list[Provider]:
     """The providers asked for, as a list: 'auto'/None (CUDA when this onnxruntime offers it),
     'cpu', 'cuda', one full provider name, or a list of names and (name, options) pairs.

@@ -35,7 +35,7 @@ from ..key import read_header
 from ..validate import check_session_arguments
 from . import fast
 from .options import check_safe
-from .providers import Provider, requested_providers, select_providers, warn_on_fallback
+from .providers import Provider, cpu_only, requested_providers, select_providers, warn_on_fallback
 from .restore import check_external, external_data, open_secret, restore_checked
 from .source import Input, LockedSource, read_bytes
 
@@ -127,7 +127,7 @@ def _create(source: LockedSource, key: bytes, credentials: Credentials, provider
     if verify == "fast":
         try:
             secret = credentials.open(key, None)
-            prepared = fast.prepare(source, secret, sess_options)
+            prepared = fast.prepare(source, secret, sess_options, cpu_only(providers))
             session = None if prepared is None else _fast_session(prepared, providers, secret)
         except Exception:
             _check_binding(source, key)  # a key for another model, or an altered file, says so first
@@ -149,9 +149,19 @@ def _create(source: LockedSource, key: bytes, credentials: Credentials, provider
 
 def _fast_session(prepared: fast.Prepared, providers: list, secret: dict) -> ort.InferenceSession:
     """The session from a prepared skeleton; its external data file's hash (computed in a thread
-    while the session was built) is checked before the session is returned."""
+    while the session was built) is checked before the session is returned. If the weights lent
+    in place were refused (a graph optimiser wanted to read one), it is created again with them
+    copied in."""
     try:
-        session = ort.InferenceSession(prepared.model, prepared.options, providers=providers)
+        try:
+            session = ort.InferenceSession(prepared.model, prepared.options, providers=providers)
+            session._onnxlock_lent = prepared.lent  # onnxruntime computes with them: they live as long
+        except ORT_ERRORS:
+            if prepared.copied is None:
+                raise
+            model, options, during = prepared.copied()
+            session = ort.InferenceSession(model, options, providers=providers)
+            del during
         if prepared.data is not None:
             check_external(prepared.data.sha256(), len(prepared.data.buffer), secret)
         return session
