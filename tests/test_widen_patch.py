@@ -10,6 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxlock.errors import ModelMismatchError
 from onnxlock.graph.channels import IndexMap
 from onnxlock.graph.normalize import initializer_arrays
+from onnxlock.graph import patch
 from onnxlock.graph.patch import narrow
 from onnxlock.graph.widen import insert_along
 
@@ -150,3 +151,21 @@ def test_narrow_rejects_negative_positions():
 def test_narrow_rejects_repeated_positions():
     with pytest.raises(ModelMismatchError):
         narrow(widened_model(), key(["p", "w", 1, 0, 1], positions=(4, 4)))
+
+
+@pytest.mark.parametrize("max_blocks", [1024, 1])
+@pytest.mark.parametrize("seed", range(4))
+def test_deletions_gathered_over_axes_equal_one_compress_per_axis(seed, max_blocks, monkeypatch):
+    """``_deleted`` copies the kept blocks in one pass (or compresses when there are many): the
+    same values, C-contiguous, as np.compress along each masked axis in turn."""
+    monkeypatch.setattr(patch, "_MAX_BLOCKS", max_blocks)
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        shape = tuple(int(n) for n in rng.integers(1, 7, size=rng.integers(1, 5)))
+        values = rng.standard_normal(shape).astype(np.float32)
+        keep = {axis: rng.random(shape[axis]) < 0.7 for axis in range(len(shape)) if rng.random() < 0.6}
+        want = values
+        for axis, mask in keep.items():
+            want = np.compress(mask, want, axis=axis)
+        got = patch._deleted(values, keep)
+        assert got.shape == want.shape and np.array_equal(got, want) and got.flags.c_contiguous

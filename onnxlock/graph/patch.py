@@ -12,6 +12,7 @@ Messages name tensors and nodes (visible in the locked file anyway), never a pos
 from __future__ import annotations
 
 import contextlib
+import itertools
 
 import numpy as np
 import onnx
@@ -23,6 +24,7 @@ from .channels import IndexMap
 _INT64_MAX = 2**63 - 1
 _MAX_STEP = 2**31  # per_channel of a shape or attribute edit
 _MAX_EDITS = 1 << 20
+_MAX_BLOCKS = 1024  # kept blocks copied one by one; past this, np.compress per axis
 TENSOR_EDITS = ("p", "s")  # delete positions along an axis, shrink a shape value; "a" edits a node
 
 
@@ -67,19 +69,48 @@ def _one_line():
 
 
 def _narrowed(checked: list[tuple[np.ndarray, list]], name: str, values: np.ndarray) -> np.ndarray:
-    """The edits on tensor ``name``, last first: one copy per deleted block or shrunk shape."""
+    """The edits on tensor ``name``, last first. Deletions on different axes are gathered and
+    made in one copy (``_deleted``); a second one on the same axis, or a shape edit, makes the
+    ones gathered so far first."""
+    keep: dict[int, np.ndarray] = {}  # axis -> mask of the entries kept, not yet deleted
     for positions, edits in reversed(checked):
         for edit in reversed(edits):
             if edit[1] != name or edit[0] not in TENSOR_EDITS:
                 continue
             if edit[0] == "p":
+                if edit[2] in keep:
+                    values, keep = _deleted(values, keep), {}
                 axis, imap = edit[2], _index_map(edit, values.shape, positions)
-                keep = np.ones(values.shape[axis], dtype=bool)
-                keep[imap.indices(positions)] = False
-                values = np.compress(keep, values, axis=axis)  # np.delete, but C-contiguous on any axis
+                keep[axis] = np.ones(values.shape[axis], dtype=bool)
+                keep[axis][imap.indices(positions)] = False
             else:
-                values = _shrunk_shape(edit, values, len(positions))
-    return values
+                values, keep = _shrunk_shape(edit, _deleted(values, keep), len(positions)), {}
+    return _deleted(values, keep)
+
+
+def _deleted(values: np.ndarray, keep: dict[int, np.ndarray]) -> np.ndarray:
+    """``values`` without the entries the masks in ``keep`` drop along their axes: one C-contiguous
+    copy, made of the kept blocks (a few slices) or, when there are many, by ``np.compress``."""
+    if not keep:
+        return values
+    runs = [_runs(keep[axis]) if axis in keep else [(0, size, 0)] for axis, size in enumerate(values.shape)]
+    if np.prod([len(axis_runs) for axis_runs in runs]) > _MAX_BLOCKS:
+        for axis, mask in keep.items():
+            values = np.compress(mask, values, axis=axis)  # np.delete, but C-contiguous on any axis
+        return values
+    out = np.empty([int(keep[axis].sum()) if axis in keep else size for axis, size in enumerate(values.shape)],
+                   dtype=values.dtype)
+    for block in itertools.product(*runs):
+        out[tuple(slice(to, to + end - start) for start, end, to in block)] = \
+            values[tuple(slice(start, end) for start, end, _ in block)]
+    return out
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int, int]]:
+    """The runs of True in ``mask``: (start, end, where the run starts once the rest is deleted)."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], mask, [False])).astype(np.int8)))
+    starts, ends = edges[::2], edges[1::2]
+    return [(int(a), int(b), int(c)) for a, b, c in zip(starts, ends, np.cumsum(ends - starts) - (ends - starts))]
 
 
 def _checked_groups(groups: object) -> list[tuple[np.ndarray, list]]:

@@ -42,7 +42,7 @@ from . import wire
 from .restore import EXTERNAL_DATA, RESTORED_TENSORS, check_digest, check_external
 from .options import copy_options
 from .source import LockedSource
-from .touches import needs_digest, only, restore_array, restrict, tensor_digest, touched_tensors
+from .touches import Scratch, needs_digest, only, restore_array, restrict, tensor_digest, touched_tensors
 
 LARGE_BYTES = 1024  # initializers at least this large are handed over outside the skeleton
 INLINE_BYTES = 4 << 20  # locked models smaller than this are restored whole, in the skeleton
@@ -233,8 +233,12 @@ def _restore_all(source: LockedSource, data: LockedSource | None, spans: list[wi
                  secret: dict) -> dict[str, tuple[np.ndarray, bool]]:
     """``_restore_one`` for each span, on RESTORE_THREADS threads when there is enough to share
     (numpy releases the GIL on large arrays; on small ones threads only add waiting)."""
+    local = threading.local()
+
     def one(span):
-        return _restore_one(source, data if span.location is not None else None, span, secret)
+        if not hasattr(local, "scratch"):
+            local.scratch = Scratch()
+        return _restore_one(source, data if span.location is not None else None, span, secret, local.scratch)
 
     if len(spans) < 2 or sum(span.nbytes for span in spans) < THREADED_BYTES:
         return {span.name: one(span) for span in spans}
@@ -242,8 +246,8 @@ def _restore_all(source: LockedSource, data: LockedSource | None, spans: list[wi
         return {span.name: result for span, result in zip(spans, pool.map(one, spans))}
 
 
-def _restore_one(source: LockedSource, data: LockedSource | None, span: wire.Span,
-                 secret: dict) -> tuple[np.ndarray, bool]:
+def _restore_one(source: LockedSource, data: LockedSource | None, span: wire.Span, secret: dict,
+                 scratch: Scratch) -> tuple[np.ndarray, bool]:
     """One touched initializer restored on its own, and whether it was checked already: by the
     methods' array shortcut on a view of the locked bytes when they have one (one copy, the
     mapped pages dropped once read; ``prepare`` checks the result's digest where needed), else by
@@ -252,7 +256,7 @@ def _restore_one(source: LockedSource, data: LockedSource | None, span: wire.Spa
     holder = source if data is None else data
     values = span.array(holder.buffer)
     try:
-        array = restore_array(secret, span.name, values)
+        array = restore_array(secret, span.name, values, scratch)
     except (KeyError, IndexError, ValueError, TypeError):
         array = None
     if array is not None:

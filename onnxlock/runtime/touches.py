@@ -22,18 +22,37 @@ from ..passes.flip_signs import FlipSignsPass, flip_signs, signflip_seed
 
 
 
+class Scratch:
+    """A buffer reused from tensor to tensor (one per thread) for a result another layer's shortcut
+    reads next and copies: a fresh buffer each time would cost its page faults again. A shortcut
+    writes into it only from a read-only input, so no input is ever the scratch itself."""
+
+    def __init__(self):
+        self._buffer = np.empty(0, dtype=np.uint8)
+
+    def __call__(self, shape: tuple, dtype: np.dtype) -> np.ndarray:
+        size = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if self._buffer.size < size:
+            self._buffer = np.empty(size, dtype=np.uint8)
+        return self._buffer[:size].view(dtype).reshape(shape)
+
+    def holds(self, array: np.ndarray) -> bool:
+        return np.shares_memory(array, self._buffer)
+
+
 @dataclass(frozen=True)
 class Touches:
     """For one pass method: the initializers a layer touches, the layer kept to some targets, and
     optionally a shortcut that restores one tensor's numpy array directly. A shortcut may work in
-    place on a writable array and copies a read-only one. Its result must equal ``passes.restore``'s:
+    place on a writable array and copies a read-only one (into ``scratch`` when given: another
+layer's shortcut reads it next). Its result must equal ``passes.restore``'s:
     the loader checks it against the digest the key recorded, unless ``exact`` says the shortcut
     runs the very code the pass's restore runs (then the digest would only re-check the locked
     file's hash and the key's AES-GCM tag, which bind those inputs already)."""
 
     tensors: Callable[[dict], set[str]]
     restrict: Callable[[dict, Callable[[str], bool]], dict]
-    restore_array: Callable[[dict, str, np.ndarray], np.ndarray] | None = None
+    restore_array: Callable[[dict, str, np.ndarray, Scratch | None], np.ndarray] | None = None
     exact: bool = False
 
 
@@ -50,7 +69,7 @@ def _confusion_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
     return {**layer, "groups": groups}
 
 
-def _confusion_restore_array(layer: dict, name: str, values: np.ndarray) -> np.ndarray:
+def _confusion_restore_array(layer: dict, name: str, values: np.ndarray, scratch: Scratch | None) -> np.ndarray:
     """The pass's own narrowing (graph/patch.py ``narrow_array``) on this one tensor's array."""
     return narrow_array(layer["groups"], name, values)
 
@@ -63,12 +82,12 @@ def _signflip_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
     return {**layer, "tensors": [name for name in layer["tensors"] if keep(name)]}
 
 
-def _signflip_restore_array(layer: dict, name: str, values: np.ndarray) -> np.ndarray:
+def _signflip_restore_array(layer: dict, name: str, values: np.ndarray, scratch: Scratch | None) -> np.ndarray:
     """The same ``flip_signs`` call ``FlipSignsPass.restore`` makes, in place (on a copy if read-only)."""
     if name not in layer["tensors"]:
         return values
     values = np.ascontiguousarray(values)
-    out = values if values.flags.writeable else np.empty(values.shape, values.dtype)
+    out = values if values.flags.writeable else (scratch or np.empty)(values.shape, values.dtype)
     flip_signs(values, signflip_seed(layer), name, out=out)  # read once, written once
     return out
 
@@ -81,7 +100,7 @@ def _advparams_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
     return {**layer, "weights": [entry for entry in layer["weights"] if keep(entry[0])]}
 
 
-def _advparams_restore_array(layer: dict, name: str, values: np.ndarray) -> np.ndarray:
+def _advparams_restore_array(layer: dict, name: str, values: np.ndarray, scratch: Scratch | None) -> np.ndarray:
     """The original float32 bits written back at their flat indices (on a copy if read-only)."""
     entries = [(index, bits) for tensor, index, bits in layer["weights"] if tensor == name]
     if not entries:
@@ -123,13 +142,17 @@ def restrict(secret: dict, keep: Callable[[str], bool]) -> dict:
     return stack_secrets([TOUCHES[layer["method"]].restrict(layer, keep) for layer in secret_layers(secret)])
 
 
-def restore_array(secret: dict, name: str, values: np.ndarray) -> np.ndarray | None:
-    """``name``'s array restored by the layers' shortcuts, last layer first; None if one has none."""
-    for layer in reversed(secret_layers(secret)):
+def restore_array(secret: dict, name: str, values: np.ndarray, scratch: Scratch | None = None) -> np.ndarray | None:
+    """``name``'s array restored by the layers' shortcuts, last layer first; None if one has none.
+    Layers before the first may write into ``scratch``; a result still in it is copied out."""
+    layers = secret_layers(secret)
+    for depth, layer in enumerate(reversed(layers), start=1):
         shortcut = TOUCHES[layer["method"]].restore_array
         if shortcut is None:
             return None
-        values = shortcut(layer, name, values)
+        values = shortcut(layer, name, values, scratch if depth < len(layers) else None)
+    if scratch is not None and scratch.holds(values):
+        values = values.copy()
     return values
 
 
