@@ -55,7 +55,9 @@ class LockedSource:
         if isinstance(source, (str, os.PathLike)) and not hasattr(source, "read"):
             self.path = os.path.abspath(os.fsdecode(source))
             self.buffer = self._mmap(source, error)
-            target, args = self._hash_file, (self.path,)
+            # a large file is hashed by reading it, so its mapped pages do not add to the RSS
+            large = len(self.buffer) >= THREADED_BYTES
+            target, args = (self._hash_file, (self.path,)) if large else (self._hash_bytes, (self.buffer,))
         else:
             self.buffer = read_bytes(source, what, error)
             target, args = self._hash_bytes, (self.buffer,)
