@@ -134,7 +134,8 @@ def open_data(source: LockedSource, secret: dict, locations: set[str]) -> Locked
         raise ModelMismatchError("the locked model's external data references do not match its key")
     if not source.path:
         raise path_needed(expected["location"])
-    data = LockedSource(data_path(source.path, expected["location"]), ModelFormatError, what="external data file")
+    data = LockedSource(data_path(source.path, expected["location"]), ModelFormatError, what="external data file",
+                        defer=True)
     size = len(data.buffer)
     if size != expected.get("bytes"):  # truncated, or another lock's: before reading any of it
         data.close()

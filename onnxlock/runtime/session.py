@@ -99,7 +99,7 @@ def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
         settle(key)  # finish or undo a lock that was interrupted while writing this pair
     key_bytes = read_bytes(key, "key", KeyFormatError)
     credentials = Credentials(resolve_passphrase(passphrase, required=identity is None), identity)
-    source = LockedSource(locked, ModelFormatError)
+    source = LockedSource(locked, ModelFormatError, defer=verify == "fast")
     try:
         session = _create(source, key_bytes, credentials, chosen, sess_options, verify)
     except ORT_ERRORS as exc:
@@ -128,7 +128,7 @@ def _create(source: LockedSource, key: bytes, credentials: Credentials, provider
         try:
             secret = credentials.open(key, None)
             prepared = fast.prepare(source, secret, sess_options, cpu_only(providers))
-            session = None if prepared is None else _fast_session(prepared, providers, secret)
+            session = None if prepared is None else _fast_session(source, prepared, providers, secret)
         except Exception:
             _check_binding(source, key)  # a key for another model, or an altered file, says so first
             raise
@@ -147,11 +147,14 @@ def _create(source: LockedSource, key: bytes, credentials: Credentials, provider
     return ort.InferenceSession(data, sess_options, providers=providers)
 
 
-def _fast_session(prepared: fast.Prepared, providers: list, secret: dict) -> ort.InferenceSession:
+def _fast_session(source: LockedSource, prepared: fast.Prepared, providers: list, secret: dict) -> ort.InferenceSession:
     """The session from a prepared skeleton; its external data file's hash (computed in a thread
     while the session was built) is checked before the session is returned. If the weights lent
     in place were refused (a graph optimiser wanted to read one), it is created again with them
     copied in."""
+    source.start_hash()  # overlaps the creation, not the restore before it
+    if prepared.data is not None:
+        prepared.data.start_hash()
     try:
         try:
             session = ort.InferenceSession(prepared.model, prepared.options, providers=providers)

@@ -46,9 +46,11 @@ def read_bytes(source: Input, what: str, error: type[OnnxlockError]) -> bytes:
 
 class LockedSource:
     """The locked model's bytes (an mmap of the file, or the bytes given) and their SHA-256,
-    computed in a thread started at once; ``sha256()`` waits for it."""
+    computed in a thread from ``start_hash()`` (at once unless ``defer``: the loader starts it
+    when the session's creation begins, so it does not compete with the restore for the cores);
+    ``sha256()`` waits for it. A small one is hashed at once."""
 
-    def __init__(self, source: Input, error: type[OnnxlockError], what: str = "locked model"):
+    def __init__(self, source: Input, error: type[OnnxlockError], what: str = "locked model", defer: bool = False):
         self.path: str | None = None
         self.what = what
         self._map = None
@@ -70,7 +72,13 @@ class LockedSource:
             self._run(target, args)  # quicker than starting a thread
             return
         self._thread = threading.Thread(target=self._run, args=(target, args), daemon=True)
-        self._thread.start()
+        if not defer:
+            self._thread.start()
+
+    def start_hash(self) -> None:
+        """Start hashing in the background (once)."""
+        if self._thread is not None and self._thread.ident is None:
+            self._thread.start()
 
     def _mmap(self, path, error):
         try:
@@ -118,9 +126,11 @@ class LockedSource:
 
     def _join(self) -> None:
         if self._thread is not None:
+            self.start_hash()
             self._thread.join()
 
     def close(self) -> None:
-        self._join()
+        if self._thread is not None and self._thread.ident is not None:
+            self._thread.join()  # a hash never started is not started now
         if self._map is not None:
             self._map.close()
