@@ -88,3 +88,15 @@ def test_box_recall_counts_boxes_kept_with_their_class():
     moved = yolo_output([(52, 50, 20, 20, 0, 0.5), (150, 150, 20, 20, 2, 0.8)])  # second box: wrong class
     assert wheel_models.box_recall(reference, moved) == 0.5
     assert wheel_models.box_recall(yolo_output([(50, 50, 20, 20, 0, 0.1)]), reference) is None
+
+
+def test_the_energy_detector_tells_speech_from_pauses():
+    """The no-model baseline (a VAD's chance level) is a real detector: on the synthetic audio its
+    score is higher on frames inside utterances than in the pauses, where only the noise floor is."""
+    feeds = wheel_models.audio_feeds(seed=3, count=256)
+    score = wheel_models.energy_vad(feeds)[0]
+    loud = np.abs(feeds["input"][:, wheel_models.CONTEXT:]).max(axis=1)
+    speech, pause = loud > 0.1, loud < 0.03  # the noise floor peaks near 0.02
+    assert speech.sum() > 20 and pause.sum() > 20
+    assert ((score >= 0) & (score <= 1)).all()
+    assert score[speech].mean() > 0.8 and score[pause].mean() < 0.2

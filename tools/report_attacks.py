@@ -88,6 +88,9 @@ def attack_model(name: str, seed: int, finetune: bool, method: str, locks: int, 
     labelled = suite.Data(calib, calib_labels, test, test_labels, metric)
     row = {"model": name, "method": method, "seed": seed, "counterfeits": len(truth.counterfeits),
            "groups_widened": truth.widened(), "lock_seconds": lock_seconds}
+    no_model = wheel_models.no_model_baseline(name, path, test)
+    if no_model is not None:  # the chance level of a metric that is not accuracy: outputs made without the model
+        row["no_model"] = no_model
     others = lambda: [locked_with_truth(path, seed + i, method, owner) for i in range(1, locks)]  # noqa: E731
     steps = [("detect", lambda: suite.run_detect(model, blind, truth, ablation=name in DIGITS)),
              ("detect_pooled", lambda: suite.run_detect_pooled([(model, truth)] + others(), blind,
@@ -142,9 +145,11 @@ def markdown(rows: list[dict]) -> str:
         lines.append(f"| {r['model']} | {d['locks']} | {d['counterfeits']} | {d['best_single']} ({d['best_single_auc']}) "
                      f"| {c['best_single_auc']} | {d['rank_average_auc']} | {c['rank_average_auc']} "
                      f"| {d['logistic_cv_auc']} | {c['logistic_cv_auc']} |")
-    lines += ["", "Removal on one lock (seed in the JSON):", "",
+    lines += ["", "Removal on one lock (seed in the JSON). *Without the model*: the same measure of outputs made "
+              "with no model at all, where one exists (Silero VAD: a frame-energy detector), the chance level a "
+              "thief starts from:", "",
               "| model | counterfeits | locked | peel: removed (true/false) | after peel | best prune "
-              "| search acc. | lock (s) |", "|---|---:|---:|---|---:|---:|---:|---:|"]
+              "| search acc. | without the model | lock (s) |", "|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         p = r["peel"]
         measure = next(m for m in JUDGED if m in p["before"])
@@ -153,7 +158,8 @@ def markdown(rows: list[dict]) -> str:
         search = r["search"]["after"].get("accuracy") if "search" in r else "-"
         lines.append(f"| {r['model']} | {r['counterfeits']} | {measure} {p['before'][measure]} | "
                      f"{p['removed_counterfeit']}/{p['removed_genuine']} | {p['after'][measure]} | "
-                     f"{best_prune} | {search} | {r.get('lock_seconds', '-')} |")
+                     f"{best_prune} | {search} | {r.get('no_model', {}).get(measure, '-')} | "
+                     f"{r.get('lock_seconds', '-')} |")
     tuned = [r for r in rows if "finetune" in r]
     if tuned:
         lines += ["", "Fine-tuning the locked file vs the same architecture from scratch (same samples, 300 steps):", "",

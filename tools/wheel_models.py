@@ -234,6 +234,14 @@ def audio_feeds(seed: int, count: int) -> Feeds:
     return {"input": np.concatenate([context, frames], axis=1), "h": zeros, "c": zeros.copy()}
 
 
+def energy_vad(feeds: Feeds) -> list[np.ndarray]:
+    """A voice-activity detector with no trained weights (what a thief has without the model): each
+    frame's log energy through a sigmoid centred between the clip's 5th and 95th percentiles."""
+    energy = np.log(np.sqrt(np.mean(feeds["input"][:, CONTEXT:].astype(np.float64) ** 2, axis=1)) + 1e-9)
+    low, high = np.percentile(energy, [5, 95])
+    return [1 / (1 + np.exp(-8 * (energy - (low + high) / 2) / max(high - low, 1e-9)))]
+
+
 def vad_agreement(reference: list[np.ndarray], outputs: list[np.ndarray]) -> dict:
     ref, out = np.asarray(reference[0]), np.asarray(outputs[0])
     return {"speech_correlation": round(pearson(ref, out), 4),
@@ -252,6 +260,7 @@ class WheelModel:
     held_out: int
     lock_inputs: int | None = None  # the owner's calibration: the first N (a lock runs the model on them per draw)
     data_files: tuple[WheelFile, ...] = ()  # what ``feeds`` reads
+    no_model: Callable[[Feeds], list[np.ndarray]] | None = None  # outputs made without the model: chance
 
 
 WHEEL_MODELS = {
@@ -261,7 +270,7 @@ WHEEL_MODELS = {
                                data_files=(ASTRONAUT,)),
     "silero_vad": WheelModel(WheelFile("silero-vad", "6.2.3", "silero_vad/data/silero_vad_16k_sequence.onnx",
                                        "9ccdacc4719d8aa7e45a77536bfabec45a03ba1f2fad5e241ab4060b24238a85"),
-                             audio_feeds, vad_agreement, calibration=256, held_out=128),
+                             audio_feeds, vad_agreement, calibration=256, held_out=128, no_model=energy_vad),
 }
 
 
@@ -280,6 +289,15 @@ def lock_calibration(name: str, calibration: Feeds) -> Feeds:
     them for models not listed here)."""
     count = WHEEL_MODELS[name].lock_inputs if name in WHEEL_MODELS else None
     return calibration if count is None else {k: v[:count] for k, v in calibration.items()}
+
+
+def no_model_baseline(name: str, path: Path, test: Feeds) -> dict | None:
+    """The task metric of outputs made without the model (the chance level a thief starts from),
+    or None for models without such a predictor."""
+    spec = WHEEL_MODELS.get(name)
+    if spec is None or spec.no_model is None:
+        return None
+    return spec.agreement(run(load_model(path), test), spec.no_model(test))
 
 
 def task_metric(name: str, path: Path, test: Feeds) -> Callable[[onnx.ModelProto], dict]:
