@@ -70,7 +70,7 @@ class Prepared:
     checks: "DigestChecks | None" = None
     data: LockedSource | None = None  # the external data file, hashed in a thread like the model
     lent: list = field(default_factory=list)
-    copied: "Callable[[], tuple[bytes, ort.SessionOptions]] | None" = None
+    copied: "Callable[[], tuple[bytes, ort.SessionOptions, list]] | None" = None
 
     def verified(self) -> bool:
         return self.checks is None or self.checks.passed()
