@@ -19,6 +19,8 @@ better one's plus a noise margin: the 95% half-width of a binomial proportion on
 for agreements and accuracies, the Hanley-McNeil 95% half-width for AUCs, never under MARGIN_FLOOR.
 
     OMP_NUM_THREADS=1 nice python tools/report_stacking.py [--models digits_cnn,ocr_cls]
+    # one lock and the weight attacks only, in a minute:
+    python tools/report_stacking.py --methods advparams --attacks weights,revert --out /tmp/adv
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from attack_search import DIGITS, Data, cls_data, model_and_data  # noqa: E402
 from onnxlock import load_session, lock_model  # noqa: E402
 from onnxlock.evaluate.attacks import peel, suite, truth_from_secret  # noqa: E402
 from onnxlock.evaluate.attacks.revert import TOPS  # noqa: E402
+from onnxlock.evaluate.attacks.scoring import auc_standard_error  # noqa: E402
 from onnxlock.evaluate.damage import run  # noqa: E402
 from onnxlock.fileio import atomic_write_bytes, sha256_bytes  # noqa: E402
 from onnxlock.graph.io import load_model, parse_model  # noqa: E402
@@ -52,6 +55,7 @@ from onnxlock.key import open_key  # noqa: E402
 
 PASSPHRASE = "stacking report"
 METHODS = ("advparams", "confusion", "confusion,advparams")
+ATTACKS = ("detect", "weights", "revert", "peel", "peel_revert", "prune", "finetune")
 BLIND = 64
 FRACTIONS = (0.01, 0.1)
 STEPS = 300
@@ -106,6 +110,7 @@ class Budget:
     fractions: tuple[float, ...] = FRACTIONS
     steps: int = STEPS
     peel_revert: bool = True
+    attacks: tuple[str, ...] = ATTACKS
 
 
 def attack_lock(name: str, method: str, budget: Budget) -> dict:
@@ -132,6 +137,8 @@ def attack_lock(name: str, method: str, budget: Budget) -> dict:
     steps.append(("finetune", lambda: suite.run_finetune(model, labelled, truth, fractions=budget.fractions,
                                                          steps=budget.steps)))
     for attack, step in steps:
+        if attack not in budget.attacks:
+            continue
         start = time.perf_counter()
         row[attack] = step()
         row[attack]["seconds"] = round(time.perf_counter() - start, 1)
@@ -153,15 +160,18 @@ def owner_view(row: dict) -> dict[str, tuple[float, str, int]]:
     if "detect" in row and "best_single_auc" in row["detect"]:
         d = row["detect"]
         view["channel detection: best AUC"] = (d["best_single_auc"], "auc", d["counterfeits"])
-    r = row["revert"]
-    view["revert: best"] = (r["best"]["agreement"], "rate", n)
-    view["revert: blind choice"] = (r["blind_choice"]["agreement"], "rate", n)
-    view["peel"] = (row["peel"]["after"]["agreement"], "rate", n)
+    if "revert" in row:
+        r = row["revert"]
+        view["revert: best"] = (r["best"]["agreement"], "rate", n)
+        view["revert: blind choice"] = (r["blind_choice"]["agreement"], "rate", n)
+    if "peel" in row:
+        view["peel"] = (row["peel"]["after"]["agreement"], "rate", n)
     if "peel_revert" in row:
         view["peel, then revert: best"] = (row["peel_revert"]["best"]["agreement"], "rate", n)
         view["peel, then revert: blind choice"] = (row["peel_revert"]["blind_choice"]["agreement"], "rate", n)
-    view["prune: best"] = (max(p["agreement"] for p in row["prune"]["results"]), "rate", n)
-    for f in row["finetune"]["results"]:
+    if "prune" in row:
+        view["prune: best"] = (max(p["agreement"] for p in row["prune"]["results"]), "rate", n)
+    for f in row.get("finetune", {}).get("results", []):
         view[f"fine-tune {f['fraction']:.0%}: accuracy"] = (f["accuracy_finetuned"], "rate", n)
     return view
 
@@ -170,8 +180,7 @@ def margin(value: float, kind: str, n: int) -> float:
     if kind == "rate":
         half = Z95 * math.sqrt(max(value * (1 - value), 0.0) / max(n, 1))
     else:  # Hanley & McNeil (1982), with as many negatives as there are weights or channels: ~infinite
-        q = 2 * value * value / (1 + value)
-        half = Z95 * math.sqrt(max(q - value * value, 0.0) / max(n, 1))
+        half = Z95 * auc_standard_error(value, n)
     return max(half, MARGIN_FLOOR)
 
 
@@ -217,15 +226,16 @@ def markdown(rows: list[dict], table: list[dict]) -> str:
               "|---|---|---|---:|---:|---|---|---|---|---|---:|---:|"]
     for r in rows:
         aucs = ", ".join(f"{k} {v}" for k, v in r["weights"]["auc"].items()) if "weights" in r else "-"
-        rv = r["revert"]
-        best = f"{rv['best']['agreement']} ({rv['best']['repair']}, top {rv['best']['top']} by {rv['best']['score']})"
-        ft = r["finetune"]["results"]
+        rv = r.get("revert")
+        best = "-" if rv is None else (f"{rv['best']['agreement']} ({rv['best']['repair']}, top {rv['best']['top']} "
+                                       f"by {rv['best']['score']}); blind {rv['blind_choice']['agreement']}")
+        ft = r.get("finetune", {}).get("results", [])
         tuned = ", ".join(f"{f['fraction']:.0%}: {f['accuracy_finetuned']} ({f['accuracy_scratch']})" for f in ft)
         share = ", ".join(f"{f['fraction']:.0%}: {f.get('recovered_share')}" for f in ft)
         seconds = round(sum(v["seconds"] for v in r.values() if isinstance(v, dict) and "seconds" in v), 1)
         top_up = "-" if r["stacked_top_up"] is None else f"+{r['stacked_top_up']['weights_added']}"
         lines.append(f"| {r['model']} | {r['method']} | {r['restore_exact']} | {r['locked']['agreement']} | "
-                     f"{r['weights_changed']} | {top_up} | {aucs} | {best}; blind {rv['blind_choice']['agreement']} | "
+                     f"{r['weights_changed']} | {top_up} | {aucs} | {best} | "
                      f"{tuned} | {share} | {r['lock_seconds']} | {seconds} |")
     lighter = {r["model"]: r["budget"] for r in rows if r["budget"] != asdict(Budget())}
     for name, budget in lighter.items():
@@ -243,9 +253,14 @@ def main() -> None:
                         help="fine-tune: shares of the training data (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=STEPS, help="fine-tune: steps (default: %(default)s)")
     parser.add_argument("--no-peel-revert", action="store_true", help="skip peel-then-revert (the costliest attack)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="locks to attack (default: %(default)s)")
+    parser.add_argument("--attacks", default=",".join(ATTACKS), help="attacks to run (default: %(default)s)")
     args = parser.parse_args()
     budget = Budget(tuple(int(k) for k in args.tops.split(",")), tuple(float(f) for f in args.fractions.split(",")),
-                    args.steps, not args.no_peel_revert)
+                    args.steps, not args.no_peel_revert, tuple(args.attacks.split(",")))
+    unknown = set(budget.attacks) - set(ATTACKS) or set(args.methods.split(",")) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown attack or method: {', '.join(sorted(unknown))}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     names = args.models.split(",")
     rows = []
@@ -254,7 +269,7 @@ def main() -> None:
                 for r in json.loads(args.out.with_suffix(".json").read_text())["rows"] if r["model"] not in names]
     start = time.perf_counter()
     for name in names:
-        for method in METHODS:
+        for method in args.methods.split(","):
             rows.append(attack_lock(name, method, budget))
             table = verdicts(rows)
             atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps(

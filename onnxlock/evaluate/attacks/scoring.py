@@ -1,5 +1,5 @@
-"""Rank statistics for scoring detectors: ROC AUC (also over a model's weights, tensor by tensor),
-rank averages, a cross-validated logistic fit."""
+"""Rank statistics for scoring detectors: ROC AUC (also over a model's weights, tensor by tensor)
+and its standard error, rank averages, a cross-validated logistic fit."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
         return None
     ranks = average_ranks(scores) + 1
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def auc_standard_error(auc: float, positives: int) -> float:
+    """Hanley & McNeil's (1982) standard error of an AUC over ``positives`` positives and
+    (practically) infinitely many negatives, as for weights or channels among all of a model's."""
+    q = 2 * auc * auc / (1 + auc)
+    return float(np.sqrt(max(q - auc * auc, 0.0) / max(positives, 1)))
 
 
 def roc_auc_parts(parts: list[np.ndarray], positives: list[np.ndarray]) -> float | None:
