@@ -253,12 +253,12 @@ def main() -> None:
                         help="fine-tune: shares of the training data (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=STEPS, help="fine-tune: steps (default: %(default)s)")
     parser.add_argument("--no-peel-revert", action="store_true", help="skip peel-then-revert (the costliest attack)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="locks to attack (default: %(default)s)")
+    parser.add_argument("--methods", default=";".join(METHODS), help="locks to attack, ';'-separated (default: %(default)s)")
     parser.add_argument("--attacks", default=",".join(ATTACKS), help="attacks to run (default: %(default)s)")
     args = parser.parse_args()
     budget = Budget(tuple(int(k) for k in args.tops.split(",")), tuple(float(f) for f in args.fractions.split(",")),
                     args.steps, not args.no_peel_revert, tuple(args.attacks.split(",")))
-    unknown = set(budget.attacks) - set(ATTACKS) or set(args.methods.split(",")) - set(METHODS)
+    unknown = set(budget.attacks) - set(ATTACKS) or set(args.methods.split(";")) - set(METHODS)
     if unknown:
         parser.error(f"unknown attack or method: {', '.join(sorted(unknown))}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -269,7 +269,7 @@ def main() -> None:
                 for r in json.loads(args.out.with_suffix(".json").read_text())["rows"] if r["model"] not in names]
     start = time.perf_counter()
     for name in names:
-        for method in args.methods.split(","):
+        for method in args.methods.split(";"):
             rows.append(attack_lock(name, method, budget))
             table = verdicts(rows)
             atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps(
