@@ -9,7 +9,8 @@ onnxruntime thread), interleaved so machine noise hits all alike:
          cost is measured on its own and reported once), for each lock method given: by default
          confusion,signflip (every weight transformed) and confusion (a small part touched).
 For each: session creation, first inference, steady latency at batch 1 and 32 (medians) and peak
-RSS. Models: the bundled digits models and generated MatMul MLPs of the given sizes (from 1 GiB
+RSS; and steady latency of the locked and plain sessions side by side in one process (runs
+interleaved), the latency comparison that process-to-process noise does not swamp. Models: the bundled digits models and generated MatMul MLPs of the given sizes (from 1 GiB
 on, locked with external data, as the CLI does). Locked models are cached under build/bench_load/
 (git ignores it): a 384 MiB lock takes minutes.
 Writes reports/bench_load.json (and a plot when matplotlib is installed); never asserts a time.
@@ -93,8 +94,31 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def side_by_side(locked: Path, steady: int) -> dict:
+    """Steady latency of ``load_session``'s session over a plain one, both in this process, their
+    runs interleaved (order alternating): per batch size the ratio of medians. Separate processes
+    differ by more than the sessions do (one plain session runs 7.6 or 10.3 ms a batch-1 step on
+    the 114 MiB MLP here, depending on the process), so this is the latency comparison."""
+    plain = ort.InferenceSession(str(locked.parent / "original.onnx"), options(), providers=["CPUExecutionProvider"])
+    session = load_session(locked / "locked.onnx", locked / "model.key", passphrase=PASSPHRASE, providers="cpu",
+                           sess_options=options())
+    ratios = {}
+    for batch in (1, 32):
+        feeds, times = feeds_for(plain, batch), {"plain": [], "locked": []}
+        for step in range(2 * steady):
+            pair = [("plain", plain), ("locked", session)]
+            for mode, which in pair if step % 2 else pair[::-1]:
+                start = time.perf_counter()
+                which.run(None, feeds)
+                times[mode].append(time.perf_counter() - start)
+        ratios[f"batch{batch}"] = statistics.median(times["locked"]) / statistics.median(times["plain"])
+    return ratios
+
+
 def child(mode: str, folder: Path, steady: int) -> dict:
     """One measurement in this (fresh) process (``folder``: the lock's folder, original one up)."""
+    if mode == "side_by_side":
+        return side_by_side(folder, steady)
     locked, folder = folder, folder.parent
     start = time.perf_counter()
     if mode == "plain":
@@ -190,6 +214,8 @@ def bench(info: dict, folder: Path, repeat: int, steady: int) -> dict:
     ratio = {k: {mode: med[mode][k] / med["plain"][k] for mode in ("aes", "locked")} for k in med["plain"]
              if k != "create_excl_kdf_ms"}
     ratio["create_excl_kdf_ms"] = {"locked": med["locked"]["create_excl_kdf_ms"] / med["plain"]["create_ms"]}
+    pairs = [run_child("side_by_side", folder, steady) for _ in range(repeat)]
+    ratio["steady_side_by_side"] = {k: statistics.median(p[k] for p in pairs) for k in pairs[0]}
     return {**info, "medians": med, "ratios_vs_plain": ratio,
             "outputs_bit_identical": len(shas["plain"] | shas["locked"]) == 1}
 
@@ -259,7 +285,8 @@ def main() -> None:
                   f"KDF excluded {r['create_excl_kdf_ms']['locked']:.2f}x (plain {m['plain']['create_ms']:.1f} ms); "
                   f"rss aes {r['peak_rss_mib']['aes']:.2f}x locked {r['peak_rss_mib']['locked']:.2f}x "
                   f"(plain {m['plain']['peak_rss_mib']:.0f} MiB); "
-                  f"batch1 {r['batch1_ms']['locked']:.3f}x batch32 {r['batch32_ms']['locked']:.3f}x; "
+                  f"batch1 {r['batch1_ms']['locked']:.3f}x batch32 {r['batch32_ms']['locked']:.3f}x "
+                  f"(side by side {r['steady_side_by_side']['batch1']:.3f}x, {r['steady_side_by_side']['batch32']:.3f}x); "
                   f"exact {results[-1]['outputs_bit_identical']}", file=sys.stderr, flush=True)
     kdf = kdf_cost_ms()
     print(f"KDF (scrypt) to open a key, on its own: default {kdf['default']:.0f} ms, cheap {kdf['cheap_n2^12']:.1f} ms",
