@@ -25,6 +25,7 @@ _INT64_MAX = 2**63 - 1
 _MAX_STEP = 2**31  # per_channel of a shape or attribute edit
 _MAX_EDITS = 1 << 20
 _MAX_BLOCKS = 1024  # kept blocks copied one by one; past this, np.compress per axis
+_BLOCK_BYTES = 1 << 20  # smaller tensors: np.compress per axis costs less than finding the blocks
 TENSOR_EDITS = ("p", "s")  # delete positions along an axis, shrink a shape value; "a" edits a node
 
 
@@ -90,11 +91,13 @@ def _narrowed(checked: list[tuple[np.ndarray, list]], name: str, values: np.ndar
 
 def _deleted(values: np.ndarray, keep: dict[int, np.ndarray]) -> np.ndarray:
     """``values`` without the entries the masks in ``keep`` drop along their axes: one C-contiguous
-    copy, made of the kept blocks (a few slices) or, when there are many, by ``np.compress``."""
+    copy, made of the kept blocks (a few slices) or, for a small tensor or many blocks, by
+    ``np.compress`` per axis."""
     if not keep:
         return values
-    runs = [_runs(keep[axis]) if axis in keep else [(0, size, 0)] for axis, size in enumerate(values.shape)]
-    if np.prod([len(axis_runs) for axis_runs in runs]) > _MAX_BLOCKS:
+    runs = [] if values.nbytes < _BLOCK_BYTES else \
+        [_runs(keep[axis]) if axis in keep else [(0, size, 0)] for axis, size in enumerate(values.shape)]
+    if not runs or np.prod([len(axis_runs) for axis_runs in runs]) > _MAX_BLOCKS:
         for axis, mask in keep.items():
             values = np.compress(mask, values, axis=axis)  # np.delete, but C-contiguous on any axis
         return values
