@@ -110,3 +110,20 @@ def test_keystream_known_answer():
     bits little-endian within each byte) so a second implementation can check itself against it."""
     bits = keystream_bits(bytes(range(32)), "conv1.weight", 32)
     assert "".join(map(str, bits)) == "11111011011011000001001011100001"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_flip_tensor_is_the_same_on_raw_bytes_and_on_typed_fields(dtype):
+    """The raw-bytes shortcut flips exactly what the array path does (float_data holds no raw bytes)."""
+    from onnxlock.passes.flip_signs import flip_tensor
+
+    values = np.random.default_rng(0).standard_normal((7, 5)).astype(dtype)
+    raw = numpy_helper.from_array(values, "w")
+    typed = onnx.helper.make_tensor("w", raw.data_type, values.shape, values.ravel().tolist())
+    assert raw.HasField("raw_data") and not typed.HasField("raw_data")
+    seed = bytes(range(32))
+    flip_tensor(raw, seed)
+    flip_tensor(typed, seed)
+    flipped = numpy_helper.to_array(raw)
+    assert np.array_equal(flipped.view(np.uint8), numpy_helper.to_array(typed).view(np.uint8))
+    assert (np.signbit(flipped) != np.signbit(values)).any() and np.array_equal(np.abs(flipped), np.abs(values))
