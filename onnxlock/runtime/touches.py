@@ -45,8 +45,8 @@ class Touches:
     """For one pass method: the initializers a layer touches, the layer kept to some targets, and
     optionally a shortcut that restores one tensor's numpy array directly. A shortcut may work in
     place on a writable array and copies a read-only one (into ``scratch`` when given: another
-layer's shortcut reads it next). Its result must equal ``passes.restore``'s:
-    the loader checks it against the digest the key recorded, unless ``exact`` says the shortcut
+    layer's shortcut reads it next). Its result must equal ``passes.restore``'s: the loader checks
+    it against the digest the key recorded, unless ``exact`` says the shortcut
     runs the very code the pass's restore runs (then the digest would only re-check the locked
     file's hash and the key's AES-GCM tag, which bind those inputs already)."""
 
