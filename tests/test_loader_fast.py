@@ -244,3 +244,12 @@ def test_a_lent_weight_an_optimiser_reads_is_copied_in_instead(level, locked_mod
     assert hasattr(session, "_onnxlock_lent") != reads
     plain = ort.InferenceSession(str(MODELS / "digits_cnn.onnx"), options, providers=["CPUExecutionProvider"])
     assert np.array_equal(outputs(session, digits)[0], outputs(plain, digits)[0])
+
+
+def test_a_refused_in_place_try_logs_nothing(locked_models, monkeypatch, capfd):
+    """The in-place try that an optimiser refuses is retried: its error is not shown to the caller
+    (with onnxruntime's default log level, -1, as much as with an explicit one)."""
+    monkeypatch.setattr(fast, "shareable", lambda graph, names: set(names))
+    session = load_session(*locked_models["digits_cnn"], passphrase=PASSPHRASE, providers="cpu")
+    assert not hasattr(session, "_onnxlock_lent")  # the retry made it
+    assert "Exception during initialization" not in capfd.readouterr().err

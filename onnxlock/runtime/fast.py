@@ -55,6 +55,7 @@ FOLDER_ENTRY = "session.model_external_initializers_file_folder_path"
 # only these uses may be lent to onnxruntime in place (a wrong guess costs a second creation)
 SHAREABLE_USES = {("MatMul", 1), ("Gemm", 1), ("Gather", 0)}
 QUIET = 4  # onnxruntime's fatal-only log level, for the in-place try a failure is retried from
+VERBOSE = (0, 1)  # log levels a caller sets to see more: the in-place try keeps them
 
 
 @dataclass
@@ -177,7 +178,7 @@ def _prepare_layout(source: LockedSource, data: LockedSource | None, layout: wir
 
     lend = shareable(model.graph, set(restored)) if cpu_only and source.path else set()
     skeleton, handed, during, kept = handover(lend)
-    if lend and handed.log_severity_level >= 2:
+    if lend and handed.log_severity_level not in VERBOSE:  # -1, onnxruntime's default, included
         handed.log_severity_level = QUIET  # a failed try is retried: its error is not the caller's
     return Prepared(skeleton, handed, during, checks, data, lent=kept,
                     copied=(lambda: handover(set())[:3]) if lend else None)
@@ -198,7 +199,7 @@ def shareable(graph: onnx.GraphProto, names: set[str]) -> set[str]:
             if name in uses:
                 uses[name].add((node.op_type if node.domain in ("", "ai.onnx") else "", index))
         for attribute in node.attribute:
-            for sub in [attribute.g, *attribute.graphs] if attribute.HasField("g") or attribute.graphs else []:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
                 barred.update(name for inner in sub.node for name in inner.input)
     return {name for name, used in uses.items() if used and used <= SHAREABLE_USES and name not in barred}
 
