@@ -242,7 +242,9 @@ class WidenChannelsPass:
         """Widen the planned groups one after another; for each keep the most damaging of ``tries``
         draws of positions and counterfeit weights whose outputs stay plausible (measured with the
         groups before it already locked), with fewer channels when no draw is, or skip the group
-        when no draw of even one channel is."""
+        when no draw of even one channel is. In stealth mode the first plausible draw is kept:
+        picking the most damaging of many draws would pick the loudest counterfeits, which the
+        thief's activation and bias statistics then single out (the sign flips do the damage)."""
         patch, widened, outputs = [], {}, reference
         frontier = Frontier(graph, feeds, original)
         for group in tqdm(chosen, desc="locking layers", disable=not self.progress, leave=False):
@@ -256,8 +258,8 @@ class WidenChannelsPass:
                     rank = None if trial[3] is None else _rank(trial, reference)
                     if rank is not None and (best_rank is None or rank > best_rank):
                         best, best_rank = trial, rank
-                    if best is not None and best[3] >= MAX_DAMAGE:
-                        break  # no later draw can beat it
+                    if best is not None and (self.stealth or best[3] >= MAX_DAMAGE):
+                        break  # no later draw can beat it; or stealth: the first plausible draw
                 if best is not None:
                     graph, edits, outputs, _ = best
                     patch.append(edits)

@@ -1,9 +1,12 @@
 """Counterfeit values for confusion channels (seed 000, section 3: strategies 'init', 'samp', 'mixed').
 
 In *stealth* mode (used when the lock also flips every weight's signs, so the channels need not be
-loud) counterfeits are drawn to look ordinary instead of strong: no amplifying quarter, no
-alignment with the input's mean activation, each row scaled to the norm of a random real row, and
-no value piled up on the layer's bound.
+loud) counterfeits are drawn to look ordinary instead of strong, whatever the strategy: each weight
+is drawn from the weights at its own position (the same input channel and kernel tap, or the same
+output row for a consumer) of the real channels, so a new row shares the magnitude pattern every
+trained row of the layer has (a He-normal row does not, and its rank order stands apart from the
+real rows'); then scaled to the norm of a random real row. No amplifying quarter, no alignment with
+the input's mean activation, no value piled up on the layer's bound.
 
 'init' draws weights as a fresh layer would be initialised (He-normal), clipped to the range of the
 layer's real weights so no value stands out as an outlier; 'samp' draws them from the layer's own
@@ -58,13 +61,13 @@ class Counterfeiter:
         if edit.role is Role.CHANNEL:
             side = None if self.stealth else AMPLIFY.get(edit.node.op, {}).get(edit.index)
             return self._sample(amplifying_pool(existing.reshape(-1), side), shape)
+        if self.stealth:
+            return match_norms(self._sample_in_place(existing, rows), existing, self.rng)
         sampled = self._sample(existing.reshape(-1), shape)
         init = self._he_normal(edit, existing, shape)
         per_row = np.repeat(self.use_init, rows // max(len(self.use_init), 1))
         per_row = per_row.reshape((rows,) + (1,) * (len(shape) - 1))
         values = np.where(per_row, init, sampled)
-        if self.stealth:
-            return match_norms(values, existing, self.rng)
         means = self.input_means.get(edit.node.name)
         if edit.role is Role.OUT and means is not None and len(means) == existing.shape[1]:
             values = align(values, means)
@@ -82,28 +85,48 @@ class Counterfeiter:
             values = values * (1.0 + JITTER * self.rng.standard_normal(shape))
         return values
 
+    def _sample_in_place(self, existing: np.ndarray, rows: int) -> np.ndarray:
+        """``rows`` new slices, each value drawn from the same position of a random real slice
+        (a different one per position), jittered as ``_sample``."""
+        flat = existing.reshape(len(existing), -1)
+        picks = self.rng.integers(0, len(existing), size=(rows, flat.shape[1]))
+        values = flat[picks, np.arange(flat.shape[1])]
+        if np.issubdtype(flat.dtype, np.floating):
+            noise = JITTER * self.rng.standard_normal(values.shape)
+            jittered = values * (1.0 + noise)
+            # jitter never takes a value to or past the layer's largest magnitude: shrink those instead
+            outside = np.abs(jittered) >= np.abs(flat).max()
+            values = np.where(outside, values * (1.0 - np.abs(noise)), jittered)
+        return values.reshape((rows, *existing.shape[1:]))
+
     def _he_normal(self, edit: ParamEdit, existing: np.ndarray, shape: tuple) -> np.ndarray:
         if edit.role is Role.OUT:
             fan_in = int(np.prod(existing.shape[1:], dtype=np.int64))
         else:  # the consumer's fan-in: its input channels times its kernel size
             fan_in = existing.shape[0] * int(np.prod(existing.shape[2:], dtype=np.int64))
         bound = float(np.abs(existing).max()) or 1.0
-        values = self.rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), size=shape)
-        if self.stealth:  # redraw what falls outside, rather than piling values up on the bound
-            outside = np.abs(values) >= bound
-            values[outside] = self._sample(existing.reshape(-1), shape)[outside]
-            return values
-        return np.clip(values, -bound, bound)
+        return np.clip(self.rng.normal(0.0, np.sqrt(2.0 / max(fan_in, 1)), size=shape), -bound, bound)
 
 
 def match_norms(rows: np.ndarray, existing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Scale each new row to the norm of a randomly chosen real row, so that no row stands out by its
-    norm (the first statistic a thief computes); the values' signs and proportions are kept."""
+    norm (the first statistic a thief computes); the values' signs and proportions are kept. The
+    norm is chosen among those that keep every value below the layer's largest magnitude (where
+    none does, the row is scaled to just below it)."""
     real = np.linalg.norm(existing.reshape(len(existing), -1).astype(np.float64), axis=1)
+    bound = float(np.abs(existing).max())
     flat = rows.reshape(len(rows), -1).astype(np.float64)
-    norms = np.linalg.norm(flat, axis=1)
-    scale = np.where(norms > 0, rng.choice(real, size=len(rows)) / np.where(norms > 0, norms, 1.0), 1.0)
-    return (flat * scale[:, None]).reshape(rows.shape)
+    scaled = np.empty_like(flat)
+    for i, row in enumerate(flat):
+        norm, peak = np.linalg.norm(row), np.abs(row).max()
+        if norm == 0:
+            scaled[i] = row
+            continue
+        most = norm * bound / peak  # the largest norm keeping the row below the bound
+        allowed = real[real < most]
+        target = rng.choice(allowed) if len(allowed) else most * (1.0 - JITTER * rng.random())
+        scaled[i] = row * (target / norm)
+    return scaled.reshape(rows.shape)
 
 
 def align(rows: np.ndarray, means: np.ndarray) -> np.ndarray:
