@@ -1,4 +1,4 @@
-"""Attack a locked model as a thief would (detect, peel, prune, weights, revert, finetune, search); report what it recovers."""
+"""Attack a locked model as a thief would (detect, peel, prune, weights, revert, finetune, search, signs); report what it recovers."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from ..runtime.feeds import check_feeds, load_npz
 from . import passphrase
 from .common import print_json
 
-ATTACKS = ("detect", "peel", "prune", "weights", "revert", "finetune", "search")
-BLIND = ("detect", "peel", "prune", "weights", "revert")  # on --samples unlabelled inputs
+ATTACKS = ("detect", "peel", "prune", "weights", "revert", "finetune", "search", "signs")
+BLIND = ("detect", "peel", "prune", "weights", "revert", "signs")  # on --samples unlabelled inputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("attack", choices=ATTACKS,
                         help="the attack to run (weights: per-weight suspicion scores; revert: repair the "
-                             "top suspects without labels)")
+                             "top suspects without labels; signs: recover flipped signs from BatchNorm statistics)")
     parser.add_argument("locked", metavar="LOCKED", help="the locked ONNX model")
     parser.add_argument("--data", required=True, metavar="X.npz",
                         help="the thief's inputs, one array per model input (plus labels, if any)")
@@ -86,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         result = suite.run_weights_detect(model, data, truth)
     elif args.attack == "revert":
         result = suite.run_revert(model, data, truth, tops=_ints(args.top))
+    elif args.attack == "signs":
+        result = suite.run_signs(model, data, truth)
     elif args.attack == "finetune":
         result = suite.run_finetune(model, data, truth, fractions=_floats(args.fractions), steps=args.steps)
     else:
@@ -140,6 +142,13 @@ def print_text(result: dict) -> None:
             f" ({result['removed_counterfeit']} of {result['counterfeits']} counterfeits, {result['removed_genuine']} genuine)")
         print(f"{attack}: {result.get('removed', result.get('trials'))} "
               f"{'channels removed' if attack == 'peel' else 'trials'}{counts}; before {result['before']}, after {result['after']}")
+    elif attack == "signs":
+        print(f"{len(result['layers'])} Conv+BatchNorm layers; before {result['before']}, after {result['after']}")
+        for layer in result["layers"]:
+            right = "" if "signs_right_after" not in layer else (
+                f": signs right {layer['signs_right_before']} -> {layer['signs_right_after']}")
+            print(f"  {layer['weight']} ({layer['weights_per_channel']} weights a channel"
+                  f"{', every pattern' if layer['exhaustive'] else ''}){right}")
     elif attack == "prune":
         print(f"before {result['before']}")
         for r in result["results"]:

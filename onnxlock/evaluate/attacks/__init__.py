@@ -12,6 +12,8 @@ scored against (``truth``) comes from the key or the pass's secret, only for sco
 - ``finetune``: train the locked file on 1% / 10% of labelled data against the same architecture
   trained from scratch (needs torch: the ``[train]`` extra).
 - ``search``: the told-groups greedy search with labels.
+- ``signs``: the flipped signs of each Conv that feeds a BatchNormalization, chosen to fit its
+  running statistics on unlabelled inputs.
 """
 
 from .channels import Channel, Peeling, accuracy, removal_patch, widenable_groups

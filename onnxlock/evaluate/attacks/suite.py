@@ -20,6 +20,7 @@ from .peel import peel
 from .prune import PRUNERS, RATES, prune_at
 from .revert import REPAIRS, TOPS, reverts
 from .search import search_attack
+from .signs import recover_signs, sign_agreement
 from .truth import Truth
 
 TOP = 10  # suspects listed by detect
@@ -143,6 +144,22 @@ def run_prune(locked: onnx.ModelProto, data: Data, truth: Truth | None, *, prune
             results.append({"pruner": pruner, "rate": rate} | removed(removed_by(start, after), truth)
                            | outcome(after.model, data, truth))
     return {"attack": "prune", "before": outcome(locked, data, truth), "results": results}
+
+
+def run_signs(locked: onnx.ModelProto, data: Data, truth: Truth | None) -> dict:
+    """Signs recovered from BatchNormalization statistics (signs.py); with the truth, the share of
+    each layer's signs that match the original's before and after."""
+    start = time.perf_counter()
+    recovery = recover_signs(locked, data.feeds)
+    layers = recovery.layers
+    if truth is not None:
+        names = [layer["weight"] for layer in layers]
+        before, after = (sign_agreement(m, truth.original, names) for m in (locked, recovery.model))
+        layers = [layer | {"signs_right_before": round(before[layer["weight"]], 4),
+                           "signs_right_after": round(after[layer["weight"]], 4)}
+                  if layer["weight"] in after else layer for layer in layers]
+    return {"attack": "signs", "layers": layers, "before": outcome(locked, data, truth),
+            "after": outcome(recovery.model, data, truth), "seconds": round(time.perf_counter() - start, 2)}
 
 
 def run_search(locked: onnx.ModelProto, data: Data, truth: Truth) -> dict:

@@ -39,13 +39,13 @@ class Truth:
 
 def truth_from_secret(locked: onnx.ModelProto, secret: dict) -> Truth:
     """The truth from a plain or stacked secret (at most one layer of confusion channels and one
-    of changed weights, at least one of the two)."""
+    of changed weights; a lock of sign flips alone has neither, only the original)."""
     layers = secret_layers(secret)
     confusion = [layer for layer in layers if layer.get("method") == WidenChannelsPass.method]
     advparams = [layer for layer in layers if layer.get("method") == PerturbWeightsPass.method]
-    if len(confusion) > 1 or len(advparams) > 1 or not confusion + advparams:
-        raise OnnxlockError("scoring needs one layer of confusion channels or of changed weights in the key, "
-                            f"found {len(confusion)} and {len(advparams)}")
+    if len(confusion) > 1 or len(advparams) > 1:
+        raise OnnxlockError("scoring needs at most one layer of confusion channels and one of changed weights in "
+                            f"the key, found {len(confusion)} and {len(advparams)}")
     counterfeits = counterfeit_channels(locked, confusion[0]) if confusion else set()
     # the weights' flat indices are into the locked file (a stacked lock rebases them)
     changed = {(name, int(index)) for name, index, _ in advparams[0]["weights"]} if advparams else set()
