@@ -139,6 +139,31 @@ def test_finetune_locked_weights_beat_scratch_on_a_weak_lock(digits_data):
     assert row["advantage"] > 0.2
 
 
+def test_learning_signs_keeps_each_magnitude(digits_data):
+    """The signs-learned start: every weight is |w| x tanh(theta), theta random at first (about
+    half the signs right); with theta of the original's signs, the original model comes back."""
+    torch = pytest.importorskip("torch")
+    from onnxlock.evaluate.attacks.finetune import learn_signs, to_torch, torch_accuracy
+
+    _, (test, test_labels) = digits_data
+    module = to_torch(load_model(MODELS / "digits_mlp.onnx"))
+    before = torch_accuracy(module, test["pixels"], test_labels)
+    weights = {(id(o), n): p.detach().clone() for o in module.modules()
+               for n, p in o.named_parameters(recurse=False) if p.ndim >= 2}
+    learn_signs(module, seed=0)
+    learned = [(o, n) for o in module.modules() for n in getattr(o, "parametrizations", {})]
+    assert len(learned) == len(weights) > 0
+    for owner, name in learned:
+        original, now = weights[id(owner), name], getattr(owner, name).detach()
+        live = original != 0  # (the MLP's weights from always-blank pixels are zero)
+        right = float((now[live].sign() == original[live].sign()).float().mean())
+        assert torch.all(now.abs() <= original.abs()) and 0.4 < right < 0.6
+        with torch.no_grad():
+            owner.parametrizations[name].original.copy_(20 * original.sign())
+        assert torch.allclose(getattr(owner, name), original, rtol=1e-6, atol=0)
+    assert torch_accuracy(module, test["pixels"], test_labels) == before
+
+
 def test_cli_detect_scores_with_the_key(cli, locked_mlp, passphrase_env):
     result = cli("attack", "detect", locked_mlp.model, "--data", MODELS / "digits_calib.npz", "--labels", "labels",
                  "--key", locked_mlp.key, "--no-ablation", "--json")

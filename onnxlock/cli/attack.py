@@ -157,4 +157,5 @@ def print_text(result: dict) -> None:
         for r in result["results"]:
             share = f", recovered share {r['recovered_share']}" if r.get("recovered_share") is not None else ""
             print(f"{r['samples']} samples ({r['fraction']:.0%}), {r['steps']} steps: fine-tuned {r['accuracy_finetuned']}, "
-                  f"from scratch {r['accuracy_scratch']} (advantage {r['advantage']:+.3f}{share})")
+                  f"signs learned {r['accuracy_signs_learned']}, from scratch {r['accuracy_scratch']} "
+                  f"(advantage of the better {r['advantage']:+.3f}{share})")

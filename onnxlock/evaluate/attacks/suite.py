@@ -188,7 +188,7 @@ def run_finetune(locked: onnx.ModelProto, data: Data, truth: Truth | None, *, fr
         found["accuracy_original"] = round(accuracy(truth.original, data.test_feeds, data.test_labels), 4)
         for row in results:
             row |= {f"recovered_share{suffix}": recovered_share(row[f"accuracy_{start}"], found)
-                    for start, suffix in (("finetuned", ""), ("scratch", "_scratch"))}
+                    for start, suffix in (("finetuned", ""), ("signs_learned", "_signs"), ("scratch", "_scratch"))}
     return found | {"results": results}
 
 
