@@ -14,6 +14,7 @@ the told-groups search (it needs labels)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -188,9 +189,14 @@ def main() -> None:
     parser.add_argument("--update", action="store_true",
                         help="keep the rows of other models already in the output (re-run some models only)")
     parser.add_argument("--no-finetune", action="store_true", help="skip fine-tuning (no torch needed)")
+    parser.add_argument("--held-out", type=int, default=None, metavar="N",
+                        help="held-out inputs of the wheel models (default: each model's own, e.g. 16 NudeNet crops)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "attacks", help="output stem (.json, .md)")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.held_out is not None:
+        for name, spec in wheel_models.WHEEL_MODELS.items():
+            wheel_models.WHEEL_MODELS[name] = dataclasses.replace(spec, held_out=args.held_out)
     rows = []
     if args.update and args.out.with_suffix(".json").exists():  # keep the other models' rows
         kept = json.loads(args.out.with_suffix(".json").read_text())["results"]

@@ -96,12 +96,14 @@ def patches(x: np.ndarray, node: onnx.NodeProto, kernel: tuple[int, ...], rng: n
                       + tuple(slice(None, None, d) for d in dilations)]
     count, channels = x.shape[:2]
     outputs = windows.shape[2:2 + spatial]
-    # -> (N, out..., C, taps...) -> rows of (C * taps)
-    moved = np.moveaxis(windows, 1, 1 + spatial).reshape(count * int(np.prod(outputs)), channels, -1)
-    if len(moved) > MAX_ROWS:
-        moved = moved[rng.choice(len(moved), MAX_ROWS, replace=False)]
+    total = count * int(np.prod(outputs))
+    # rows in (sample, output position) order; a sample of MAX_ROWS of them taken before copying
+    chosen = np.arange(total) if total <= MAX_ROWS else np.sort(rng.choice(total, MAX_ROWS, replace=False))
+    where = np.unravel_index(chosen, (count, *outputs))
+    picked = windows[(where[0], slice(None)) + tuple(where[1:])]  # (rows, C, taps...)
+    rows = picked.reshape(len(chosen), channels, -1)
     per_group = channels // groups
-    return np.stack([moved[:, g * per_group:(g + 1) * per_group].reshape(len(moved), -1) for g in range(groups)])
+    return np.stack([rows[:, g * per_group:(g + 1) * per_group].reshape(len(rows), -1) for g in range(groups)])
 
 
 def objective(u: np.ndarray, means: np.ndarray, cov: np.ndarray, bias: float, mean: float, std: float) -> np.ndarray:
