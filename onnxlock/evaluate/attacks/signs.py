@@ -23,6 +23,7 @@ from ..damage import run
 
 EXHAUSTIVE = 12  # weights per channel up to which every sign pattern is tried
 RESTARTS = 8  # random starts of the local search, besides the locked signs
+RESTART_MAX = 64  # weights per channel up to which restarts run: past it two numbers pin nothing down
 MAX_ROWS = 50_000  # input patches used per layer (sampled when there are more)
 EPS = 1e-12
 
@@ -117,14 +118,15 @@ def objective(u: np.ndarray, means: np.ndarray, cov: np.ndarray, bias: float, me
 def best_signs(magnitudes: np.ndarray, start: np.ndarray, means: np.ndarray, cov: np.ndarray, bias: float,
                mean: float, std: float, rng: np.random.Generator) -> np.ndarray:
     """The signs (+-1 per weight) that best fit the statistics: all patterns for few weights, else
-    a best-improvement search of single flips from ``start`` and from RESTARTS random signs."""
+    a best-improvement search of single flips from ``start`` (and, up to RESTART_MAX weights, from
+    RESTARTS random signs)."""
     n = len(magnitudes)
     if n <= EXHAUSTIVE:
         patterns = 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
         scores = objective(patterns * magnitudes, means, cov, bias, mean, std)
         return patterns[int(np.argmin(scores))].astype(np.float64)
     best, best_score = None, np.inf
-    for signs in [start] + [rng.choice([-1.0, 1.0], size=n) for _ in range(RESTARTS)]:
+    for signs in [start] + [rng.choice([-1.0, 1.0], size=n) for _ in range(RESTARTS if n <= RESTART_MAX else 0)]:
         signs, score = _descend(signs.astype(np.float64), magnitudes, means, cov, bias, mean, std)
         if score < best_score:
             best, best_score = signs, score
