@@ -134,22 +134,25 @@ def best_signs(magnitudes: np.ndarray, start: np.ndarray, means: np.ndarray, cov
 
 
 def _descend(signs, magnitudes, means, cov, bias, mean, std):
-    """Flip the single sign that helps most until none does."""
-    scale = max(std, EPS) ** 2
+    """Flip the single sign that helps most until none does (C u kept up to date per flip: O(n)
+    a step)."""
+    scale, diagonal = max(std, EPS) ** 2, np.diag(cov)
+    u = signs * magnitudes
+    cu = cov @ u
+
+    def score(out_mean, out_var):
+        return ((out_mean - mean) ** 2 + (np.sqrt(np.maximum(out_var, 0.0)) - std) ** 2) / scale
+
     for _ in range(4 * len(signs)):
-        u = signs * magnitudes
-        cu = cov @ u
         out_mean, out_var = u @ means + bias, u @ cu
         # flipping weight j: u_j -> -u_j
-        new_mean = out_mean - 2 * u * means
-        new_var = out_var - 4 * u * cu + 4 * u * u * np.diag(cov)
-        scores = ((new_mean - mean) ** 2 + (np.sqrt(np.maximum(new_var, 0.0)) - std) ** 2) / scale
-        now = ((out_mean - mean) ** 2 + (np.sqrt(max(out_var, 0.0)) - std) ** 2) / scale
+        scores = score(out_mean - 2 * u * means, out_var - 4 * u * cu + 4 * u * u * diagonal)
         j = int(np.argmin(scores))
-        if scores[j] >= now - 1e-12:
-            return signs, now
-        signs[j] = -signs[j]
-    return signs, now
+        if scores[j] >= score(out_mean, out_var) - 1e-12:
+            break
+        cu -= 2 * u[j] * cov[:, j]
+        u[j], signs[j] = -u[j], -signs[j]
+    return signs, score(u @ means + bias, u @ cu)
 
 
 def recover_layer(model: onnx.ModelProto, pair: Pair, feeds: dict[str, np.ndarray],
