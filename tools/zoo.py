@@ -136,8 +136,11 @@ def lock_one(path: str) -> dict:
         result["peak_mb"] = peak_rss_mb()
         result["import_mb"] = base
         report = locked.layer_report("confusion")
-        result.update(status="locked", groups_widened=report["groups_widened"], groups_total=report["groups_total"],
-                      params=report["params_original"], params_added=report["params_added"])
+        if report is None:  # no confusion channel changed an output: the default stack locked with sign flips alone
+            result.update(status="locked", groups_widened=0, note="sign flips alone (no counterfeit changed an output)")
+        else:
+            result.update(status="locked", groups_widened=report["groups_widened"], groups_total=report["groups_total"],
+                          params=report["params_original"], params_added=report["params_added"])
         result["restore_exact"] = restores_exactly(path, locked)
     except OnnxlockError as exc:
         result.update(status="refused", reason=f"{type(exc).__name__}: {exc}")
@@ -220,6 +223,7 @@ def markdown(rows: list[dict], failed: list[dict], total: dict) -> str:
     ]
     for r in rows:
         result = r["status"] if r["status"] == "locked" else f"{r['status']}: {r.get('reason', '').splitlines()[-1][:120]}"
+        result += f" ({r['note']})" if r.get("note") else ""
         groups = f"{r['groups_widened']}/{r['groups_total']}" if "groups_total" in r else ""
         lines.append(f"| {r['name']} | {r.get('size_mb', '')} | {result} | {100 * r.get('weights_widenable', 0):.0f}% | "
                      f"{groups} | {r.get('lock_s', '')} | {r.get('peak_mb', '')} | {r.get('import_mb', '')} | "
