@@ -104,3 +104,29 @@ def test_default_stealth_budget_reaches_every_group():
         assert result.report["groups_widened"] == len(_widenable(name)), name
     loud = WidenChannelsPass(seed=0, tries=2)(load_model(MODELS / "digits_cnn.onnx"))
     assert loud.report["params_added"] <= 0.02 * loud.report["params_original"]  # loud keeps ratio 0.02
+
+
+def test_flipped_stealth_rows_do_not_stand_apart_by_shared_rank():
+    """The leak found on Silero VAD: with every sign flipped, a He-normal row's highest rank
+    correlation with another row of its layer is lower than a trained row's (trained rows share a
+    magnitude pattern); stealth rows share it too, so the thief's shared-rank score is at chance."""
+    from onnxlock.evaluate.attacks.scoring import roc_auc
+    from onnxlock.evaluate.attacks.weights import row_ranks
+
+    rng = np.random.default_rng(0)
+
+    def shared_rank_auc(stealth: bool) -> float:
+        scores, labels = [], []
+        for trial in range(20):
+            real = rng.normal(size=(64, 192)) * np.exp(rng.normal(size=192))
+            fill = Counterfeiter("init", np.random.default_rng(trial), stealth=stealth)
+            fill.start_group(4)
+            rows = np.concatenate([real, fill(_edit(Role.OUT), real, 4)]) * rng.choice([-1, 1], size=(68, 192))
+            corr = np.corrcoef(row_ranks(rows))
+            np.fill_diagonal(corr, -1.0)
+            scores.append(corr.max(axis=1))
+            labels.append(np.arange(68) >= 64)
+        return roc_auc(np.concatenate(scores), np.concatenate(labels))
+
+    assert shared_rank_auc(stealth=False) < 0.4  # He-normal counterfeits stand apart
+    assert 0.4 < shared_rank_auc(stealth=True) < 0.6
