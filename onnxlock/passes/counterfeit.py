@@ -80,23 +80,25 @@ class Counterfeiter:
     def _sample(self, pool: np.ndarray, shape: tuple) -> np.ndarray:
         """Values drawn from ``pool``, jittered so none is an exact copy of a real weight
         (exact duplicates would give the counterfeits away)."""
-        values = self.rng.choice(pool, size=shape)
-        if np.issubdtype(pool.dtype, np.floating):
-            values = values * (1.0 + JITTER * self.rng.standard_normal(shape))
-        return values
+        return self._jittered(self.rng.choice(pool, size=shape))
+
+    def _jittered(self, values: np.ndarray, bound: float | None = None) -> np.ndarray:
+        """Float ``values`` times (1 + JITTER x noise); with ``bound``, a value the noise would take
+        to or past it is shrunk by the noise instead."""
+        if not np.issubdtype(values.dtype, np.floating):
+            return values
+        noise = JITTER * self.rng.standard_normal(values.shape)
+        jittered = values * (1.0 + noise)
+        if bound is None:
+            return jittered
+        return np.where(np.abs(jittered) >= bound, values * (1.0 - np.abs(noise)), jittered)
 
     def _sample_in_place(self, existing: np.ndarray, rows: int) -> np.ndarray:
         """``rows`` new slices, each value drawn from the same position of a random real slice
-        (a different one per position), jittered as ``_sample``."""
+        (a different one per position), jittered below the layer's largest magnitude."""
         flat = existing.reshape(len(existing), -1)
         picks = self.rng.integers(0, len(existing), size=(rows, flat.shape[1]))
-        values = flat[picks, np.arange(flat.shape[1])]
-        if np.issubdtype(flat.dtype, np.floating):
-            noise = JITTER * self.rng.standard_normal(values.shape)
-            jittered = values * (1.0 + noise)
-            # jitter never takes a value to or past the layer's largest magnitude: shrink those instead
-            outside = np.abs(jittered) >= np.abs(flat).max()
-            values = np.where(outside, values * (1.0 - np.abs(noise)), jittered)
+        values = self._jittered(flat[picks, np.arange(flat.shape[1])], bound=np.abs(flat).max())
         return values.reshape((rows, *existing.shape[1:]))
 
     def _he_normal(self, edit: ParamEdit, existing: np.ndarray, shape: tuple) -> np.ndarray:

@@ -26,7 +26,7 @@ import onnx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from ..errors import KeyFormatError, ModelMismatchError, UnsupportedGraphError
 from .base import PassResult
@@ -38,8 +38,6 @@ WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": 
                  "Einsum": (0, 1, 2), "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2)}
 # float types whose sign bit is flipped (other weights, e.g. quantized integers, are left alone)
 FLIPPABLE = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
-_DTYPES = {TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64, TensorProto.FLOAT16: np.float16}
-_ITEMSIZE = {kind: np.dtype(dtype).itemsize for kind, dtype in _DTYPES.items()}
 MAX_TENSORS = 1 << 16
 FLIP_CHUNK = 1 << 16  # values per keystream chunk (a multiple of 8: chunks start on a keystream byte)
 
@@ -110,17 +108,16 @@ def _sign_masks(width: int) -> np.ndarray:
 def flip_tensor(tensor: TensorProto, seed: bytes) -> None:
     """Flip, in place, the signs of ``tensor``'s values where the keystream for its name says so
     (on its little-endian raw bytes as they are, when it has them and this machine reads them so)."""
-    if tensor.HasField("raw_data") and sys.byteorder == "little" \
-            and len(tensor.raw_data) == np.prod(tensor.dims, dtype=np.int64) * _ITEMSIZE[tensor.data_type]:
-        values = np.frombuffer(tensor.raw_data, dtype=_DTYPES[tensor.data_type])
-        flipped = np.empty_like(values)
-        flip_signs(values, seed, tensor.name, out=flipped)
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    raw = tensor.HasField("raw_data") and sys.byteorder == "little" \
+        and len(tensor.raw_data) == np.prod(tensor.dims, dtype=np.int64) * dtype.itemsize
+    values = np.frombuffer(tensor.raw_data, dtype=dtype) if raw else np.ascontiguousarray(numpy_helper.to_array(tensor))
+    flipped = np.empty_like(values)
+    flip_signs(values, seed, tensor.name, out=flipped)
+    if raw:
         tensor.raw_data = flipped.tobytes()
-        return
-    values = numpy_helper.to_array(tensor)
-    flipped = np.empty(values.shape, values.dtype)
-    flip_signs(np.ascontiguousarray(values), seed, tensor.name, out=flipped)
-    tensor.CopyFrom(numpy_helper.from_array(flipped, tensor.name))
+    else:
+        tensor.CopyFrom(numpy_helper.from_array(flipped, tensor.name))
 
 
 class FlipSignsPass:

@@ -122,12 +122,12 @@ def finetune_attack(locked: onnx.ModelProto, train_x: np.ndarray, train_y: np.nd
         index = np.random.default_rng(seed).choice(len(train_x), size=count, replace=False)
         scores = {}
         for start in STARTS:
-            module = to_torch(locked)
+            module, rate = to_torch(locked), LEARNING_RATE
             if start == "scratch":
                 reinitialise(module, seed)
             elif start == "signs":
                 learn_signs(module, seed)
-            rate = SIGN_LEARNING_RATE if start == "signs" else LEARNING_RATE
+                rate = SIGN_LEARNING_RATE
             train(module, train_x[index], train_y[index], steps, seed, rate)
             scores[start] = torch_accuracy(module, test_x, test_y)
         best = max(scores["locked"], scores["signs"])

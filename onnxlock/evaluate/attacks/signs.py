@@ -107,12 +107,15 @@ def patches(x: np.ndarray, node: onnx.NodeProto, kernel: tuple[int, ...], rng: n
     return np.stack([rows[:, g * per_group:(g + 1) * per_group].reshape(len(rows), -1) for g in range(groups)])
 
 
+def misfit(out_mean, out_var, mean: float, std: float):
+    """How far an output mean and variance are from the normalisation's mean and standard
+    deviation, in units of that standard deviation."""
+    return ((out_mean - mean) ** 2 + (np.sqrt(np.maximum(out_var, 0.0)) - std) ** 2) / max(std, EPS) ** 2
+
+
 def objective(u: np.ndarray, means: np.ndarray, cov: np.ndarray, bias: float, mean: float, std: float) -> np.ndarray:
-    """How far signed weights ``u`` (rows: candidates) put the channel's output mean and standard
-    deviation from the normalisation's, in units of that standard deviation."""
-    out_mean = u @ means + bias
-    out_std = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", u, cov, u), 0.0))
-    return ((out_mean - mean) ** 2 + (out_std - std) ** 2) / max(std, EPS) ** 2
+    """``misfit`` of signed weights ``u`` (rows: candidates)."""
+    return misfit(u @ means + bias, np.einsum("ij,jk,ik->i", u, cov, u), mean, std)
 
 
 def best_signs(magnitudes: np.ndarray, start: np.ndarray, means: np.ndarray, cov: np.ndarray, bias: float,
@@ -136,23 +139,19 @@ def best_signs(magnitudes: np.ndarray, start: np.ndarray, means: np.ndarray, cov
 def _descend(signs, magnitudes, means, cov, bias, mean, std):
     """Flip the single sign that helps most until none does (C u kept up to date per flip: O(n)
     a step)."""
-    scale, diagonal = max(std, EPS) ** 2, np.diag(cov)
+    diagonal = np.diag(cov)
     u = signs * magnitudes
     cu = cov @ u
-
-    def score(out_mean, out_var):
-        return ((out_mean - mean) ** 2 + (np.sqrt(np.maximum(out_var, 0.0)) - std) ** 2) / scale
-
     for _ in range(4 * len(signs)):
         out_mean, out_var = u @ means + bias, u @ cu
         # flipping weight j: u_j -> -u_j
-        scores = score(out_mean - 2 * u * means, out_var - 4 * u * cu + 4 * u * u * diagonal)
+        scores = misfit(out_mean - 2 * u * means, out_var - 4 * u * cu + 4 * u * u * diagonal, mean, std)
         j = int(np.argmin(scores))
-        if scores[j] >= score(out_mean, out_var) - 1e-12:
+        if scores[j] >= misfit(out_mean, out_var, mean, std) - 1e-12:
             break
         cu -= 2 * u[j] * cov[:, j]
         u[j], signs[j] = -u[j], -signs[j]
-    return signs, score(u @ means + bias, u @ cu)
+    return signs, misfit(u @ means + bias, u @ cu, mean, std)
 
 
 def recover_layer(model: onnx.ModelProto, pair: Pair, feeds: dict[str, np.ndarray],
@@ -165,12 +164,12 @@ def recover_layer(model: onnx.ModelProto, pair: Pair, feeds: dict[str, np.ndarra
     std = np.sqrt(np.maximum(numpy_helper.to_array(arrays[pair.var]).astype(np.float64), 0.0))
     x = intermediate(model, feeds, pair.conv.input[0]).astype(np.float64)
     rows = patches(x, pair.conv, weight.shape[2:], rng)
-    groups, per_group = len(rows), len(weight) // len(rows)
+    per_group = len(weight) // len(rows)  # output channels a group
     stats = [(r.mean(axis=0), np.cov(r, rowvar=False).reshape(r.shape[1], r.shape[1])) for r in rows]
     flat = weight.reshape(len(weight), -1)
     recovered = np.empty_like(flat)
     for c in range(len(weight)):
-        means, cov = stats[min(c // per_group, groups - 1)]
+        means, cov = stats[c // per_group]
         magnitudes, start = np.abs(flat[c]), np.where(flat[c] < 0, -1.0, 1.0)
         signs = best_signs(magnitudes, start, means, cov, float(bias[c]), float(mean[c]), float(std[c]), rng)
         recovered[c] = signs * magnitudes
