@@ -4,7 +4,7 @@ Knows nothing about ONNX; see ``envelope`` for the file format, ``recipients`` f
 and ``identity`` for device identity and public key files. docs/key-format.md is the spec.
 """
 
-from onnxlock.key.envelope import open_key, open_with, read_header, rekey, seal, seal_for
+from onnxlock.key.envelope import SealedKey, open_key, open_with, parse_key, read_header, rekey, seal, seal_for
 from onnxlock.key.identity import (
     identity_bytes, load_identity, load_recipient, parse_identity, parse_public, public_text,
 )
@@ -12,6 +12,6 @@ from onnxlock.key.recipients import (
     Recipient, ScryptRecipient, X25519Identity, X25519Recipient, check_passphrase,
 )
 
-__all__ = ["open_key", "open_with", "read_header", "rekey", "seal", "seal_for", "Recipient", "ScryptRecipient",
+__all__ = ["SealedKey", "open_key", "open_with", "parse_key", "read_header", "rekey", "seal", "seal_for", "Recipient", "ScryptRecipient",
            "X25519Identity", "X25519Recipient", "check_passphrase", "identity_bytes", "load_identity",
            "load_recipient", "parse_identity", "parse_public", "public_text"]

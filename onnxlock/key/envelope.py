@@ -138,7 +138,13 @@ def read_header(data: bytes) -> dict:
     return _parse(data).header
 
 
-def open_key(data: bytes, *, passphrase: str | None = None, identity=None,
+def parse_key(data: bytes) -> SealedKey:
+    """A key file's structure, parsed and validated (its header and sealed payload): what
+    ``open_key`` takes in place of bytes when the caller reads the header too."""
+    return _parse(data)
+
+
+def open_key(data: bytes | SealedKey, *, passphrase: str | None = None, identity=None,
              model_sha256: str | None = None) -> dict:
     """Return the secret sealed in ``data`` for an ``identity`` (path, identity file bytes or
     X25519Identity; a protected one is opened with ``passphrase``) or for ``passphrase``.
@@ -166,8 +172,8 @@ def open_with(identities: Iterable[Recipient], data: bytes, *,
     return _open(identities, _check(data, model_sha256))
 
 
-def _check(data: bytes, model_sha256: str | None) -> _Parsed:
-    parsed = _parse(data)
+def _check(data: bytes | SealedKey, model_sha256: str | None) -> SealedKey:
+    parsed = data if isinstance(data, SealedKey) else _parse(data)
     key_sha = parsed.header["model_sha256"]
     if model_sha256 is not None and model_sha256.lower() != key_sha:
         raise ModelMismatchError(
@@ -179,7 +185,7 @@ def _check(data: bytes, model_sha256: str | None) -> _Parsed:
     return parsed
 
 
-def _open(identities: Iterable[Recipient], parsed: _Parsed) -> dict:
+def _open(identities: Iterable[Recipient], parsed: SealedKey) -> dict:
     file_key = _unwrap(identities, parsed.header["recipients"])
     try:
         plaintext = AESGCM(file_key).decrypt(parsed.nonce, parsed.ciphertext, parsed.header_line)
@@ -189,7 +195,9 @@ def _open(identities: Iterable[Recipient], parsed: _Parsed) -> dict:
 
 
 @dataclass(frozen=True)
-class _Parsed:
+class SealedKey:
+    """A parsed key file: its header (validated, authenticated only once opened) and payload."""
+
     header: dict
     header_line: bytes
     nonce: bytes
@@ -197,7 +205,7 @@ class _Parsed:
     expires: datetime | None
 
 
-def _parse(data: bytes) -> _Parsed:
+def _parse(data: bytes) -> SealedKey:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("key data must be bytes")
     data = bytes(data)
@@ -213,7 +221,7 @@ def _parse(data: bytes) -> _Parsed:
     if len(ciphertext) < _TAG_SIZE:
         raise KeyFormatError("payload is too short to be a sealed secret")
     expires = header["expires"]
-    return _Parsed(header, header_line, nonce, ciphertext,
+    return SealedKey(header, header_line, nonce, ciphertext,
                    None if expires is None else _parse_time(expires, "expires"))
 
 

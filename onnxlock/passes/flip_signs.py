@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import math
 import os
 import sys
 
@@ -110,7 +111,7 @@ def flip_tensor(tensor: TensorProto, seed: bytes) -> None:
     (on its little-endian raw bytes as they are, when it has them and this machine reads them so)."""
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
     raw = tensor.HasField("raw_data") and sys.byteorder == "little" \
-        and len(tensor.raw_data) == np.prod(tensor.dims, dtype=np.int64) * dtype.itemsize
+        and len(tensor.raw_data) == math.prod(tensor.dims) * dtype.itemsize
     values = np.frombuffer(tensor.raw_data, dtype=dtype) if raw else np.ascontiguousarray(numpy_helper.to_array(tensor))
     flipped = np.empty_like(values)
     flip_signs(values, seed, tensor.name, out=flipped)

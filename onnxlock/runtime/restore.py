@@ -14,7 +14,7 @@ from ..fileio import sha256_bytes
 from ..graph.external import attach, locations, path_needed, read_data, too_large
 from ..graph.io import parse_model
 from ..guard import guarded
-from ..key import open_key
+from ..key import SealedKey, open_key
 from ..passes import restore
 from ..validate import check_bytes, check_passphrase
 from .touches import tensor_digest, touched_tensors
@@ -25,8 +25,9 @@ EXTERNAL_DATA = "external_data"  # {location, sha256, bytes} of a locked model's
 _ALTERED = "the restored model does not match the original (key or model altered)"
 
 
-def open_secret(key: bytes, passphrase: str | None, model_sha256: str | None, identity=None) -> dict:
-    """The key's secret; the one place a key is opened (with ``identity`` and/or ``passphrase``).
+def open_secret(key: bytes | SealedKey, passphrase: str | None, model_sha256: str | None, identity=None) -> dict:
+    """The key's secret; the one place a key is opened (with ``identity`` and/or ``passphrase``;
+    ``key``: its bytes, or the key already parsed by ``parse_key``).
     ``model_sha256`` None: the caller checks the locked file's hash against the key header itself
     (see ``session.load_session``)."""
     return open_key(key, passphrase=passphrase, identity=identity, model_sha256=model_sha256)

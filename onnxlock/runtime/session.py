@@ -31,7 +31,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 from ..errors import KeyFormatError, ModelFormatError, ModelMismatchError, OnnxlockError
 from ..filepair import settle
 from ..guard import guarded
-from ..key import read_header
+from ..key import SealedKey, parse_key
 from ..validate import check_session_arguments
 from . import fast
 from .options import check_safe
@@ -97,11 +97,11 @@ def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
     disable_telemetry()
     if isinstance(key, (str, os.PathLike)):
         settle(key)  # finish or undo a lock that was interrupted while writing this pair
-    key_bytes = read_bytes(key, "key", KeyFormatError)
+    sealed = parse_key(read_bytes(key, "key", KeyFormatError))  # parsed once: opened, then read for the binding
     credentials = Credentials(resolve_passphrase(passphrase, required=identity is None), identity)
     source = LockedSource(locked, ModelFormatError, defer=verify == "fast")
     try:
-        session = _create(source, key_bytes, credentials, chosen, sess_options, verify)
+        session = _create(source, sealed, credentials, chosen, sess_options, verify)
     except ORT_ERRORS as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OnnxlockError(f"onnxruntime cannot load the locked model: {first}") from None
@@ -118,11 +118,11 @@ class Credentials:
     passphrase: str | None
     identity: object = None
 
-    def open(self, key: bytes, model_sha256: str | None) -> dict:
+    def open(self, key: SealedKey, model_sha256: str | None) -> dict:
         return open_secret(key, self.passphrase, model_sha256, self.identity)
 
 
-def _create(source: LockedSource, key: bytes, credentials: Credentials, providers: list,
+def _create(source: LockedSource, key: SealedKey, credentials: Credentials, providers: list,
             sess_options: ort.SessionOptions | None, verify: str) -> ort.InferenceSession:
     if verify == "fast":
         try:
@@ -173,8 +173,8 @@ def _fast_session(source: LockedSource, prepared: fast.Prepared, providers: list
             prepared.data.close()
 
 
-def _check_binding(source: LockedSource, key: bytes) -> None:
-    expected, actual = read_header(key)["model_sha256"], source.sha256()
+def _check_binding(source: LockedSource, key: SealedKey) -> None:
+    expected, actual = key.header["model_sha256"], source.sha256()
     if actual != expected:
         raise ModelMismatchError(f"key belongs to another model (key is for sha256 {expected[:8]}..., "
                                  f"this model is {actual[:8]}...), or the locked file was altered")
