@@ -46,6 +46,8 @@ class IndexMap:
     def indices(self, positions: np.ndarray) -> np.ndarray:
         """Axis indices occupied by base-space ``positions`` (sorted)."""
         positions = np.asarray(positions, dtype=np.int64)
+        if self.copies == 1 and self.block == 1:  # the common case, without the broadcasts
+            return positions + self.offset
         heads = np.arange(self.copies, dtype=np.int64)[:, None] * (self.period + len(positions))
         base = (heads + positions[None, :]).reshape(-1)
         starts = self.offset + base * self.block

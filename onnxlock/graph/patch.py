@@ -20,6 +20,7 @@ from onnx import numpy_helper
 
 from ..errors import ModelMismatchError
 from .channels import IndexMap
+from .values import read_values, write_values
 
 _INT64_MAX = 2**63 - 1
 _MAX_STEP = 2**31  # per_channel of a shape or attribute edit
@@ -45,7 +46,7 @@ def narrow(model: onnx.ModelProto, groups: list[dict], *, in_place: bool = False
     with _one_line():
         checked = _checked_groups(groups)
         for name in dict.fromkeys(edit[1] for _, edits in checked for edit in edits if edit[0] in TENSOR_EDITS):
-            inits[name].CopyFrom(numpy_helper.from_array(_narrowed(checked, name, _tensor(inits, name)), name))
+            write_values(inits[name], _narrowed(checked, name, _tensor(inits, name)))
         for positions, edits in reversed(checked):
             for edit in reversed(edits):
                 if edit[0] not in TENSOR_EDITS:
@@ -157,7 +158,7 @@ def _shrunk_shape(edit: list, values: np.ndarray, k: int) -> np.ndarray:
 def _tensor(inits: dict, name: str) -> np.ndarray:
     if name not in inits:
         raise _Malformed(f"no initializer {name!r}")
-    return numpy_helper.to_array(inits[name])
+    return read_values(inits[name])
 
 
 def _index_map(edit: list, shape: tuple, positions: np.ndarray) -> IndexMap:

@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import base64
 import functools
-import math
 import os
-import sys
 
 import numpy as np
 import onnx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 
 from ..errors import KeyFormatError, ModelMismatchError, UnsupportedGraphError
+from ..graph.values import read_values, write_values
 from .base import PassResult
 
 SECRET_VERSION = 1
@@ -107,18 +106,11 @@ def _sign_masks(width: int) -> np.ndarray:
 
 
 def flip_tensor(tensor: TensorProto, seed: bytes) -> None:
-    """Flip, in place, the signs of ``tensor``'s values where the keystream for its name says so
-    (on its little-endian raw bytes as they are, when it has them and this machine reads them so)."""
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
-    raw = tensor.HasField("raw_data") and sys.byteorder == "little" \
-        and len(tensor.raw_data) == math.prod(tensor.dims) * dtype.itemsize
-    values = np.frombuffer(tensor.raw_data, dtype=dtype) if raw else np.ascontiguousarray(numpy_helper.to_array(tensor))
+    """Flip, in place, the signs of ``tensor``'s values where the keystream for its name says so."""
+    values = np.ascontiguousarray(read_values(tensor))
     flipped = np.empty_like(values)
     flip_signs(values, seed, tensor.name, out=flipped)
-    if raw:
-        tensor.raw_data = flipped.tobytes()
-    else:
-        tensor.CopyFrom(numpy_helper.from_array(flipped, tensor.name))
+    write_values(tensor, flipped)
 
 
 class FlipSignsPass:

@@ -1,0 +1,42 @@
+"""An initializer's values read and written through its raw bytes where they allow it (numeric
+data in raw_data on a little-endian machine): a view and one copy, where numpy_helper decodes and
+rebuilds the whole TensorProto. Anything else goes through numpy_helper."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _raw_dtype(tensor: TensorProto) -> np.dtype | None:
+    """The numpy dtype of ``tensor``'s raw bytes, or None when they cannot be read as they are."""
+    if sys.byteorder != "little" or not tensor.HasField("raw_data") or tensor.data_type == TensorProto.STRING:
+        return None
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+    if dtype.kind not in "biuf" or len(tensor.raw_data) != math.prod(tensor.dims) * dtype.itemsize:
+        return None
+    return dtype
+
+
+def read_values(tensor: TensorProto) -> np.ndarray:
+    """``tensor``'s values (a read-only view of its raw bytes when it has them)."""
+    dtype = _raw_dtype(tensor)
+    if dtype is None:
+        return numpy_helper.to_array(tensor)
+    return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
+
+
+def write_values(tensor: TensorProto, values: np.ndarray) -> None:
+    """Set ``tensor``'s values (and shape) to ``values`` of its own dtype, as numpy_helper would."""
+    if _raw_dtype(tensor) is not None and values.dtype == np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)):
+        tensor.raw_data = np.ascontiguousarray(values).tobytes()
+        del tensor.dims[:]
+        tensor.dims.extend(values.shape)
+        return
+    tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
