@@ -36,3 +36,10 @@ def test_raw_bytes_of_the_wrong_length_are_not_read_as_they_are():
     tensor.raw_data = tensor.raw_data[:-4]
     with pytest.raises(ValueError):  # numpy_helper's own error, not a silently short view
         read_values(tensor).reshape(2, 3)
+
+
+def test_float64_values_into_a_typed_tensor_are_not_taken_for_raw_bytes():
+    typed = helper.make_tensor("d", TensorProto.DOUBLE, [2], [1.5, -2.5])  # double_data, no raw bytes
+    values = np.array([3.0, 4.0, 5.0])
+    write_values(typed, values)
+    assert typed.SerializeToString() == numpy_helper.from_array(values, "d").SerializeToString()

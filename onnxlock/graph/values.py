@@ -4,6 +4,7 @@ rebuilds the whole TensorProto. Anything else goes through numpy_helper."""
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 
@@ -11,15 +12,22 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 
-def _raw_dtype(tensor: TensorProto) -> np.dtype | None:
-    """The numpy dtype of ``tensor``'s raw bytes, or None when they cannot be read as they are."""
-    if sys.byteorder != "little" or not tensor.HasField("raw_data") or tensor.data_type == TensorProto.STRING:
+@functools.cache
+def _plain_dtype(data_type: int) -> np.dtype | None:
+    """The numpy dtype of an ONNX numeric type whose raw bytes numpy reads as they are, else None."""
+    if sys.byteorder != "little" or data_type == TensorProto.STRING:
         return None
     try:
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type))
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
     except (KeyError, TypeError, ValueError):
         return None
-    if dtype.kind not in "biuf" or len(tensor.raw_data) != math.prod(tensor.dims) * dtype.itemsize:
+    return dtype if dtype.kind in "biuf" else None
+
+
+def _raw_dtype(tensor: TensorProto) -> np.dtype | None:
+    """The numpy dtype of ``tensor``'s raw bytes, or None when they cannot be read as they are."""
+    dtype = _plain_dtype(tensor.data_type)
+    if dtype is None or not tensor.HasField("raw_data") or len(tensor.raw_data) != math.prod(tensor.dims) * dtype.itemsize:
         return None
     return dtype
 
@@ -34,7 +42,8 @@ def read_values(tensor: TensorProto) -> np.ndarray:
 
 def write_values(tensor: TensorProto, values: np.ndarray) -> None:
     """Set ``tensor``'s values (and shape) to ``values`` of its own dtype, as numpy_helper would."""
-    if _raw_dtype(tensor) is not None and values.dtype == np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)):
+    dtype = _raw_dtype(tensor)
+    if dtype is not None and dtype == values.dtype:  # (np.dtype("float64") == None is True)
         tensor.raw_data = np.ascontiguousarray(values).tobytes()
         del tensor.dims[:]
         tensor.dims.extend(values.shape)
