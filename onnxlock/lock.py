@@ -21,7 +21,7 @@ from .graph.normalize import normalize
 from .graph.patch import sample_counterfeits
 from .guard import guarded
 from .key import check_passphrase, load_recipient, open_key, seal
-from .passes import FlipSignsPass, PerturbWeightsPass, WidenChannelsPass, restore, secret_layers, stack_secrets
+from .passes import FlipSignsPass, MaskPass, PerturbWeightsPass, WidenChannelsPass, restore, secret_layers, stack_secrets
 from .passes.advparams import DEFAULT_MAX_WEIGHTS
 from .passes.base import PassResult
 from .passes.confusion import DEFAULT_TRIES
@@ -51,7 +51,7 @@ class LockedModel:
 
 
 # the passes lock_model can stack, in the order they are applied (restored in reverse)
-METHODS = ("confusion", "advparams", "signflip")
+METHODS = ("confusion", "advparams", "signflip", "mask")
 DEFAULT_METHOD = "confusion,signflip"
 # passes a stack may do without when they cannot apply to a model (the others still lock it);
 # asked for alone, they fail with their reason
@@ -80,7 +80,7 @@ class LockOptions:
     progress: bool
     max_weights: int
     labels: np.ndarray | None
-    stealth: bool  # the signs are flipped too: counterfeits need not be loud, only ordinary-looking
+    stealth: bool  # signs flipped or values masked too: counterfeits need not be loud, only ordinary-looking
 
 
 def _run_pass(name: str, original: onnx.ModelProto, current: onnx.ModelProto, earlier: list[dict],
@@ -94,7 +94,8 @@ def _run_pass(name: str, original: onnx.ModelProto, current: onnx.ModelProto, ea
         advparams = PerturbWeightsPass(max_weights=options.max_weights, calibration=options.calibration,
                                        labels=options.labels, seed=options.seed, progress=options.progress)
         return advparams(original, onto=normalize(current) if earlier else None, earlier=earlier)
-    return FlipSignsPass()(normalize(current) if not earlier else current)
+    keyed = MaskPass if name == "mask" else FlipSignsPass
+    return keyed()(normalize(current) if not earlier else current)
 
 
 @guarded("locking {model}")
@@ -128,7 +129,7 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
     if not isinstance(model, onnx.ModelProto):
         model = load_model(model)
     options = LockOptions(ratio, strategy, seed, check_calibration(calibration, model), tries, progress,
-                          max_weights, labels, stealth="signflip" in methods)
+                          max_weights, labels, stealth=bool({"signflip", "mask"} & set(methods)))
     current, secrets, reports, skipped = model, [], [], []
     for name in methods:
         try:

@@ -1,4 +1,4 @@
-"""Attack a locked model as a thief would (detect, peel, prune, weights, revert, finetune, search, signs); report what it recovers."""
+"""Attack a locked model as a thief would (detect, peel, prune, weights, revert, finetune, search, signs, base); report what it recovers."""
 
 from __future__ import annotations
 
@@ -19,14 +19,15 @@ from ..runtime.feeds import check_feeds, load_npz
 from . import passphrase
 from .common import print_json
 
-ATTACKS = ("detect", "peel", "prune", "weights", "revert", "finetune", "search", "signs")
+ATTACKS = ("detect", "peel", "prune", "weights", "revert", "finetune", "search", "signs", "base")
 BLIND = ("detect", "peel", "prune", "weights", "revert", "signs")  # on --samples unlabelled inputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("attack", choices=ATTACKS,
                         help="the attack to run (weights: per-weight suspicion scores; revert: repair the "
-                             "top suspects without labels; signs: recover flipped signs from BatchNorm statistics)")
+                             "top suspects without labels; signs: recover flipped signs from BatchNorm statistics; base: with "
+                             "--base, the checkpoint the model was fine-tuned from)")
     parser.add_argument("locked", metavar="LOCKED", help="the locked ONNX model")
     parser.add_argument("--data", required=True, metavar="X.npz",
                         help="the thief's inputs, one array per model input (plus labels, if any)")
@@ -35,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", metavar="Y.npz", help="held-out data to judge the result by (default: --data)")
     parser.add_argument("--samples", type=int, default=64, metavar="N",
                         help="inputs of --data the blind attacks use (default: 64)")
+    parser.add_argument("--base", metavar="BASE",
+                        help="base: the model the locked one was fine-tuned from (same tensor names)")
     parser.add_argument("--key", metavar="KEY", help="score against the truth in this key (needs its passphrase)")
     parser.add_argument("--health", choices=("auto", *health_measures.MEASURES), default="auto",
                         help="unlabelled health measure for peel and ablation (default: auto, the mean of all)")
@@ -73,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
     if args.key is not None:
         key = read_input(args.key, "key", KeyFormatError)
         truth = truth_from_key(locked_bytes, key, passphrase.get_passphrase(args))
+    if (args.attack == "base") != (args.base is not None):
+        raise OnnxlockError("--base goes with the base attack, and the base attack needs --base")
     if args.attack == "search" and (truth is None or not truth.counterfeits):
         raise OnnxlockError("the told-groups search is told the widened groups: give --key of a lock with "
                             "confusion channels")
@@ -88,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
         result = suite.run_revert(model, data, truth, tops=_ints(args.top))
     elif args.attack == "signs":
         result = suite.run_signs(model, data, truth)
+    elif args.attack == "base":
+        base = parse_model(read_input(args.base, "base model", ModelFormatError), source="base model")
+        result = suite.run_base(model, base, data, truth)
     elif args.attack == "finetune":
         result = suite.run_finetune(model, data, truth, fractions=_floats(args.fractions), steps=args.steps)
     else:
@@ -149,6 +157,10 @@ def print_text(result: dict) -> None:
                 f": signs right {layer['signs_right_before']} -> {layer['signs_right_after']}")
             print(f"  {layer['weight']} ({layer['weights_per_channel']} weights a channel"
                   f"{', every pattern' if layer['exhaustive'] else ''}){right}")
+    elif attack == "base":
+        scored = "".join(f", {k.replace('_', ' ')} {result[k]}" for k in ("counterfeit_auc", "signs_right") if k in result)
+        print(f"removed {result['removed']} channels, copied the signs of {result['signs_copied']} tensors{scored}; "
+              f"before {result['before']}, after {result['after']}")
     elif attack == "prune":
         print(f"before {result['before']}")
         for r in result["results"]:

@@ -130,8 +130,12 @@ def print_signflip(args: argparse.Namespace, report: dict) -> None:
     print(f"  signflip: signs of {report['weights_locked']:,} weights in {report['tensors']} layers flipped by the key")
 
 
+def print_mask(args: argparse.Namespace, report: dict) -> None:
+    print(f"  mask: values of {report['weights_locked']:,} weights in {report['tensors']} layers masked by the key")
+
+
 def print_layer(args: argparse.Namespace, report: dict) -> None:
     print(f"  {report['method']}: applied")
 
 
-PRINTERS = {"confusion": print_confusion, "advparams": print_advparams, "signflip": print_signflip}
+PRINTERS = {"confusion": print_confusion, "advparams": print_advparams, "signflip": print_signflip, "mask": print_mask}

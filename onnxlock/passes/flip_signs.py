@@ -12,6 +12,12 @@ lock and the tensor's name, so no keystream is reused across tensors, models or 
 the key holds is that seed and the list of tensor names. Restoring flips the same bits back: it
 is an exact bit operation (XOR of the IEEE sign bit), so the original bytes come back for every
 value, NaN and zero included.
+
+MaskPass (``mask``) is the same pass with every bit of each value XORed but the exponent's top one
+(so a value below 2 in magnitude stays below 2 and nothing becomes Inf or NaN): the values
+themselves are hidden, not only their signs. Against a thief who holds the checkpoint the model
+was fine-tuned from (evaluate/attacks/base_model.py), sign flips give the model back (the base
+tells the signs, the file keeps the magnitudes); masked values tell nothing beyond that base.
 """
 
 from __future__ import annotations
@@ -40,6 +46,9 @@ WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": 
 FLIPPABLE = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
 MAX_TENSORS = 1 << 16
 FLIP_CHUNK = 1 << 16  # values per keystream chunk (a multiple of 8: chunks start on a keystream byte)
+MASK_LABEL = b"onnxlock mask v1"
+# per float width, the bits a mask XORs: all but the exponent's top bit (bit 14, 30 or 62)
+MASK_FIELDS = {2: 0xBFFF, 4: 0xBFFF_FFFF, 8: 0xBFFF_FFFF_FFFF_FFFF}
 
 
 def weight_tensors(model: onnx.ModelProto) -> list[str]:
@@ -58,10 +67,11 @@ def weight_tensors(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-def _keystream(seed: bytes, name: str):
-    """The ChaCha20 encryptor under HKDF(seed, name) whose output on zeros is the tensor's keystream."""
+def _keystream(seed: bytes, name: str, label: bytes = b"onnxlock signflip v1"):
+    """The ChaCha20 encryptor under HKDF(seed, label and name) whose output on zeros is the tensor's
+    keystream (``label`` separates the methods: a mask and a sign flip never share a keystream)."""
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
-               info=b"onnxlock signflip v1\x00" + name.encode("utf-8")).derive(seed)
+               info=label + b"\x00" + name.encode("utf-8")).derive(seed)
     return Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
 
 
@@ -71,6 +81,19 @@ def keystream_bits(seed: bytes, name: str, count: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(stream, dtype=np.uint8), count=count, bitorder="little")
 
 
+def _words(values: np.ndarray, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` and the target (``out``, or ``values`` itself) as flat unsigned words of their
+    width and byte order, after the checks both transforms need."""
+    out = values if out is None else out
+    if out.shape != values.shape or out.dtype != values.dtype:
+        raise ValueError("out must have the shape and dtype of values")
+    source, target = values.reshape(-1), out.reshape(-1)
+    if not (source.flags.c_contiguous and target.flags.c_contiguous and target.flags.writeable):
+        raise ValueError("values must be a contiguous array and the target writable")
+    words = np.dtype(f"u{source.dtype.itemsize}").newbyteorder(source.dtype.byteorder)  # sign: the top bit
+    return source.view(words), target.view(words)
+
+
 def flip_signs(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | None = None) -> None:
     """Flip the IEEE sign bit of the floats in contiguous ``values`` where the keystream bit is 1:
     in place, or into ``out`` (same shape and dtype; ``values`` may then be read-only, e.g. a
@@ -78,21 +101,27 @@ def flip_signs(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | Non
 
     An exact bit operation: each value is XORed with its sign bit's mask. The keystream is drawn
     in chunks of FLIP_CHUNK values, so temporaries stay small whatever the tensor's size."""
-    out = values if out is None else out
-    if out.shape != values.shape or out.dtype != values.dtype:
-        raise ValueError("out must have the shape and dtype of values")
-    source, target = values.reshape(-1), out.reshape(-1)
-    if not (source.flags.c_contiguous and target.flags.c_contiguous and target.flags.writeable):
-        raise ValueError("values must be a contiguous array and the target writable")
+    source, target = _words(values, out)
     width = source.dtype.itemsize
-    words = np.dtype(f"u{width}").newbyteorder(source.dtype.byteorder)  # the sign is the word's top bit
-    source, target = source.view(words), target.view(words)
     masks, stream = _sign_masks(width), _keystream(seed, name)
     for start in range(0, source.size, FLIP_CHUNK):
         stop = min(source.size, start + FLIP_CHUNK)
         chunk = np.frombuffer(stream.update(bytes((stop - start + 7) // 8)), dtype=np.uint8)
         spread = np.take(masks, chunk).view(f"u{width}")[:stop - start]
         np.bitwise_xor(source[start:stop], spread, out=target[start:stop])
+
+
+def mask_values(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | None = None) -> None:
+    """XOR every bit of each float in contiguous ``values`` but its exponent's top one with the
+    mask keystream (one keystream word a value), in place or into ``out``, as ``flip_signs`` does."""
+    source, target = _words(values, out)
+    width = source.dtype.itemsize
+    field = np.array(MASK_FIELDS[width], dtype=source.dtype)
+    stream = _keystream(seed, name, MASK_LABEL)
+    for start in range(0, source.size, FLIP_CHUNK):
+        stop = min(source.size, start + FLIP_CHUNK)
+        chunk = np.bitwise_and(np.frombuffer(stream.update(bytes((stop - start) * width)), dtype=source.dtype), field)
+        np.bitwise_xor(source[start:stop], chunk, out=target[start:stop])
 
 
 @functools.cache
@@ -105,11 +134,12 @@ def _sign_masks(width: int) -> np.ndarray:
     return np.ascontiguousarray(words).view(f"V{8 * width}").reshape(256)
 
 
-def flip_tensor(tensor: TensorProto, seed: bytes) -> None:
-    """Flip, in place, the signs of ``tensor``'s values where the keystream for its name says so."""
+def flip_tensor(tensor: TensorProto, seed: bytes, transform=flip_signs) -> None:
+    """Apply ``transform`` (``flip_signs`` or ``mask_values``: each its own inverse) to ``tensor``'s
+    values, in place."""
     values = np.ascontiguousarray(read_values(tensor))
     flipped = np.empty_like(values)
-    flip_signs(values, seed, tensor.name, out=flipped)
+    transform(values, seed, tensor.name, out=flipped)
     write_values(tensor, flipped)
 
 
@@ -117,10 +147,11 @@ class FlipSignsPass:
     """Lock every layer weight by flipping half of its signs at secret positions."""
 
     method = "signflip"
+    transform = staticmethod(flip_signs)
 
     def __init__(self, seed: bytes | None = None):
         if seed is not None and len(seed) != SEED_BYTES:
-            raise ValueError(f"signflip seed must be {SEED_BYTES} bytes")
+            raise ValueError(f"{self.method} seed must be {SEED_BYTES} bytes")
         self.seed = seed
 
     def __call__(self, model: onnx.ModelProto) -> PassResult:
@@ -132,16 +163,16 @@ class FlipSignsPass:
         locked.CopyFrom(model)
         inits = {t.name: t for t in locked.graph.initializer}
         for name in names:
-            flip_tensor(inits[name], seed)
+            flip_tensor(inits[name], seed, self.transform)
         flipped = sum(int(np.prod(inits[n].dims, dtype=np.int64)) for n in names)
         secret = {"method": self.method, "version": SECRET_VERSION,
                   "seed": base64.b64encode(seed).decode("ascii"), "tensors": names}
         report = {"method": self.method, "tensors": len(names), "weights_locked": flipped}
         return PassResult(locked, secret, report)
 
-    @staticmethod
-    def restore(model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
-        """The inverse pass: flip the same signs back (the keystream is its own inverse)."""
+    @classmethod
+    def restore(cls, model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
+        """The inverse pass: the same keystream XORed again (it is its own inverse)."""
         seed, names = _check_secret(secret)
         restored = model if in_place else onnx.ModelProto()
         if not in_place:
@@ -151,28 +182,36 @@ class FlipSignsPass:
             tensor = inits.get(name)
             if tensor is None or tensor.data_type not in FLIPPABLE:
                 raise ModelMismatchError("the key does not fit this model (a locked weight is missing)")
-            flip_tensor(tensor, seed)
+            flip_tensor(tensor, seed, cls.transform)
         return restored
 
 
+class MaskPass(FlipSignsPass):
+    """Lock every layer weight by XORing each value's bits (all but the exponent's top one) with the keystream."""
+
+    method = "mask"
+    transform = staticmethod(mask_values)
+
+
 def signflip_seed(secret: dict) -> bytes:
-    """The validated seed of a signflip secret."""
+    """The validated seed of a signflip or mask secret."""
     return _check_secret(secret)[0]
 
 
 def _check_secret(secret: dict) -> tuple[bytes, list[str]]:
-    """The seed and tensor names of a signflip secret, validated before use."""
+    """The seed and tensor names of a signflip or mask secret, validated before use."""
     seed, names = secret.get("seed"), secret.get("tensors")
     try:
         seed = base64.b64decode(seed, validate=True) if isinstance(seed, str) else b""
     except ValueError:
         seed = b""
     if len(seed) != SEED_BYTES:
-        raise KeyFormatError("signflip secret: 'seed' must be 32 bytes of base64")
+        raise KeyFormatError(f"{secret.get('method')} secret: 'seed' must be 32 bytes of base64")
     if (not isinstance(names, list) or len(names) > MAX_TENSORS
             or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names)):
-        raise KeyFormatError("signflip secret: 'tensors' must be a list of distinct tensor names")
+        raise KeyFormatError(f"{secret.get('method')} secret: 'tensors' must be a list of distinct tensor names")
     return seed, names
 
 
 restore_signs = FlipSignsPass.restore
+restore_mask = MaskPass.restore

@@ -18,7 +18,7 @@ from ..passes import secret_layers, stack_secrets
 from ..graph.patch import TENSOR_EDITS as _TENSOR_EDITS, narrow_array
 from ..passes.advparams import PerturbWeightsPass
 from ..passes.confusion import WidenChannelsPass
-from ..passes.flip_signs import FlipSignsPass, flip_signs, signflip_seed
+from ..passes.flip_signs import FlipSignsPass, MaskPass, signflip_seed
 
 
 
@@ -82,14 +82,17 @@ def _signflip_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
     return {**layer, "tensors": [name for name in layer["tensors"] if keep(name)]}
 
 
-def _signflip_restore_array(layer: dict, name: str, values: np.ndarray, scratch: Scratch | None) -> np.ndarray:
-    """The same ``flip_signs`` call ``FlipSignsPass.restore`` makes, in place (on a copy if read-only)."""
-    if name not in layer["tensors"]:
-        return values
-    values = np.ascontiguousarray(values)
-    out = values if values.flags.writeable else (scratch or np.empty)(values.shape, values.dtype)
-    flip_signs(values, signflip_seed(layer), name, out=out)  # read once, written once
-    return out
+def _keyed_xor(transform):
+    """The array shortcut of a keyed XOR pass (signflip, mask): the same ``transform`` call its
+    restore makes, in place (on a copy if read-only)."""
+    def restore_array(layer: dict, name: str, values: np.ndarray, scratch: Scratch | None) -> np.ndarray:
+        if name not in layer["tensors"]:
+            return values
+        values = np.ascontiguousarray(values)
+        out = values if values.flags.writeable else (scratch or np.empty)(values.shape, values.dtype)
+        transform(values, signflip_seed(layer), name, out=out)  # read once, written once
+        return out
+    return restore_array
 
 
 def _advparams_tensors(layer: dict) -> set[str]:
@@ -118,7 +121,8 @@ def _advparams_restore_array(layer: dict, name: str, values: np.ndarray, scratch
 
 TOUCHES: dict[str, Touches] = {
     WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict, _confusion_restore_array, exact=True),
-    FlipSignsPass.method: Touches(_signflip_tensors, _signflip_restrict, _signflip_restore_array, exact=True),
+    **{keyed.method: Touches(_signflip_tensors, _signflip_restrict, _keyed_xor(keyed.transform), exact=True)
+       for keyed in (FlipSignsPass, MaskPass)},
     PerturbWeightsPass.method: Touches(_advparams_tensors, _advparams_restrict, _advparams_restore_array)}
 
 

@@ -12,6 +12,7 @@ import onnx
 
 from ...errors import InvalidArgumentError
 from ..damage import run, top1_agreement
+from .base_model import base_attack
 from .changed_weights import score_weights, top_suspects
 from .channels import Channel, Peeling, accuracy
 from .detect import detect, null_labels, pool
@@ -19,6 +20,7 @@ from .health import health_score
 from .peel import peel
 from .prune import PRUNERS, RATES, prune_at
 from .revert import REPAIRS, TOPS, reverts
+from .scoring import roc_auc
 from .search import search_attack
 from .signs import recover_signs, sign_agreement
 from .truth import Truth
@@ -160,6 +162,25 @@ def run_signs(locked: onnx.ModelProto, data: Data, truth: Truth | None) -> dict:
                   if layer["weight"] in after else layer for layer in layers]
     return {"attack": "signs", "layers": layers, "before": outcome(locked, data, truth),
             "after": outcome(recovery.model, data, truth), "seconds": round(time.perf_counter() - start, 2)}
+
+
+def run_base(locked: onnx.ModelProto, base: onnx.ModelProto, data: Data, truth: Truth | None) -> dict:
+    """The base-model attack (base_model.py): counterfeits deleted by how unlike every base channel
+    they are, signs copied from the base; with the truth, how well the channels were told apart
+    (ROC AUC of the mismatch) and the share of signs now right."""
+    start = time.perf_counter()
+    found = base_attack(locked, base)
+    seconds = time.perf_counter() - start
+    result = {"attack": "base", "signs_copied": len(found.copied)} | removed(found.removed, truth)
+    if truth is not None:
+        channels = sorted(found.scores)
+        positive = np.array([c in truth.counterfeits for c in channels], dtype=bool)
+        auc = roc_auc(np.array([found.scores[c] for c in channels]), positive) if len(channels) else None
+        result["counterfeit_auc"] = None if auc is None else round(auc, 4)
+        signs = sign_agreement(found.model, truth.original, found.copied)
+        result["signs_right"] = round(float(np.mean(list(signs.values()))), 4) if signs else None
+    return result | {"before": outcome(locked, data, truth), "after": outcome(found.model, data, truth),
+                     "seconds": round(seconds, 2)}
 
 
 def run_search(locked: onnx.ModelProto, data: Data, truth: Truth) -> dict:

@@ -1,0 +1,91 @@
+"""MaskPass (``mask``): every bit of each layer weight but the exponent's top one XORed with a keyed
+stream. Restore is bit-exact (through the loader too); nothing becomes Inf or NaN and no value
+crosses 2 in magnitude; the keystream is the mask's own (not the sign flip's); against the base
+model the value mask leaves the thief nothing beyond that base."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxlock import load_session, lock_model, write_locked
+from onnxlock.evaluate.attacks.base_model import base_attack
+from onnxlock.evaluate.damage import run
+from onnxlock.graph.io import load_model, parse_model
+from onnxlock.graph.normalize import initializer_arrays, normalize
+from onnxlock.passes import MaskPass, restore
+from onnxlock.passes.flip_signs import FLIP_CHUNK, MASK_FIELDS, flip_signs, mask_values, weight_tensors
+
+from conftest import CHEAP_KDF, MODELS, PASSPHRASE
+
+CHANCE = 0.1
+SEED = bytes(range(32))
+
+
+@pytest.fixture(scope="module")
+def held_out() -> tuple[dict, np.ndarray]:
+    with np.load(MODELS / "digits_test.npz") as data:
+        return {"pixels": data["pixels"]}, data["labels"]
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_transformer"])
+def test_locked_is_at_chance_and_restore_is_bit_exact(name, held_out):
+    feeds, labels = held_out
+    original = normalize(load_model(MODELS / f"{name}.onnx"))
+    result = MaskPass()(original)
+    assert float(np.mean(run(result.model, feeds)[0].argmax(-1) == labels)) <= CHANCE + 0.1
+    before, after = initializer_arrays(original), initializer_arrays(restore(result.model, result.secret))
+    assert all(before[n].tobytes() == after[n].tobytes() for n in before)
+    locked = initializer_arrays(result.model)
+    for n in weight_tensors(original):  # every value changed bits, none past the bound, all finite
+        assert np.isfinite(locked[n]).all() and np.abs(locked[n]).max() < 2
+        assert np.mean(locked[n] != before[n]) > 0.99
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_mask_is_its_own_inverse_and_keeps_the_exponent_top_bit(dtype):
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.standard_normal(3 * FLIP_CHUNK + 5) * 0.1, [0.0, -0.0, 3.5, -1e4]]).astype(dtype)
+    masked = np.empty_like(values)
+    mask_values(values, SEED, "w", out=masked)
+    again = np.empty_like(values)
+    mask_values(masked, SEED, "w", out=again)
+    assert again.tobytes() == values.tobytes()
+    words = f"u{values.itemsize}"
+    top = (MASK_FIELDS[values.itemsize] ^ ((1 << 8 * values.itemsize) - 1))  # the one bit kept
+    assert np.array_equal(values.view(words) & top, masked.view(words) & top)
+    assert np.isfinite(masked).all()
+    changed = (values.view(words) ^ masked.view(words)) & MASK_FIELDS[values.itemsize]
+    bits = np.unpackbits(changed.view(np.uint8)).mean() * 8 * values.itemsize / (8 * values.itemsize - 1)
+    assert 0.48 < bits < 0.52  # each masked bit flips about half the time
+
+
+def test_the_mask_keystream_is_not_the_sign_flips():
+    values = np.full(4096, 0.25, np.float32)
+    masked, flipped = np.empty_like(values), np.empty_like(values)
+    mask_values(values, SEED, "w", out=masked)
+    flip_signs(values, SEED, "w", out=flipped)
+    assert np.mean(np.signbit(masked) == np.signbit(flipped)) < 0.6
+    other = np.empty_like(values)
+    mask_values(values, SEED, "w2", out=other)
+    assert np.mean(other == masked) < 0.01
+
+
+def test_a_stacked_mask_lock_loads_bit_identical(tmp_path, held_out):
+    feeds, _ = held_out
+    locked = lock_model(MODELS / "digits_resnet.onnx", passphrase=PASSPHRASE, kdf_params=CHEAP_KDF,
+                        method="confusion,mask", calibration={"pixels": feeds["pixels"][:64]})
+    write_locked(locked, tmp_path / "m.onnx", tmp_path / "m.key")
+    session = load_session(tmp_path / "m.onnx", tmp_path / "m.key", passphrase=PASSPHRASE, providers="cpu")
+    expected = run(onnx.load(MODELS / "digits_resnet.onnx"), feeds)[0]
+    assert np.array_equal(session.run(None, feeds)[0], expected)
+
+
+def test_the_base_gives_nothing_back_from_masked_values(held_out):
+    feeds, labels = held_out
+    base = normalize(load_model(MODELS / "digits_cnn.onnx"))
+    locked = lock_model(base, passphrase=PASSPHRASE, kdf_params=CHEAP_KDF, method="confusion,mask",
+                        calibration={"pixels": feeds["pixels"][:64]})
+    found = base_attack(parse_model(locked.model), base)  # the base is the model itself: the best case
+    assert float(np.mean(run(found.model, feeds)[0].argmax(-1) == labels)) <= CHANCE + 0.1
