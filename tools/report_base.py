@@ -74,7 +74,7 @@ def trained(base: onnx.ModelProto, x: np.ndarray, y: np.ndarray, seed: int, fres
     out.CopyFrom(bridge.model)
     for tensor in out.graph.initializer:
         bindings = bridge.bindings.get(tensor.name)
-        if bindings:
+        if bindings and tensor.data_type == onnx.TensorProto.FLOAT:  # shape constants are not trained
             value = bridge._tensor(bindings[0]).detach().numpy()
             value = value.T if bindings[0].transposed else value.reshape(tuple(tensor.dims))
             tensor.CopyFrom(onnx.numpy_helper.from_array(np.ascontiguousarray(value).astype(np.float32), tensor.name))
