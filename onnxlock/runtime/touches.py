@@ -74,11 +74,11 @@ def _confusion_restore_array(layer: dict, name: str, values: np.ndarray, scratch
     return narrow_array(layer["groups"], name, values)
 
 
-def _signflip_tensors(layer: dict) -> set[str]:
+def _keyed_tensors(layer: dict) -> set[str]:
     return set(layer["tensors"])
 
 
-def _signflip_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
+def _keyed_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
     return {**layer, "tensors": [name for name in layer["tensors"] if keep(name)]}
 
 
@@ -121,7 +121,7 @@ def _advparams_restore_array(layer: dict, name: str, values: np.ndarray, scratch
 
 TOUCHES: dict[str, Touches] = {
     WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict, _confusion_restore_array, exact=True),
-    **{keyed.method: Touches(_signflip_tensors, _signflip_restrict, _keyed_xor(keyed.transform), exact=True)
+    **{keyed.method: Touches(_keyed_tensors, _keyed_restrict, _keyed_xor(keyed.transform), exact=True)
        for keyed in (FlipSignsPass, MaskPass)},
     PerturbWeightsPass.method: Touches(_advparams_tensors, _advparams_restrict, _advparams_restore_array)}
 
