@@ -89,3 +89,19 @@ def test_the_base_gives_nothing_back_from_masked_values(held_out):
                         calibration={"pixels": feeds["pixels"][:64]})
     found = base_attack(parse_model(locked.model), base)  # the base is the model itself: the best case
     assert float(np.mean(run(found.model, feeds)[0].argmax(-1) == labels)) <= CHANCE + 0.1
+
+
+def test_cli_locks_with_mask_and_runs_the_original(cli, passphrase_env, tmp_path, held_out):
+    feeds, _ = held_out
+    data = tmp_path / "x.npz"
+    np.savez(data, pixels=feeds["pixels"][:32])
+    model, key, out = tmp_path / "l.onnx", tmp_path / "k.key", tmp_path / "y.npz"
+    locked = cli("lock", MODELS / "digits_mlp.onnx", "-o", model, "--key", key, "--method", "confusion,mask",
+                 "--calib", data)
+    assert locked.code == 0, locked.err
+    assert "mask: values of" in locked.out
+    ran = cli("run", model, "--key", key, "--input", data, "-o", out, "--provider", "cpu")
+    assert ran.code == 0, ran.err
+    expected = run(onnx.load(MODELS / "digits_mlp.onnx"), {"pixels": feeds["pixels"][:32]})[0]
+    with np.load(out) as written:
+        assert np.array_equal(next(iter(written.values())), expected)
