@@ -56,6 +56,7 @@ DEFAULT_METHOD = "confusion,signflip"
 # passes a stack may do without when they cannot apply to a model (the others still lock it);
 # asked for alone, they fail with their reason
 OPTIONAL_IN_STACK = ("confusion",)
+KEYED = {keyed.method: keyed for keyed in (FlipSignsPass, MaskPass)}  # passes that XOR every weight with a keystream
 
 
 def parse_methods(method: str) -> list[str]:
@@ -94,8 +95,7 @@ def _run_pass(name: str, original: onnx.ModelProto, current: onnx.ModelProto, ea
         advparams = PerturbWeightsPass(max_weights=options.max_weights, calibration=options.calibration,
                                        labels=options.labels, seed=options.seed, progress=options.progress)
         return advparams(original, onto=normalize(current) if earlier else None, earlier=earlier)
-    keyed = MaskPass if name == "mask" else FlipSignsPass
-    return keyed()(normalize(current) if not earlier else current)
+    return KEYED[name]()(normalize(current) if not earlier else current)
 
 
 @guarded("locking {model}")
@@ -129,7 +129,7 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
     if not isinstance(model, onnx.ModelProto):
         model = load_model(model)
     options = LockOptions(ratio, strategy, seed, check_calibration(calibration, model), tries, progress,
-                          max_weights, labels, stealth=bool({"signflip", "mask"} & set(methods)))
+                          max_weights, labels, stealth=bool(KEYED.keys() & set(methods)))
     current, secrets, reports, skipped = model, [], [], []
     for name in methods:
         try:

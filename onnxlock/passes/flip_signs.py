@@ -81,9 +81,10 @@ def keystream_bits(seed: bytes, name: str, count: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(stream, dtype=np.uint8), count=count, bitorder="little")
 
 
-def _words(values: np.ndarray, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """``values`` and the target (``out``, or ``values`` itself) as flat unsigned words of their
-    width and byte order, after the checks both transforms need."""
+def _xor_keystream(values: np.ndarray, out: np.ndarray | None, stream, draw) -> None:
+    """XOR ``values`` (flat unsigned words of their width and byte order) into ``out`` (or in
+    place) with ``draw(stream, count, words)``'s words, FLIP_CHUNK values at a time, after the
+    checks both transforms need."""
     out = values if out is None else out
     if out.shape != values.shape or out.dtype != values.dtype:
         raise ValueError("out must have the shape and dtype of values")
@@ -91,7 +92,10 @@ def _words(values: np.ndarray, out: np.ndarray | None) -> tuple[np.ndarray, np.n
     if not (source.flags.c_contiguous and target.flags.c_contiguous and target.flags.writeable):
         raise ValueError("values must be a contiguous array and the target writable")
     words = np.dtype(f"u{source.dtype.itemsize}").newbyteorder(source.dtype.byteorder)  # sign: the top bit
-    return source.view(words), target.view(words)
+    source, target = source.view(words), target.view(words)
+    for start in range(0, source.size, FLIP_CHUNK):
+        stop = min(source.size, start + FLIP_CHUNK)
+        np.bitwise_xor(source[start:stop], draw(stream, stop - start, words), out=target[start:stop])
 
 
 def flip_signs(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | None = None) -> None:
@@ -101,27 +105,21 @@ def flip_signs(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | Non
 
     An exact bit operation: each value is XORed with its sign bit's mask. The keystream is drawn
     in chunks of FLIP_CHUNK values, so temporaries stay small whatever the tensor's size."""
-    source, target = _words(values, out)
-    width = source.dtype.itemsize
-    masks, stream = _sign_masks(width), _keystream(seed, name)
-    for start in range(0, source.size, FLIP_CHUNK):
-        stop = min(source.size, start + FLIP_CHUNK)
-        chunk = np.frombuffer(stream.update(bytes((stop - start + 7) // 8)), dtype=np.uint8)
-        spread = np.take(masks, chunk).view(f"u{width}")[:stop - start]
-        np.bitwise_xor(source[start:stop], spread, out=target[start:stop])
+    masks = _sign_masks(values.dtype.itemsize)
+
+    def spread(stream, count: int, words: np.dtype) -> np.ndarray:  # one keystream bit a value
+        chunk = np.frombuffer(stream.update(bytes((count + 7) // 8)), dtype=np.uint8)
+        return np.take(masks, chunk).view(f"u{words.itemsize}")[:count]
+    _xor_keystream(values, out, _keystream(seed, name), spread)
 
 
 def mask_values(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | None = None) -> None:
     """XOR every bit of each float in contiguous ``values`` but its exponent's top one with the
     mask keystream (one keystream word a value), in place or into ``out``, as ``flip_signs`` does."""
-    source, target = _words(values, out)
-    width = source.dtype.itemsize
-    field = np.array(MASK_FIELDS[width], dtype=source.dtype)
-    stream = _keystream(seed, name, MASK_LABEL)
-    for start in range(0, source.size, FLIP_CHUNK):
-        stop = min(source.size, start + FLIP_CHUNK)
-        chunk = np.bitwise_and(np.frombuffer(stream.update(bytes((stop - start) * width)), dtype=source.dtype), field)
-        np.bitwise_xor(source[start:stop], chunk, out=target[start:stop])
+    def masked(stream, count: int, words: np.dtype) -> np.ndarray:  # one keystream word a value
+        field = np.array(MASK_FIELDS[words.itemsize], dtype=words)
+        return np.bitwise_and(np.frombuffer(stream.update(bytes(count * words.itemsize)), dtype=words), field)
+    _xor_keystream(values, out, _keystream(seed, name, MASK_LABEL), masked)
 
 
 @functools.cache
