@@ -18,7 +18,7 @@ from .fileio import sha256_bytes
 from .graph.external import attach, check_location, split, too_large
 from .graph.io import load_model, parse_model
 from .graph.normalize import normalize
-from .graph.patch import sample_counterfeits
+from .graph.patch import sample_counterfeits, sample_values
 from .guard import guarded
 from .key import check_passphrase, load_recipient, open_key, seal
 from .passes import FlipSignsPass, MaskPass, PerturbWeightsPass, WidenChannelsPass, restore, secret_layers, stack_secrets
@@ -52,7 +52,7 @@ class LockedModel:
 
 # the passes lock_model can stack, in the order they are applied (restored in reverse)
 METHODS = ("confusion", "advparams", "signflip", "mask")
-DEFAULT_METHOD = "confusion,signflip"
+DEFAULT_METHOD = "mask"
 # passes a stack may do without when they cannot apply to a model (the others still lock it);
 # asked for alone, they fail with their reason
 OPTIONAL_IN_STACK = ("confusion",)
@@ -96,6 +96,17 @@ def _run_pass(name: str, original: onnx.ModelProto, current: onnx.ModelProto, ea
                                        labels=options.labels, seed=options.seed, progress=options.progress)
         return advparams(original, onto=normalize(current) if earlier else None, earlier=earlier)
     return KEYED[name]()(normalize(current) if not earlier else current)
+
+
+def _fingerprint(locked: onnx.ModelProto, layers: list[dict]) -> list | None:
+    """A sample of values only this lock has, for 'onnxlock trace' on a leaked copy: its counterfeit
+    values, else its masked or sign-flipped ones (None when the lock has neither)."""
+    rng = np.random.default_rng()
+    for layer in layers:
+        if layer["method"] == WidenChannelsPass.method:
+            return sample_counterfeits(locked, layer["groups"], FINGERPRINT_SIZE, rng)
+    keyed = [name for layer in layers if layer["method"] in KEYED for name in layer["tensors"]]
+    return sample_values(locked, keyed, FINGERPRINT_SIZE, rng) if keyed else None
 
 
 @guarded("locking {model}")
@@ -146,10 +157,7 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
         raise UnsupportedGraphError("; ".join(f"{s['method']}: {s['reason']}" for s in skipped))
     applied = [report["method"] for report in reports]
     secret = dict(secrets[0]) if len(secrets) == 1 else stack_secrets(secrets)
-    confusion = [layer for layer in secret_layers(secret) if layer["method"] == WidenChannelsPass.method]
-    # a sample of this lock's counterfeit values, for 'onnxlock trace' on a leaked copy
-    fingerprint = sample_counterfeits(current, confusion[0]["groups"], FINGERPRINT_SIZE,
-                                      np.random.default_rng()) if confusion else None
+    fingerprint = _fingerprint(current, secret_layers(secret))
     if external_data is None and too_large(current):
         raise InvalidArgumentError("the locked model would pass protobuf's 2 GiB limit: give external_data, "
                                    "a file name for its weights (the CLI does)")

@@ -25,34 +25,34 @@ def crash(*args, **kwargs):
 
 
 @pytest.fixture
-def buggy_groups(monkeypatch):
+def buggy_lock(monkeypatch):
     """A bug deep inside the lock (where issue 7's real crashes were)."""
-    monkeypatch.setattr("onnxlock.passes.confusion.find_groups", crash)
+    monkeypatch.setattr("onnxlock.passes.flip_signs.read_values", crash)
 
 
-def test_a_bug_becomes_one_internal_error(buggy_groups):
+def test_a_bug_becomes_one_internal_error(buggy_lock):
     with pytest.raises(InternalError) as caught:
         lock_model(str(MLP), passphrase=PASSPHRASE, kdf_params=CHEAP_KDF)
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"internal error while locking {MLP}: ZeroDivisionError at onnxlock/")
-    assert re.search(r"ZeroDivisionError at onnxlock/passes/confusion\.py:\d+ \(__call__\); ", message)
+    assert re.search(r"ZeroDivisionError at onnxlock/passes/flip_signs\.py:\d+ \(flip_tensor\); ", message)
     assert "report" in message and "--debug" in message and DEBUG_ENV in message
     assert isinstance(caught.value.original, ZeroDivisionError)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__  # raised from None
 
 
-def test_debug_env_raises_the_original(buggy_groups, monkeypatch):
+def test_debug_env_raises_the_original(buggy_lock, monkeypatch):
     monkeypatch.setenv(DEBUG_ENV, "1")
     with pytest.raises(ZeroDivisionError):
         lock_model(MLP, passphrase=PASSPHRASE, kdf_params=CHEAP_KDF)
 
 
 def test_the_message_never_repeats_the_original_text(monkeypatch, locked_mlp):
-    """The original message can hold secret values (here: a channel position); only its type is said."""
+    """The original message can hold secret values (here: an index); only its type is said."""
     def leaky(*args, **kwargs):
         raise IndexError("index 37 is out of bounds for axis 0 with size 30")
-    monkeypatch.setattr("onnxlock.passes.confusion.narrow", leaky)
+    monkeypatch.setattr("onnxlock.passes.flip_signs.write_values", leaky)
     with pytest.raises(InternalError) as caught:
         restore_model(locked_mlp.model.read_bytes(), locked_mlp.key.read_bytes(), PASSPHRASE)
     assert "IndexError" in str(caught.value) and "37" not in str(caught.value)
@@ -67,8 +67,8 @@ def test_the_outermost_public_call_names_the_action(monkeypatch):
 
 
 def test_python_dash_c_users_see_one_clear_line():
-    code = ("import onnxlock.passes.confusion as c\n"
-            "c.find_groups = lambda graph: 1 / 0\n"
+    code = ("import onnxlock.passes.flip_signs as f\n"
+            "f.read_values = lambda tensor: 1 / 0\n"
             "import onnxlock\n"
             f"onnxlock.lock_model({str(MLP)!r}, passphrase='correct horse battery staple', kdf_params={{'n': 4096}})\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
@@ -78,16 +78,16 @@ def test_python_dash_c_users_see_one_clear_line():
     assert "during handling" not in done.stderr and "division by zero" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("onnxlock.errors.InternalError: internal error while locking")
-    assert "ZeroDivisionError at onnxlock/passes/confusion.py" in last
+    assert "ZeroDivisionError at onnxlock/passes/flip_signs.py" in last
 
 
-def test_cli_internal_error_exits_2_in_one_line(cli, passphrase_env, buggy_groups, outdir):
+def test_cli_internal_error_exits_2_in_one_line(cli, passphrase_env, buggy_lock, outdir):
     result = cli("lock", MLP, "-o", outdir / "l.onnx", "--key", outdir / "k.key")
     assert result.code == 2
     assert "Traceback" not in result.err
     lines = result.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(
-        f"onnxlock: internal error while running 'lock' on {MLP}: ZeroDivisionError at onnxlock/passes/confusion.py")
+        f"onnxlock: internal error while running 'lock' on {MLP}: ZeroDivisionError at onnxlock/passes/flip_signs.py")
     assert not list(outdir.iterdir())
     debug = cli("--debug", "lock", MLP, "-o", outdir / "l.onnx", "--key", outdir / "k.key")
     assert debug.code == 2 and "Traceback" in debug.err and "ZeroDivisionError: division by zero" in debug.err
@@ -120,7 +120,7 @@ def test_full_disk_is_bad_input_not_a_bug(cli, passphrase_env, monkeypatch, outd
 def test_out_of_memory_is_not_a_bug(cli, passphrase_env, monkeypatch, outdir):
     def huge(*args, **kwargs):
         raise MemoryError("Unable to allocate 64.0 GiB for an array")
-    monkeypatch.setattr("onnxlock.passes.confusion.find_groups", huge)
+    monkeypatch.setattr("onnxlock.passes.flip_signs.read_values", huge)
     result = cli("lock", MLP, "-o", outdir / "l.onnx", "--key", outdir / "k.key")
     assert result.code == 1 and result.err.startswith("onnxlock: error: out of memory")
 

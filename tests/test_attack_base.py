@@ -1,6 +1,7 @@
-"""The base-model attack: given the checkpoint a model was fine-tuned from, the default lock's
-counterfeits are told apart by their magnitudes and its flipped signs come back from the base; a
-model the locked one did not come from gives nothing. The CLI verb answers in JSON."""
+"""The base-model attack: given the checkpoint a model was fine-tuned from, a confusion,signflip
+lock's counterfeits are told apart by their magnitudes and its flipped signs come back from the base; a
+model the locked one did not come from gives nothing (the default mask: test_mask). The CLI verb
+answers in JSON."""
 
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def fine_tuned_lock(tmp_path_factory):
     tuned = _moved(base, 0.1, seed=1)
     with np.load(MODELS / "digits_test.npz") as test:
         data = Data({"pixels": test["pixels"]}, test["labels"])
-    locked = lock_model(tuned, passphrase=PASSPHRASE, seed=0, kdf_params=CHEAP_KDF,
+    locked = lock_model(tuned, passphrase=PASSPHRASE, seed=0, kdf_params=CHEAP_KDF, method="confusion,signflip",
                         calibration={"pixels": data.feeds["pixels"][:64]})
     model = parse_model(locked.model)
     truth = truth_from_secret(model, open_key(locked.key, passphrase=PASSPHRASE, model_sha256=sha256_bytes(locked.model)))
@@ -59,7 +60,7 @@ def fine_tuned_lock(tmp_path_factory):
     return base, model, truth, data, folder
 
 
-def test_the_base_peels_the_default_lock_and_gives_the_signs_back(fine_tuned_lock):
+def test_the_base_peels_a_signflip_lock_and_gives_the_signs_back(fine_tuned_lock):
     base, model, truth, data, _ = fine_tuned_lock
     result = run_base(model, base, data, truth)
     assert result["counterfeits"] > 0 and result["removed_counterfeit"] == result["counterfeits"] == result["removed"]

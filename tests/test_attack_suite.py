@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+from onnxlock import lock_model, write_locked
 from onnxlock.evaluate.attacks import Peeling, accuracy, detect, peel, truth_from_secret
 from onnxlock.evaluate.attacks.health import health
 from onnxlock.evaluate.attacks.activity import tensor_values
@@ -18,7 +19,7 @@ from onnxlock.evaluate.attacks.suite import Data, run_detect_pooled, run_prune
 from onnxlock.graph.io import load_model
 from onnxlock.passes import WidenChannelsPass
 
-from conftest import MODELS
+from conftest import CHEAP_KDF, MODELS
 from test_groups import concat_model
 
 BLIND_SAMPLES = 64
@@ -164,9 +165,12 @@ def test_learning_signs_keeps_each_magnitude(digits_data):
     assert torch_accuracy(module, test["pixels"], test_labels) == before
 
 
-def test_cli_detect_scores_with_the_key(cli, locked_mlp, passphrase_env):
-    result = cli("attack", "detect", locked_mlp.model, "--data", MODELS / "digits_calib.npz", "--labels", "labels",
-                 "--key", locked_mlp.key, "--no-ablation", "--json")
+def test_cli_detect_scores_with_the_key(cli, passphrase_env, tmp_path):
+    locked = tmp_path / "m.onnx", tmp_path / "m.key"
+    write_locked(lock_model(MODELS / "digits_mlp.onnx", passphrase=passphrase_env, kdf_params=CHEAP_KDF,
+                            method="confusion,signflip"), *locked)
+    result = cli("attack", "detect", locked[0], "--data", MODELS / "digits_calib.npz", "--labels", "labels",
+                 "--key", locked[1], "--no-ablation", "--json")
     assert result.code == 0, result.err
     report = json.loads(result.out)
     assert report["counterfeits"] >= 1 and report["channels"] > report["counterfeits"]

@@ -229,12 +229,12 @@ def test_lock_unsupported_graph(cli, passphrase_env, tmp_path, outdir, build):
     assert not list(outdir.iterdir())
 
 
-def test_default_stack_locks_what_confusion_cannot(cli, passphrase_env, tmp_path, outdir):
-    """A Gemm that feeds the graph output directly takes no confusion channel; the default stack
-    says so and still locks it with sign flips, restored exactly."""
+def test_a_stack_locks_what_confusion_cannot(cli, passphrase_env, tmp_path, outdir):
+    """A Gemm that feeds the graph output directly takes no confusion channel; a stack with
+    confusion says so and still locks it with sign flips, restored exactly."""
     model = tmp_path / "tiny.onnx"
     onnx.save(single_gemm(), model)
-    result = cli("lock", model, "-o", outdir / "l.onnx", "--key", outdir / "k.key")
+    result = cli("lock", model, "-o", outdir / "l.onnx", "--key", outdir / "k.key", "--method", "confusion,signflip")
     assert result.code == 0, result.err
     assert "confusion skipped: no layer can take confusion channels" in result.out
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)

@@ -14,8 +14,9 @@ from onnxlock.evaluate.attacks.base_model import base_attack
 from onnxlock.evaluate.damage import run
 from onnxlock.graph.io import load_model, parse_model
 from onnxlock.graph.normalize import initializer_arrays, normalize
+from onnx import TensorProto, helper, numpy_helper
 from onnxlock.passes import MaskPass, restore
-from onnxlock.passes.flip_signs import FLIP_CHUNK, MASK_FIELDS, flip_signs, mask_values, weight_tensors
+from onnxlock.passes.flip_signs import FLIP_CHUNK, MASK_FIELDS, flip_signs, mask_values, parameter_tensors, weight_tensors
 
 from conftest import CHEAP_KDF, MODELS, PASSPHRASE
 
@@ -38,7 +39,8 @@ def test_locked_is_at_chance_and_restore_is_bit_exact(name, held_out):
     before, after = initializer_arrays(original), initializer_arrays(restore(result.model, result.secret))
     assert all(before[n].tobytes() == after[n].tobytes() for n in before)
     locked = initializer_arrays(result.model)
-    for n in weight_tensors(original):  # every value changed bits, none past the bound, all finite
+    assert set(weight_tensors(original)) < set(parameter_tensors(original))  # biases and norms too
+    for n in parameter_tensors(original):  # every value changed bits, none past the bound, all finite
         assert np.isfinite(locked[n]).all() and np.abs(locked[n]).max() < 2
         assert np.mean(locked[n] != before[n]) > 0.99
 
@@ -105,3 +107,24 @@ def test_cli_locks_with_mask_and_runs_the_original(cli, passphrase_env, tmp_path
     expected = run(onnx.load(MODELS / "digits_mlp.onnx"), {"pixels": feeds["pixels"][:32]})[0]
     with np.load(out) as written:
         assert np.array_equal(next(iter(written.values())), expected)
+
+
+def test_the_mask_takes_trained_parameters_not_statistics_or_shapes():
+    """Weights, biases, BatchNorm's scale and shift and a MatMul's Add bias are masked; BatchNorm's
+    running statistics, a constant also read as a Resize's scales and an Add of two constants are not."""
+    floats = lambda name, *shape: numpy_helper.from_array(np.ones(shape, np.float32), name)  # noqa: E731
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]),
+             helper.make_node("BatchNormalization", ["c", "gamma", "beta", "mean", "var"], ["n"]),
+             helper.make_node("Flatten", ["n"], ["f"]),
+             helper.make_node("MatMul", ["f", "m"], ["p"]), helper.make_node("Add", ["p", "bias"], ["q"]),
+             helper.make_node("Mul", ["q", "scales"], ["r"]), helper.make_node("Add", ["two", "three"], ["s"]),
+             helper.make_node("Reshape", ["r", "shape"], ["t"]),
+             helper.make_node("Resize", ["t", "", "scales"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [floats("w", 2, 1, 1, 1), floats("b", 2), floats("gamma", 2), floats("beta", 2), floats("mean", 2),
+         floats("var", 2), floats("m", 8, 4), floats("bias", 4), floats("scales", 4), floats("two", 3),
+         floats("three", 3), numpy_helper.from_array(np.array([1, 1, 2, 2], np.int64), "shape")])
+    model = helper.make_model(graph)
+    assert parameter_tensors(model) == ["w", "m", "b", "gamma", "beta", "bias"]

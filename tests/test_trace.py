@@ -1,4 +1,4 @@
-"""trace: five licensees' copies of one model, each named from the provider's keys."""
+"""trace: five licensees' copies of one model, each named from the provider's keys (default and confusion locks)."""
 
 import numpy as np
 import onnx
@@ -14,15 +14,17 @@ from conftest import MODELS
 LICENSEES = ("acme", "globex", "initech", "umbrella", "hooli")
 
 
-@pytest.fixture(scope="module")
-def issued(tmp_path_factory):
-    """The owner's identity, a keys/ folder with one key per licensee, and each licensee's locked bytes."""
+@pytest.fixture(scope="module", params=["mask", "confusion,signflip"])
+def issued(tmp_path_factory, request):
+    """The owner's identity, a keys/ folder with one key per licensee, and each licensee's locked
+    bytes, for the default lock (masked values fingerprint a copy) and a confusion lock (its counterfeits)."""
     root = tmp_path_factory.mktemp("trace")
     keygen(root / "owner")
     (root / "keys").mkdir()
     copies = {}
     for name in LICENSEES:
-        locked = lock_model(MODELS / "digits_mlp.onnx", recipients=[root / "owner.pub"], licensee=name)
+        locked = lock_model(MODELS / "digits_mlp.onnx", recipients=[root / "owner.pub"], licensee=name,
+                            method=request.param)
         (root / "keys" / f"{name}.key").write_bytes(locked.key)
         copies[name] = locked
     (root / "keys" / "notes.txt").write_text("not a key")
@@ -58,7 +60,7 @@ def test_exact_copies_are_named_without_any_secret(issued):
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.001])
-def test_altered_copies_are_named_by_their_counterfeits(issued, noise):
+def test_altered_copies_are_named_by_their_fingerprint(issued, noise):
     root, copies = issued
     owner = load_identity(root / "owner")
     for name, copy in copies.items():

@@ -41,8 +41,10 @@ def share(model: onnx.ModelProto) -> float:
 
 
 def assert_lock_restores(path: Path, tmp_path: Path, ratio: float = RATIO) -> dict:
-    """Lock at ``ratio``, check the locked outputs moved and load_session gives the original's, bit for bit."""
-    locked = lock_model(path, passphrase=PASSPHRASE, ratio=ratio, seed=0, kdf_params=CHEAP_KDF, tries=2)
+    """Lock with confusion channels at ``ratio`` and the default mask, check the locked outputs moved
+    and load_session gives the original's, bit for bit; the confusion pass's report."""
+    locked = lock_model(path, passphrase=PASSPHRASE, ratio=ratio, seed=0, kdf_params=CHEAP_KDF, tries=2,
+                        method="confusion,mask")
     write_locked(locked, tmp_path / "locked.onnx", tmp_path / "model.key")
     original = onnx.load(path)
     feeds = synthetic_feeds(original)

@@ -1,7 +1,7 @@
 """The onnxlock zoo: real exports of many architectures, locked one by one for a coverage report.
 
     PYTHONPATH=. python tools/zoo.py              # build the models into build/zoo
-    PYTHONPATH=. python tools/zoo.py --report     # and lock each at ratio 0.02 -> reports/coverage.{json,md}
+    PYTHONPATH=. python tools/zoo.py --report     # and lock each (default method) -> reports/coverage.{json,md}
     PYTHONPATH=. python tools/zoo.py --report --only resnet,bert
 
 Models: the torch architectures of ``zoo_models`` exported with the TorchScript exporter at opsets 13
@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from onnxlock import OnnxlockError, load_session, lock_model, write_locked  # noqa: E402
+from onnxlock.lock import DEFAULT_METHOD  # noqa: E402
+from onnxlock.passes.flip_signs import FLIPPABLE  # noqa: E402
 from onnxlock.evaluate.damage import run, synthetic_feeds  # noqa: E402
 from onnxlock.fileio import atomic_write_bytes  # noqa: E402
 from onnxlock.graph.groups import find_groups, widenable_share  # noqa: E402
@@ -43,7 +45,7 @@ BUILD = ROOT / "build" / "zoo"
 REPORTS = ROOT / "reports"
 PASSPHRASE = "zoo coverage passphrase"
 CHEAP_KDF = {"n": 2**12}
-RATIO, TRIES, SEED = 0.02, 2, 0
+RATIO, TRIES, SEED = 0.02, 2, 0  # the confusion pass's settings, where the method has it
 LOCK_TIMEOUT_S = 600
 # (variant, dynamo, opset, dynamic batch)
 VARIANTS = [("ts13", False, 13, False), ("ts20", False, 20, False), ("dyn22", True, 22, False)]
@@ -125,29 +127,39 @@ def build(only: set[str] | None = None, folder: Path = BUILD) -> tuple[list[Entr
     return entries, failed
 
 
-def lock_one(path: str) -> dict:
+def lock_one(path: str, method: str = DEFAULT_METHOD) -> dict:
     """Lock, restore and compare one model (run in a fresh child process: ru_maxrss is its peak)."""
     result: dict = {"size_mb": round(Path(path).stat().st_size / 2**20, 3)}
     base = peak_rss_mb()
     try:
         start = time.perf_counter()
-        locked = lock_model(path, passphrase=PASSPHRASE, ratio=RATIO, seed=SEED, kdf_params=CHEAP_KDF, tries=TRIES)
+        locked = lock_model(path, passphrase=PASSPHRASE, ratio=RATIO, seed=SEED, kdf_params=CHEAP_KDF, tries=TRIES,
+                            method=method)
         result["lock_s"] = round(time.perf_counter() - start, 2)
         result["peak_mb"] = peak_rss_mb()
         result["import_mb"] = base
+        result.update(status="locked", size_ratio=round((len(locked.model) + len(locked.data or b"")) /
+                                                        Path(path).stat().st_size, 4))
         report = locked.layer_report("confusion")
-        if report is None:  # no confusion channel changed an output: the default stack locked with sign flips alone
-            result.update(status="locked", groups_widened=0, note="sign flips alone (no counterfeit changed an output)")
-        else:
-            result.update(status="locked", groups_widened=report["groups_widened"], groups_total=report["groups_total"],
+        if report is not None:
+            result.update(groups_widened=report["groups_widened"], groups_total=report["groups_total"],
                           params=report["params_original"], params_added=report["params_added"])
+        elif "confusion" in method:  # no confusion channel changed an output: the stack locked without them
+            result.update(groups_widened=0, note="no counterfeit changed an output")
+        keyed = locked.layer_report("mask") or locked.layer_report("signflip")
+        if keyed is not None:
+            result["values_locked"] = keyed["weights_locked"]
         result["restore_exact"] = restores_exactly(path, locked)
     except OnnxlockError as exc:
         result.update(status="refused", reason=f"{type(exc).__name__}: {exc}")
     except Exception:  # the report counts these: every one is a bug
         result.update(status="traceback", reason=traceback.format_exc(limit=-3))
     try:
-        graph = import_graph(normalize(onnx.load(path)))
+        model = normalize(onnx.load(path))
+        floats = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type in FLIPPABLE)
+        if "values_locked" in result:
+            result["values_locked_share"] = round(result["values_locked"] / max(floats, 1), 4)
+        graph = import_graph(model)
         result["weights_widenable"] = round(widenable_share(graph, find_groups(graph)), 4)
     except OnnxlockError as exc:
         result.setdefault("reason", f"{type(exc).__name__}: {exc}")
@@ -180,11 +192,11 @@ def restores_exactly(path: str, locked) -> bool:
     return all(a.shape == b.shape and a.tobytes() == b.tobytes() for a, b in zip(run(original, feeds), restored))
 
 
-def lock_in_child(path: str) -> dict:
+def lock_in_child(path: str, method: str) -> dict:
     context = multiprocessing.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         try:
-            return pool.submit(lock_one, path).result(timeout=LOCK_TIMEOUT_S)
+            return pool.submit(lock_one, path, method).result(timeout=LOCK_TIMEOUT_S)
         except cf.TimeoutError:
             for process in pool._processes.values():  # the child we started; nothing else
                 process.kill()
@@ -202,30 +214,38 @@ def summary(rows: list[dict]) -> dict:
         "locked_with_80pct_widenable": len(good),
         "share_locked_with_80pct_widenable": round(len(good) / max(len(rows), 1), 3),
         "restore_exact": sum(bool(r.get("restore_exact")) for r in locked),
-        "ratio": RATIO, "tries": TRIES,
+        "values_locked_share_min": min((r["values_locked_share"] for r in locked if "values_locked_share" in r), default=None),
+        "size_ratio_max": max((r["size_ratio"] for r in locked if "size_ratio" in r), default=None),
+        "method": ",".join(sorted({r.get("method", "") for r in rows})), "ratio": RATIO, "tries": TRIES,
     }
 
 
 def markdown(rows: list[dict], failed: list[dict], total: dict) -> str:
     lines = [
         "# Zoo coverage", "",
-        f"`python tools/zoo.py --report`: every model locked at ratio {RATIO} with {TRIES} tries per group, "
-        "each in a fresh process on this machine's CPUs.", "",
+        f"`python tools/zoo.py --report`: every model locked with `--method {total['method']}` (confusion, where "
+        f"stacked: ratio {RATIO}, {TRIES} tries per group), each in a fresh process on this machine's CPUs.", "",
         f"- models: {total['models']}; locked: {total['locked']}; cleanly refused: {total['refused']}; "
         f"tracebacks: {total['tracebacks']}",
         f"- locked with >= 80% of Conv/Gemm/MatMul weights widenable: {total['locked_with_80pct_widenable']} "
         f"({100 * total['share_locked_with_80pct_widenable']:.0f}%)",
-        f"- restored bit-exact through load_session: {total['restore_exact']} of {total['locked']}", "",
+        f"- restored bit-exact through load_session: {total['restore_exact']} of {total['locked']}",
+        f"- smallest share of the float values locked (masked or sign-flipped): {total['values_locked_share_min']}; "
+        f"largest locked/original file size: {total['size_ratio_max']}", "",
         "Peak MB is the locking process's peak resident memory (VmHWM), imports included "
         "(import MB: before the lock started).", "",
-        "| model | MB | result | weights widenable | groups widened | lock s | peak MB | import MB | restore exact |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---|",
+        "Weights widenable: the share of Conv/Gemm/MatMul weights a confusion channel could reach.", "",
+        "| model | MB | result | values locked | size ratio | weights widenable | groups widened | lock s | peak MB "
+        "| import MB | restore exact |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         result = r["status"] if r["status"] == "locked" else f"{r['status']}: {r.get('reason', '').splitlines()[-1][:120]}"
         result += f" ({r['note']})" if r.get("note") else ""
         groups = f"{r['groups_widened']}/{r['groups_total']}" if "groups_total" in r else ""
-        lines.append(f"| {r['name']} | {r.get('size_mb', '')} | {result} | {100 * r.get('weights_widenable', 0):.0f}% | "
+        share = f"{100 * r['values_locked_share']:.1f}%" if "values_locked_share" in r else ""
+        lines.append(f"| {r['name']} | {r.get('size_mb', '')} | {result} | {share} | {r.get('size_ratio', '')} | "
+                     f"{100 * r.get('weights_widenable', 0):.0f}% | "
                      f"{groups} | {r.get('lock_s', '')} | {r.get('peak_mb', '')} | {r.get('import_mb', '')} | "
                      f"{r.get('restore_exact', '')} |")
     if failed:
@@ -238,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--report", action="store_true", help="lock every model and write reports/coverage.*")
     parser.add_argument("--only", help="comma-separated architecture or model names")
+    parser.add_argument("--method", default=DEFAULT_METHOD, help=f"lock method (default: {DEFAULT_METHOD})")
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
     entries, failed = build(only)
@@ -247,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for entry in entries:
-        row = {"name": entry.name, "family": entry.family, **lock_in_child(entry.path)}
+        row = {"name": entry.name, "family": entry.family, **lock_in_child(entry.path, args.method), "method": args.method}
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "reason"} | {"reason": row.get("reason", "")[-200:]}),
               flush=True)

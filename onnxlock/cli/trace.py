@@ -1,9 +1,10 @@
 """Name the licensee whose copy a leaked locked model is, from the provider's own keys.
 
 Evidence, strongest first: the suspect's SHA-256 is a key's model binding (exact, needs no
-secret); else, with an identity or passphrase that opens the keys, the share of each key's
-sampled counterfeit values the suspect still holds (survives re-saving and small weight edits).
-A restored model is the original for every licensee: the confusion lock leaves nothing in it.
+secret); else, with an identity or passphrase that opens the keys, the share of each key's sampled
+values the suspect still holds (values only that lock has: its counterfeits, or its masked or
+sign-flipped weights; survives re-saving and small weight edits). A restored model is the
+original for every licensee: a lock leaves nothing in it.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def trace(suspect: bytes, keys: list[Path], *, identity=None, passphrase: str | 
                         "the suspect's SHA-256 is the model binding of " + ", ".join(r["key"] for r in exact))
     if identity is None and passphrase is None:
         return _verdict(rows, None, 0.0, "no key is bound to this exact file; give --identity or "
-                                         "--passphrase-env to compare counterfeit fingerprints")
+                                         "--passphrase-env to compare fingerprints")
     model = parse_model(suspect, source="suspect model")
     for row in rows:
         try:
@@ -94,15 +95,15 @@ def trace(suspect: bytes, keys: list[Path], *, identity=None, passphrase: str | 
         row["fit"] = round(sample_fit(model, secret.get("fingerprint")), 4)
     if any(r["restored"] for r in rows):
         return _verdict(rows, None, 0.0, "the suspect is the restored original: it is the same for every "
-                                         "licensee (the confusion lock leaves no trace after restore)")
+                                         "licensee (a lock leaves no trace after restore)")
     fits = sorted((r for r in rows if r["fit"] is not None), key=lambda r: r["fit"], reverse=True)
     if not fits:
         return _verdict(rows, None, 0.0, "none of the keys opened with the given identity or passphrase")
     best, runner_up = fits[0]["fit"], fits[1]["fit"] if len(fits) > 1 else 0.0
     if best >= MIN_FIT and best - runner_up >= MIN_MARGIN:
         return _verdict(rows, fits[0]["licensee"], best,
-                        f"it holds {best:.0%} of {fits[0]['key']}'s counterfeit values (next best {runner_up:.0%})")
-    return _verdict(rows, None, best, f"no key's counterfeit values stand out (best {best:.0%}, next {runner_up:.0%})")
+                        f"it holds {best:.0%} of {fits[0]['key']}'s sampled values (next best {runner_up:.0%})")
+    return _verdict(rows, None, best, f"no key's sampled values stand out (best {best:.0%}, next {runner_up:.0%})")
 
 
 def _verdict(rows: list[dict], licensee: str | None, confidence: float, reason: str) -> dict:

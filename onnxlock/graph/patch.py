@@ -246,6 +246,28 @@ def sample_counterfeits(model: onnx.ModelProto, groups: list[dict], count: int,
     return sample
 
 
+def sample_values(model: onnx.ModelProto, names: list[str], count: int, rng: np.random.Generator,
+                  floor: float = 1e-3) -> list[list]:
+    """``count`` entries ``[tensor, flat index, value]`` drawn at random from the tensors ``names``
+    (weighted by size), each of magnitude at least ``floor`` (so ``sample_fit`` cannot match it by
+    its absolute tolerance): after a keyed mask or sign flip, values only this lock holds there."""
+    inits = {t.name: t for t in model.graph.initializer}
+    arrays = [read_values(inits[name]).reshape(-1) for name in names]  # views of the raw bytes
+    sizes = np.array([a.size for a in arrays], dtype=np.float64)
+    if not sizes.sum():
+        return []
+    sample: dict[tuple[int, int], float] = {}
+    for _ in range(64 * count):  # about 1 draw in 10 passes a masked tensor's floor
+        which = int(rng.choice(len(arrays), p=sizes / sizes.sum()))
+        index = int(rng.integers(arrays[which].size))
+        value = float(arrays[which][index])
+        if abs(value) >= floor and np.isfinite(value):
+            sample[which, index] = value
+            if len(sample) == count:
+                break
+    return [[names[which], index, value] for (which, index), value in sorted(sample.items())]
+
+
 def sample_fit(model: onnx.ModelProto, sample: list, *, rtol: float = 0.01) -> float:
     """Share of ``sample`` entries whose value ``model`` still holds (within ``rtol``); 0 for a bad sample."""
     if type(sample) is not list or not sample:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import math
 import os
 
 import numpy as np
@@ -44,6 +45,12 @@ WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": 
                  "Einsum": (0, 1, 2), "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2)}
 # float types whose sign bit is flipped (other weights, e.g. quantized integers, are left alone)
 FLIPPABLE = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
+# op type -> input indices holding a layer's other trained parameters: biases, normalisation scales
+# and shifts (BatchNorm's running statistics are not trained, and a thief recomputes them anyway)
+PARAMETER_INPUTS = {"Conv": (2,), "ConvTranspose": (2,), "Gemm": (2,), "BatchNormalization": (1, 2),
+                    "LayerNormalization": (1, 2), "GroupNormalization": (1, 2), "InstanceNormalization": (1, 2),
+                    "PRelu": (1,), "LSTM": (3,), "GRU": (3,), "RNN": (3,)}
+AFFINE_OPS = ("Add", "Mul")  # a several-valued constant added to or multiplying a computed tensor: a bias or scale
 MAX_TENSORS = 1 << 16
 FLIP_CHUNK = 1 << 16  # values per keystream chunk (a multiple of 8: chunks start on a keystream byte)
 MASK_LABEL = b"onnxlock mask v1"
@@ -64,6 +71,34 @@ def weight_tensors(model: onnx.ModelProto) -> list[str]:
             if (tensor is not None and tensor.data_type in FLIPPABLE and len(tensor.dims) >= 2
                     and tensor.name not in names):
                 names.append(tensor.name)
+    return names
+
+
+def parameter_tensors(model: onnx.ModelProto) -> list[str]:
+    """``weight_tensors`` and then the other trained float parameters, in graph order: biases and
+    normalisation scales and shifts (PARAMETER_INPUTS), and the float constants of more than one
+    value that an Add or Mul applies to a computed tensor (a MatMul's bias, a decomposed
+    LayerNorm's scale, a positional embedding)."""
+    inits = {t.name: t for t in model.graph.initializer if t.data_type in FLIPPABLE}
+    parameter_ops = AFFINE_OPS + tuple(WEIGHT_INPUTS) + tuple(PARAMETER_INPUTS)
+    elsewhere = {name for node in model.graph.node for name in node.input  # e.g. a Resize's scales: left alone
+                 if node.op_type not in parameter_ops or node.domain not in ("", "ai.onnx")}
+    names = weight_tensors(model)
+    chosen = set(names)
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        if node.op_type in AFFINE_OPS:
+            if len(node.input) != 2 or all(name in inits for name in node.input):
+                continue
+            picks = [name for name in node.input
+                     if name in inits and math.prod(inits[name].dims) > 1 and name not in elsewhere]
+        else:
+            picks = [node.input[i] for i in PARAMETER_INPUTS.get(node.op_type, ()) if i < len(node.input)]
+        for name in picks:
+            if name in inits and name not in chosen:
+                chosen.add(name)
+                names.append(name)
     return names
 
 
@@ -146,6 +181,7 @@ class FlipSignsPass:
 
     method = "signflip"
     transform = staticmethod(flip_signs)
+    tensors = staticmethod(weight_tensors)  # what the pass locks (restore reads the names from the key)
 
     def __init__(self, seed: bytes | None = None):
         if seed is not None and len(seed) != SEED_BYTES:
@@ -153,7 +189,7 @@ class FlipSignsPass:
         self.seed = seed
 
     def __call__(self, model: onnx.ModelProto) -> PassResult:
-        names = weight_tensors(model)
+        names = self.tensors(model)
         if not names:
             raise UnsupportedGraphError("no Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock")
         seed = self.seed or os.urandom(SEED_BYTES)
@@ -189,6 +225,7 @@ class MaskPass(FlipSignsPass):
 
     method = "mask"
     transform = staticmethod(mask_values)
+    tensors = staticmethod(parameter_tensors)
 
 
 def signflip_seed(secret: dict) -> bytes:
