@@ -84,6 +84,22 @@ def test_health_tells_locked_from_original(obvious_lock, digits_data):
     assert before["batchnorm"] > 0.9 and after["batchnorm"] < before["batchnorm"] - 0.3
 
 
+def test_a_model_answering_nan_has_no_health_and_the_peel_stops(digits_data):
+    """NaN health compares as neither better nor worse: without the floor the peel never stopped."""
+    from onnx import numpy_helper
+
+    from onnxlock.evaluate.attacks.health import health_score
+
+    (calib, _), _ = digits_data
+    model = load_model(MODELS / "digits_mlp.onnx")
+    first = model.graph.initializer[0]
+    values = numpy_helper.to_array(first).copy()
+    values[...] = np.nan
+    first.CopyFrom(numpy_helper.from_array(values, first.name))
+    assert health_score(model, blind(calib)) == 0.0
+    assert len(peel(model, blind(calib), max_steps=5).removed) == 0
+
+
 def test_peel_without_labels_restores_the_obvious_lock(obvious_lock, digits_data):
     original, locked, truth = obvious_lock
     (calib, _), (test, labels) = digits_data

@@ -77,10 +77,13 @@ def health(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, fl
 
 
 def health_score(model: onnx.ModelProto, feeds: dict[str, np.ndarray], measure: str = "auto") -> float:
-    """One measure, or ``auto``: the mean of every measure that applies."""
+    """One measure, or ``auto``: the mean of every measure that applies; 0 (no health) where a
+    model's outputs are not finite (NaN would compare as neither better nor worse)."""
     found = health(model, feeds)
     if measure == "auto":
-        return float(np.mean(list(found.values()))) if found else 0.0
-    if measure not in found:
+        score = float(np.mean(list(found.values()))) if found else 0.0
+    elif measure not in found:
         raise ValueError(f"health measure {measure!r} does not apply to this model (has: {', '.join(found)})")
-    return found[measure]
+    else:
+        score = found[measure]
+    return score if np.isfinite(score) else 0.0
