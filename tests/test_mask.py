@@ -128,3 +128,20 @@ def test_the_mask_takes_trained_parameters_not_statistics_or_shapes():
          floats("three", 3), numpy_helper.from_array(np.array([1, 1, 2, 2], np.int64), "shape")])
     model = helper.make_model(graph)
     assert parameter_tensors(model) == ["w", "m", "b", "gamma", "beta", "bias"]
+
+
+@pytest.mark.parametrize("method", ["mask", "signflip"])
+def test_a_weight_normalisation_folded_is_not_left_in_the_clear(method):
+    """A TF export reads its kernel through an Identity; normalisation folds it into a new weight and
+    keeps the original under its own name for the restore: the keyed pass locks both."""
+    kernel = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["kernel"], ["read"]), helper.make_node("MatMul", ["x", "read"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [numpy_helper.from_array(kernel, "kernel")])
+    original = normalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    locked = lock_model(original, passphrase=PASSPHRASE, kdf_params=CHEAP_KDF, method=method)
+    values = initializer_arrays(parse_model(locked.model))
+    assert "kernel" in values and len(values) == 2
+    for name, array in values.items():
+        assert np.mean(array == kernel) < 0.7, name  # masked: none kept; sign flips: about half

@@ -102,6 +102,16 @@ def parameter_tensors(model: onnx.ModelProto) -> list[str]:
     return names
 
 
+def unread_tensors(model: onnx.ModelProto) -> list[str]:
+    """Float initializers no node reads: originals that normalisation folded into a new weight (an
+    Identity- or Transpose-routed kernel) and keeps under their own names for the restore. They
+    hold the weight's values, so a keyed pass locks them too."""
+    read = {name for node in model.graph.node for name in node.input}
+    read.update(output.name for output in model.graph.output)
+    return [t.name for t in model.graph.initializer
+            if t.data_type in FLIPPABLE and t.name not in read and math.prod(t.dims) > 1]
+
+
 def _keystream(seed: bytes, name: str, label: bytes = b"onnxlock signflip v1"):
     """The ChaCha20 encryptor under HKDF(seed, label and name) whose output on zeros is the tensor's
     keystream (``label`` separates the methods: a mask and a sign flip never share a keystream)."""
@@ -190,6 +200,7 @@ class FlipSignsPass:
 
     def __call__(self, model: onnx.ModelProto) -> PassResult:
         names = self.tensors(model)
+        names += [name for name in unread_tensors(model) if name not in names] if names else []
         if not names:
             raise UnsupportedGraphError("no Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock")
         seed = self.seed or os.urandom(SEED_BYTES)
