@@ -199,10 +199,10 @@ class FlipSignsPass:
         self.seed = seed
 
     def __call__(self, model: onnx.ModelProto) -> PassResult:
+        if not weight_tensors(model):  # e.g. a quantized model: its integer weights are not locked
+            raise UnsupportedGraphError("no float Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock")
         names = self.tensors(model)
-        names += [name for name in unread_tensors(model) if name not in names] if names else []
-        if not names:
-            raise UnsupportedGraphError("no Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock")
+        names += [name for name in unread_tensors(model) if name not in names]
         seed = self.seed or os.urandom(SEED_BYTES)
         locked = onnx.ModelProto()
         locked.CopyFrom(model)
