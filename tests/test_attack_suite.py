@@ -100,6 +100,28 @@ def test_a_model_answering_nan_has_no_health_and_the_peel_stops(digits_data):
     assert len(peel(model, blind(calib), max_steps=5).removed) == 0
 
 
+def test_the_peel_skips_a_deletion_onnxruntime_refuses(obvious_lock, digits_data, monkeypatch):
+    import importlib
+
+    import onnxruntime as ort
+
+    peel_module = importlib.import_module("onnxlock.evaluate.attacks.peel")  # the package re-exports peel()
+
+    original, locked, truth = obvious_lock
+    (calib, _), _ = digits_data
+    real, calls = peel_module.health_score, []
+
+    def refusing(model, feeds, measure="auto"):
+        calls.append(model)
+        if len(calls) == 2:  # the first trial's model: as a Split the deletion broke
+            raise ort.capi.onnxruntime_pybind11_state.Fail("Mismatch between the sum of 'split' (63) and 64")
+        return real(model, feeds, measure)
+
+    monkeypatch.setattr(peel_module, "health_score", refusing)
+    result = peel(locked, blind(calib), max_steps=1)
+    assert len(calls) > 2 and len(result.removed) == 1
+
+
 def test_peel_without_labels_restores_the_obvious_lock(obvious_lock, digits_data):
     original, locked, truth = obvious_lock
     (calib, _), (test, labels) = digits_data

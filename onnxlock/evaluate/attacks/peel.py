@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from .channels import Channel, Peeling
 from .detect import detect
@@ -49,9 +50,9 @@ def peel(locked: onnx.ModelProto, feeds: dict[str, np.ndarray], *, health: str =
     if max_steps is None:
         max_steps = max(1, len(result.peeling.channels()) // 10)
     for _ in range(max_steps):
-        tried = [(health_score(trial.model, feeds, health), channel, trial)
-                 for channel in suspects(result.peeling, feeds, per_score)
-                 for trial in [result.peeling.without([channel])]]
+        tried = [(score, channel, trial) for channel in suspects(result.peeling, feeds, per_score)
+                 for trial in [result.peeling.without([channel])]
+                 for score in [_health_or_none(trial.model, feeds, health)] if score is not None]
         if not tried:
             break
         best, channel, trial = max(tried, key=lambda t: t[0])
@@ -60,3 +61,13 @@ def peel(locked: onnx.ModelProto, feeds: dict[str, np.ndarray], *, health: str =
         result.peeling, result.removed = trial, [*result.removed, channel]
         result.health.append(best)
     return result
+
+
+def _health_or_none(model: onnx.ModelProto, feeds: dict[str, np.ndarray], health: str) -> float | None:
+    """``health_score``, or None when onnxruntime refuses the trial model: a deletion the graph
+    cannot take (seen beside a Split on NudeNet) is no candidate, as it is none for a thief."""
+    try:
+        return health_score(model, feeds, health)
+    except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph,
+            ort.capi.onnxruntime_pybind11_state.RuntimeException):
+        return None
