@@ -256,3 +256,28 @@ def test_pruning_at_several_rates_matches_one_rate_at_a_time(obvious_lock, digit
     alone = [prune(locked, blind(calib), "weight_norm", rate) for rate in (0.1, 0.5)]
     assert [sorted(p.channels()) for p in together] == [sorted(p.channels()) for p in alone]
     assert len(together[1].channels()) < len(together[0].channels())
+
+
+def test_shared_shape_constants_get_one_copy_per_use():
+    """Two Splits reading one sizes tensor (as in YOLOv8): deleting a channel before one of them
+    must not change the other's sizes (the prune attack broke NudeNet's graph that way)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxlock.evaluate.attacks.channels import unshared_shapes
+
+    sizes = numpy_helper.from_array(np.array([2, 2], np.int64), "sizes")
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    nodes = [helper.make_node("Split", ["x", "sizes"], ["a", "b"], axis=1),
+             helper.make_node("Split", ["y", "sizes"], ["c", "d"], axis=1),
+             helper.make_node("MatMul", ["x", "w"], ["e"]), helper.make_node("MatMul", ["y", "w"], ["f"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in "xy"],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in "abcdef"],
+                              [sizes, weight])
+    model = helper.make_model(graph)
+    copied = unshared_shapes(model)
+    first, second = (node.input[1] for node in copied.graph.node[:2])
+    assert first == "sizes" and second != first
+    values = {t.name: numpy_helper.to_array(t).tolist() for t in copied.graph.initializer}
+    assert values[second] == values[first] == [2, 2]
+    assert [node.input[1] for node in copied.graph.node[2:]] == ["w", "w"]  # float weights stay shared
+    assert [node.input[1] for node in model.graph.node[:2]] == ["sizes", "sizes"]  # the input is not changed

@@ -53,6 +53,34 @@ def removal_patch(group: Group, positions: int | Sequence[int]) -> list[dict]:
     return [{"positions": [int(p) for p in positions], "edits": edits}]
 
 
+def unshared_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every integer initializer that several node inputs read (a Split's sizes, a
+    Reshape's target) copied once per further use: deleting one group's channels edits its own
+    copy (the confusion pass does the same before widening), not another group's."""
+    inits = {t.name: t for t in model.graph.initializer if t.data_type in INTEGER_TYPES}
+    if not inits:
+        return model
+    copy, seen, names = onnx.ModelProto(), set(), {t.name for t in model.graph.initializer}
+    copy.CopyFrom(model)
+    for node in copy.graph.node:
+        for index, name in enumerate(node.input):
+            if name not in inits:
+                continue
+            if name in seen:
+                clone, number = onnx.TensorProto(), len(names)
+                clone.CopyFrom(inits[name])
+                while f"{name}__use{number}" in names:
+                    number += 1
+                clone.name = node.input[index] = f"{name}__use{number}"
+                names.add(clone.name)
+                copy.graph.initializer.append(clone)
+            seen.add(name)
+    return copy
+
+
+INTEGER_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+
+
 @dataclass(frozen=True)
 class Peeling:
     """A model and, per widenable group, the locked-file position of each channel it still has."""
@@ -62,6 +90,7 @@ class Peeling:
 
     @classmethod
     def start(cls, locked: onnx.ModelProto) -> "Peeling":
+        locked = unshared_shapes(locked)
         return cls(locked, {g.name: tuple(range(g.channels)) for g in widenable_groups(locked)})
 
     @functools.cached_property
