@@ -53,6 +53,9 @@ def removal_patch(group: Group, positions: int | Sequence[int]) -> list[dict]:
     return [{"positions": [int(p) for p in positions], "edits": edits}]
 
 
+INTEGER_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+
+
 def unshared_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` with every integer initializer that several node inputs read (a Split's sizes, a
     Reshape's target) copied once per further use: deleting one group's channels edits its own
@@ -77,8 +80,6 @@ def unshared_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
             seen.add(name)
     return copy
 
-
-INTEGER_TYPES = (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
 
 
 @dataclass(frozen=True)
