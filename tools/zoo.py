@@ -214,7 +214,8 @@ def summary(rows: list[dict]) -> dict:
         "locked_with_80pct_widenable": len(good),
         "share_locked_with_80pct_widenable": round(len(good) / max(len(rows), 1), 3),
         "restore_exact": sum(bool(r.get("restore_exact")) for r in locked),
-        "values_locked_share_min": min((r["values_locked_share"] for r in locked if "values_locked_share" in r), default=None),
+        "values_locked_share_min": min((r["values_locked_share"] for r in locked if "values_locked_share" in r),
+                                       default=None),
         "size_ratio_max": max((r["size_ratio"] for r in locked if "size_ratio" in r), default=None),
         "method": ",".join(sorted({r.get("method", "") for r in rows})), "ratio": RATIO, "tries": TRIES,
     }
@@ -268,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     for entry in entries:
-        row = {"name": entry.name, "family": entry.family, **lock_in_child(entry.path, args.method), "method": args.method}
+        row = {"name": entry.name, "family": entry.family, **lock_in_child(entry.path, args.method),
+               "method": args.method}
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "reason"} | {"reason": row.get("reason", "")[-200:]}),
               flush=True)

@@ -127,11 +127,12 @@ def print_confusion(args: argparse.Namespace, report: dict) -> None:
 
 
 def print_signflip(args: argparse.Namespace, report: dict) -> None:
-    print(f"  signflip: signs of {report['weights_locked']:,} weights in {report['tensors']} layers flipped by the key")
+    print(f"  signflip: signs of {report['weights_locked']:,} values in {report['tensors']} tensors flipped by the key")
 
 
 def print_mask(args: argparse.Namespace, report: dict) -> None:
-    print(f"  mask: values of {report['weights_locked']:,} weights in {report['tensors']} layers masked by the key")
+    print(f"  mask: {report['weights_locked']:,} values in {report['tensors']} tensors (weights, biases, "
+          "normalisation parameters) masked by the key")
 
 
 def print_layer(args: argparse.Namespace, report: dict) -> None:

@@ -17,9 +17,10 @@ MaskPass (``mask``, the default lock) is the same pass with every bit of each va
 exponent's top one (so a value below 2 in magnitude stays below 2): the values themselves are
 hidden, not only their signs, and over the layers' other trained parameters too (biases,
 normalisation scales and shifts: ``parameter_tensors``). Both passes also lock the float
-initializers no node reads (originals that normalisation folded into a new weight). Against a thief who holds the checkpoint the model
-was fine-tuned from (evaluate/attacks/base_model.py), sign flips give the model back (the base
-tells the signs, the file keeps the magnitudes); masked values tell nothing beyond that base.
+initializers no node reads (originals that normalisation folded into a new weight). Against a
+thief who holds the checkpoint the model was fine-tuned from (evaluate/attacks/base_model.py),
+sign flips give the model back (the base tells the signs, the file keeps the magnitudes); masked
+values tell nothing beyond that base.
 """
 
 from __future__ import annotations
