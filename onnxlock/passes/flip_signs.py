@@ -77,16 +77,16 @@ def weight_tensors(model: onnx.ModelProto) -> list[str]:
     return names
 
 
-def parameter_tensors(model: onnx.ModelProto) -> list[str]:
-    """``weight_tensors`` and then the other trained float parameters, in graph order: biases and
-    normalisation scales and shifts (PARAMETER_INPUTS), and the float constants of more than one
-    value that an Add or Mul applies to a computed tensor (a MatMul's bias, a decomposed
-    LayerNorm's scale, a positional embedding)."""
+def parameter_tensors(model: onnx.ModelProto, weights: list[str] | None = None) -> list[str]:
+    """``weights`` (by default ``weight_tensors``) and then the other trained float parameters, in
+    graph order: biases and normalisation scales and shifts (PARAMETER_INPUTS), and the float
+    constants of more than one value that an Add or Mul applies to a computed tensor (a MatMul's
+    bias, a decomposed LayerNorm's scale, a positional embedding)."""
     inits = {t.name: t for t in model.graph.initializer if t.data_type in FLIPPABLE}
     parameter_ops = AFFINE_OPS + tuple(WEIGHT_INPUTS) + tuple(PARAMETER_INPUTS)
     elsewhere = {name for node in model.graph.node for name in node.input  # e.g. a Resize's scales: left alone
                  if node.op_type not in parameter_ops or node.domain not in ("", "ai.onnx")}
-    names = weight_tensors(model)
+    names = list(weight_tensors(model) if weights is None else weights)
     chosen = set(names)
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
@@ -194,7 +194,11 @@ class FlipSignsPass:
 
     method = "signflip"
     transform = staticmethod(flip_signs)
-    tensors = staticmethod(weight_tensors)  # what the pass locks (restore reads the names from the key)
+
+    @staticmethod
+    def tensors(model: onnx.ModelProto, weights: list[str]) -> list[str]:
+        """What the pass locks, given the model's layer weights (restore reads the names from the key)."""
+        return list(weights)
 
     def __init__(self, seed: bytes | None = None):
         if seed is not None and len(seed) != SEED_BYTES:
@@ -202,10 +206,12 @@ class FlipSignsPass:
         self.seed = seed
 
     def __call__(self, model: onnx.ModelProto) -> PassResult:
-        if not weight_tensors(model):  # e.g. a quantized model: its integer weights are not locked
+        weights = weight_tensors(model)
+        if not weights:  # e.g. a quantized model: its integer weights are not locked
             raise UnsupportedGraphError("no float Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock")
-        names = self.tensors(model)
-        names += [name for name in unread_tensors(model) if name not in names]
+        names = self.tensors(model, weights)
+        chosen = set(names)
+        names += [name for name in unread_tensors(model) if name not in chosen]
         seed = self.seed or os.urandom(SEED_BYTES)
         locked = onnx.ModelProto()
         locked.CopyFrom(model)

@@ -81,7 +81,6 @@ def unshared_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-
 @dataclass(frozen=True)
 class Peeling:
     """A model and, per widenable group, the locked-file position of each channel it still has."""
