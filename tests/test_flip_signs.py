@@ -112,6 +112,19 @@ def test_keystream_known_answer():
     assert "".join(map(str, bits)) == "11111011011011000001001011100001"
 
 
+@pytest.mark.parametrize("info_length", [0, 1, 31, 32, 33, 200])
+def test_hkdf_is_rfc5869(info_length):
+    """The standard-library HKDF gives cryptography's HKDF-SHA256 bytes (no salt, 32 bytes)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from onnxlock.passes.flip_signs import hkdf_sha256
+
+    rng = np.random.default_rng(info_length)
+    secret, info = rng.bytes(32), rng.bytes(info_length)
+    assert hkdf_sha256(secret, info) == HKDF(hashes.SHA256(), 32, salt=None, info=info).derive(secret)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
 def test_flip_tensor_is_the_same_on_raw_bytes_and_on_typed_fields(dtype):
     """The raw-bytes shortcut flips exactly what the array path does (float_data holds no raw bytes)."""
