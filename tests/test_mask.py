@@ -64,6 +64,35 @@ def test_mask_is_its_own_inverse_and_keeps_the_exponent_top_bit(dtype):
     assert 0.48 < bits < 0.52  # each masked bit flips about half the time
 
 
+def test_mask_known_answer():
+    """Pins the mask (HKDF-SHA256 info 'onnxlock mask v1\\0' + name, ChaCha20 zero nonce, one
+    keystream word a value, every bit but the exponent's top one): keys written before must open."""
+    values = np.arange(8, dtype=np.float32) / 4
+    masked = np.empty_like(values)
+    mask_values(values, bytes(range(32)), "conv1.weight", out=masked)
+    assert masked.view(np.uint32).tolist() == [668881843, 2261184837, 2650144045, 3090830311,
+                                               2994595846, 2702756883, 2787863222, 3185767050]
+
+
+@pytest.mark.parametrize("dtype", ["<f4", ">f4", "<f2", "<f8"])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_mask_over_several_chunks_is_the_keystream_xor(dtype, in_place, monkeypatch):
+    """Chunk by chunk (the cipher runs on, its buffer is reused), in place or into out, in either
+    byte order: values ^ (keystream & field), and its own inverse."""
+    from onnxlock.passes import flip_signs as module
+
+    monkeypatch.setattr(module, "FLIP_CHUNK", 64)
+    values = np.random.default_rng(1).standard_normal(1000).astype(dtype)
+    words = np.dtype(f"u{values.itemsize}").newbyteorder(values.dtype.byteorder)
+    stream = module._keystream(SEED, "w", module.MASK_LABEL).update(bytes(values.nbytes))
+    want = (values.view(words) ^ (np.frombuffer(stream, dtype=words) & MASK_FIELDS[values.itemsize])).astype(words)
+    masked = values.copy() if in_place else np.empty_like(values)
+    mask_values(masked if in_place else values, SEED, "w", out=None if in_place else masked)
+    assert masked.tobytes() == want.tobytes()
+    mask_values(masked, SEED, "w")
+    assert masked.tobytes() == values.tobytes()
+
+
 def test_the_mask_keystream_is_not_the_sign_flips():
     values = np.full(4096, 0.25, np.float32)
     masked, flipped = np.empty_like(values), np.empty_like(values)

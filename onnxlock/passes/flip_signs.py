@@ -135,21 +135,22 @@ def keystream_bits(seed: bytes, name: str, count: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(stream, dtype=np.uint8), count=count, bitorder="little")
 
 
-def _xor_keystream(values: np.ndarray, out: np.ndarray | None, stream, draw) -> None:
-    """XOR ``values`` (flat unsigned words of their width and byte order) into ``out`` (or in
-    place) with ``draw(stream, count, words)``'s words, FLIP_CHUNK values at a time, after the
-    checks both transforms need."""
+def _words(values: np.ndarray, out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` and ``out`` (``values`` itself when None) as flat unsigned words of their width
+    and byte order (the sign is the top bit), after the checks both transforms need."""
     out = values if out is None else out
     if out.shape != values.shape or out.dtype != values.dtype:
         raise ValueError("out must have the shape and dtype of values")
     source, target = values.reshape(-1), out.reshape(-1)
     if not (source.flags.c_contiguous and target.flags.c_contiguous and target.flags.writeable):
         raise ValueError("values must be a contiguous array and the target writable")
-    words = np.dtype(f"u{source.dtype.itemsize}").newbyteorder(source.dtype.byteorder)  # sign: the top bit
-    source, target = source.view(words), target.view(words)
-    for start in range(0, source.size, FLIP_CHUNK):
-        stop = min(source.size, start + FLIP_CHUNK)
-        np.bitwise_xor(source[start:stop], draw(stream, stop - start, words), out=target[start:stop])
+    words = np.dtype(f"u{source.dtype.itemsize}").newbyteorder(source.dtype.byteorder)
+    return source.view(words), target.view(words)
+
+
+def _chunks(size: int):
+    """(start, stop) of each FLIP_CHUNK-value chunk of ``size`` values."""
+    return ((start, min(size, start + FLIP_CHUNK)) for start in range(0, size, FLIP_CHUNK))
 
 
 def flip_signs(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | None = None) -> None:
@@ -159,21 +160,30 @@ def flip_signs(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | Non
 
     An exact bit operation: each value is XORed with its sign bit's mask. The keystream is drawn
     in chunks of FLIP_CHUNK values, so temporaries stay small whatever the tensor's size."""
-    masks = _sign_masks(values.dtype.itemsize)
-
-    def spread(stream, count: int, words: np.dtype) -> np.ndarray:  # one keystream bit a value
-        chunk = np.frombuffer(stream.update(bytes((count + 7) // 8)), dtype=np.uint8)
-        return np.take(masks, chunk).view(f"u{words.itemsize}")[:count]
-    _xor_keystream(values, out, _keystream(seed, name), spread)
+    source, target = _words(values, out)
+    masks, stream = _sign_masks(source.itemsize), _keystream(seed, name)
+    for start, stop in _chunks(source.size):  # one keystream bit a value
+        bits = np.frombuffer(stream.update(bytes((stop - start + 7) // 8)), dtype=np.uint8)
+        spread = np.take(masks, bits).view(f"u{source.itemsize}")[:stop - start]  # native words, by value
+        np.bitwise_xor(source[start:stop], spread, out=target[start:stop])
 
 
 def mask_values(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | None = None) -> None:
     """XOR every bit of each float in contiguous ``values`` but its exponent's top one with the
-    mask keystream (one keystream word a value), in place or into ``out``, as ``flip_signs`` does."""
-    def masked(stream, count: int, words: np.dtype) -> np.ndarray:  # one keystream word a value
-        field = np.array(MASK_FIELDS[words.itemsize], dtype=words)
-        return np.bitwise_and(np.frombuffer(stream.update(bytes(count * words.itemsize)), dtype=words), field)
-    _xor_keystream(values, out, _keystream(seed, name, MASK_LABEL), masked)
+    mask keystream (one keystream word a value), in place or into ``out``, as ``flip_signs`` does.
+
+    The cipher XORs each chunk itself into one reused buffer, and the kept bit is copied back from
+    ``values``: (values ^ keystream) & field | values & ~field is values ^ (keystream & field)."""
+    source, target = _words(values, out)
+    field = np.array(MASK_FIELDS[source.itemsize], dtype=source.dtype)
+    kept, stream = np.bitwise_not(field), _keystream(seed, name, MASK_LABEL)
+    buffer = np.empty(min(FLIP_CHUNK, source.size), dtype=source.dtype)
+    for start, stop in _chunks(source.size):
+        chunk, xored = source[start:stop], buffer[:stop - start]
+        stream.update_into(memoryview(chunk.view(np.uint8)), memoryview(xored.view(np.uint8)))
+        np.bitwise_and(xored, field, out=xored)
+        np.bitwise_and(chunk, kept, out=target[start:stop])  # ``target`` may be ``source``: read first above
+        np.bitwise_or(target[start:stop], xored, out=target[start:stop])
 
 
 @functools.cache
