@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gc
 import io
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -200,37 +203,70 @@ def test_advparams_locks_take_the_fast_path(method, tmp_path, digits, fast_calls
     assert np.array_equal(outputs(session, digits)[0], outputs(plain, digits)[0])
 
 
-def test_matmul_weights_are_lent_to_the_session_in_place(locked_models, digits):
-    """On CPU from a file, restored MatMul/Gemm weights are not copied: the session keeps them."""
-    session = load_session(*locked_models["digits_mlp"], passphrase=PASSPHRASE, providers="cpu")
-    assert session._onnxlock_lent
-    gc.collect()  # nothing the session computes with may be freed once load_session returns
-    plain = ort.InferenceSession(str(MODELS / "digits_mlp.onnx"), providers=["CPUExecutionProvider"])
-    assert np.array_equal(outputs(session, digits)[0], outputs(plain, digits)[0])
-
-
-def constant_folded_matmul() -> onnx.ModelProto:
-    """y = x @ W1 + C @ W2: onnxruntime folds C @ W2, reading W2 during graph optimisation."""
+def embedding_model() -> onnx.ModelProto:
+    """y = Gather(T1, ids) @ W + Gather(T2, [3]): T1 is only ever looked up; the lock's
+    normalisation folds the second Gather (constant indices) and keeps T2, now unread, for the
+    exact restore."""
     rng = np.random.default_rng(0)
-    weights = {name: rng.standard_normal(shape).astype(np.float32)
-               for name, shape in (("W1", (32, 32)), ("C", (1, 32)), ("W2", (32, 32)))}
-    nodes = [helper.make_node("MatMul", ["x", "W1"], ["a"]), helper.make_node("MatMul", ["C", "W2"], ["b"]),
-             helper.make_node("Add", ["a", "b"], ["y"])]
-    graph = helper.make_graph(nodes, "folded", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 32])],
+    weights = {"T1": rng.standard_normal((64, 32)).astype(np.float32), "W": rng.standard_normal((32, 32)).astype(np.float32),
+               "T2": rng.standard_normal((64, 32)).astype(np.float32), "three": np.array([3], np.int64)}
+    nodes = [helper.make_node("Gather", ["T1", "ids"], ["e"]), helper.make_node("MatMul", ["e", "W"], ["a"]),
+             helper.make_node("Gather", ["T2", "three"], ["b"]), helper.make_node("Add", ["a", "b"], ["y"])]
+    graph = helper.make_graph(nodes, "embedding", [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 32])],
                               [numpy_helper.from_array(value, name) for name, value in weights.items()])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_a_weight_constant_folding_reads_is_not_lent(tmp_path):
-    model = constant_folded_matmul()
-    locked = lock_model(model, passphrase=PASSPHRASE, method="signflip", kdf_params=CHEAP_KDF)
+def test_only_looked_up_tables_are_lent_in_place(tmp_path):
+    """On CPU from a file, a Gather table is lent (no copy: the session keeps it); a MatMul weight
+    is copied in (onnxruntime packs it into its own copy: a lent one would be held twice); the
+    unread T2 is not given at all (onnxruntime drops unused initializers, then refused it given
+    in: every such model failed to load from 4 MiB on)."""
+    model = embedding_model()
+    locked = lock_model(model, passphrase=PASSPHRASE, method="mask", kdf_params=CHEAP_KDF)
     write_locked(locked, tmp_path / "m.onnx", tmp_path / "m.key")
     session = load_session(tmp_path / "m.onnx", tmp_path / "m.key", passphrase=PASSPHRASE, providers="cpu")
-    assert [array.shape for array, _ in session._onnxlock_lent] == [(32, 32)]  # W1, not W2
-    x = np.random.default_rng(1).standard_normal((4, 32)).astype(np.float32)
+    table = numpy_helper.to_array(model.graph.initializer[0])
+    assert [array.tobytes() for array, _ in session._onnxlock_lent] == [table.tobytes()]  # T1 only
+    gc.collect()  # nothing the session computes with may be freed once load_session returns
+    ids = np.array([0, 5, 63, 5])
     plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    assert np.array_equal(session.run(None, {"x": x})[0], plain.run(None, {"x": x})[0])
+    assert np.array_equal(session.run(None, {"ids": ids})[0], plain.run(None, {"ids": ids})[0])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the RSS from /proc")
+def test_restored_matmul_weights_are_not_kept_beside_the_sessions_own(tmp_path):
+    """After load_session returns, the process holds about what a plain session holds: the restored
+    arrays given in are freed (measured in fresh processes; a lent MatMul weight would add its
+    whole size, 64 MiB here)."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array((rng.standard_normal((2048, 2048)) / 45).astype(np.float32), f"w{i}")
+               for i in range(4)]
+    nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i - 1}", f"w{i}"], [f"h{i}"]) for i in range(4)]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2048])],
+                              [helper.make_tensor_value_info("h3", TensorProto.FLOAT, [None, 2048])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, tmp_path / "plain.onnx")
+    write_locked(lock_model(model, passphrase=PASSPHRASE, kdf_params=CHEAP_KDF), tmp_path / "m.onnx", tmp_path / "m.key")
+    script = """
+import sys
+import numpy as np, onnxruntime as ort
+from onnxlock import load_session
+def rss():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS")) / 1024
+folder, mode = sys.argv[1], sys.argv[2]
+before = rss()
+if mode == "plain":
+    session = ort.InferenceSession(folder + "/plain.onnx", providers=["CPUExecutionProvider"])
+else:
+    session = load_session(folder + "/m.onnx", folder + "/m.key", passphrase=sys.argv[3], providers="cpu")
+session.run(None, {"x": np.ones((1, 2048), np.float32)})
+print(rss() - before)
+"""
+    held = {mode: float(subprocess.run([sys.executable, "-c", script, str(tmp_path), mode, PASSPHRASE], check=True,
+                                       capture_output=True, text=True).stdout) for mode in ("plain", "locked")}
+    assert held["locked"] - held["plain"] < 16, held  # MiB, against 64 MiB of weights
 
 
 @pytest.mark.parametrize("level", LEVELS, ids=lambda level: level.name)

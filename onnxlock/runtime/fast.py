@@ -7,12 +7,13 @@ initializer's bytes; large ones become external-data placeholders in a small "sk
     (``add_external_initializers_from_files_in_memory``);
   * touched tensors are restored on a few threads, each read once from the mapped file into its
     own buffer by the methods' array shortcuts (``touches.py``; the mapped pages are dropped once
-    read), or else by ``passes.restore`` on a one-tensor model, and given as OrtValues. On CPU,
-    from a file, those only MatMul/Gemm weights and Gather tables use (``SHAREABLE_USES``) are
-    lent in place (``add_initializer``: no copy, the session keeps them); their placeholders
-    point past the end of the file, so a graph optimiser that reads one fails the creation
-    loudly instead of reading wrong bytes, and the session is created again with every
-    restored tensor copied in (``add_external_initializers``, as for CUDA and for bytes).
+    read), or else by ``passes.restore`` on a one-tensor model, and given as OrtValues that
+    onnxruntime copies in (``add_external_initializers``); the restored arrays are freed once
+    the session is built, so what stays is what a plain session holds. On CPU, from a file,
+    those only Gather tables use (``SHAREABLE_USES``) are lent in place instead
+    (``add_initializer``: no copy, the session keeps them); their placeholders point past the
+    end of the file, so a graph optimiser that reads one fails the creation loudly instead of
+    reading wrong bytes, and the session is created again with every restored tensor copied in.
     Shortcut results are checked against the key's per-tensor digests in a thread during
     session creation, except where the shortcut is the pass's own code (``Touches.exact``).
 Small initializers and node attributes stay in the skeleton, restored by ``passes.restore`` on it.
@@ -51,9 +52,12 @@ RESTORED_NAME = "onnxlock-restored-weights"  # placeholder location for tensors 
 RESTORE_THREADS = min(4, os.cpu_count() or 1)  # touched tensors restored side by side
 THREADED_BYTES = 8 << 20  # below this much work, threads only add waiting
 FOLDER_ENTRY = "session.model_external_initializers_file_folder_path"
-# (op type, input index) of the uses that graph optimisers leave alone, so a restored tensor with
-# only these uses may be lent to onnxruntime in place (a wrong guess costs a second creation)
-SHAREABLE_USES = {("MatMul", 1), ("Gemm", 1), ("Gather", 0)}
+# (op type, input index) of the uses that graph optimisers leave alone and onnxruntime computes
+# with as they are, so a restored tensor with only these uses is lent to onnxruntime in place (a
+# wrong guess costs a second creation). Not MatMul/Gemm weights: onnxruntime packs those into
+# its own copy and drops the original, so a lent one would stay beside its packed copy for the
+# session's life (2x the weights), where a copy given in is freed once the session is built
+SHAREABLE_USES = {("Gather", 0)}
 QUIET = 4  # onnxruntime's fatal-only log level, for the in-place try a failure is retried from
 VERBOSE = (0, 1)  # log levels a caller sets to see more: the in-place try keeps them
 
@@ -168,6 +172,13 @@ def _prepare_layout(source: LockedSource, data: LockedSource | None, layout: wir
     model = restore(model, restrict(secret, lambda name: name not in large_names), in_place=True)
     _check_initializers(model, to_check - large_names, secret)
     untouched = len(large) > len(restored)
+    unread = set(restored) - read_names(model.graph)
+    if unread:  # originals normalisation folded, kept for the exact restore: onnxruntime would drop
+        for name in unread:  # them as unused, and then refuse them given in
+            del restored[name]
+        kept_initializers = [t for t in model.graph.initializer if t.name not in unread]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept_initializers)
 
     def handover(lent: set[str]) -> tuple[bytes, ort.SessionOptions, list, list]:
         """The skeleton and options lending ``lent`` in place and copying the other restored tensors."""
@@ -182,6 +193,17 @@ def _prepare_layout(source: LockedSource, data: LockedSource | None, layout: wir
         handed.log_severity_level = QUIET  # a failed try is retried: its error is not the caller's
     return Prepared(skeleton, handed, during, checks, data, lent=kept,
                     copied=(lambda: handover(set())[:3]) if lend else None)
+
+
+def read_names(graph: onnx.GraphProto) -> set[str]:
+    """Every name a node of ``graph`` or of its subgraphs (at any depth) reads, and its outputs."""
+    names = {output.name for output in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                names |= read_names(sub)
+    return names
 
 
 def shareable(graph: onnx.GraphProto, names: set[str]) -> set[str]:
