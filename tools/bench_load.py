@@ -7,11 +7,12 @@ onnxruntime thread), interleaved so machine noise hits all alike:
          (the industrial anchor);
   locked onnxlock.load_session on the locked model (cheap scrypt, n=2^12; the default KDF's
          cost is measured on its own and reported once), for each lock method given: by default
-         confusion,signflip (every weight transformed) and confusion (a small part touched).
-For each: session creation, first inference, steady latency at batch 1 and 32 (medians) and peak
-RSS; and steady latency of the locked and plain sessions side by side in one process (runs
-interleaved), the latency comparison that process-to-process noise does not swamp. Models: the bundled digits models and generated MatMul MLPs of the given sizes (from 1 GiB
-on, locked with external data, as the CLI does). Locked models are cached under build/bench_load/
+         mask (the default lock: every weight transformed) and confusion (a small part touched).
+For each: session creation, first inference, steady latency at batch 1 and 32 (medians), peak
+RSS and the RSS held at the end (the session's footprint once built and run); and steady latency
+of the locked and plain sessions side by side in one process (runs interleaved), the latency
+comparison that process-to-process noise does not swamp. Models: the bundled digits models and
+generated MatMul MLPs of the given sizes (from 1 GiB on, locked with external data, as the CLI does). Locked models are cached under build/bench_load/
 (git ignores it): a 384 MiB lock takes minutes.
 Writes reports/bench_load.json (and a plot when matplotlib is installed); never asserts a time.
 """
@@ -45,7 +46,7 @@ PASSPHRASE = "benchmark passphrase"
 CHEAP_KDF = {"n": 2**12}
 DIGITS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_transformer"]
 MODES = ("plain", "aes", "locked")
-METHODS = "confusion,signflip;confusion"
+METHODS = "mask;confusion"
 CACHE = Path(__file__).resolve().parent.parent / "build" / "bench_load"
 WIDTH = 2048
 
@@ -85,11 +86,12 @@ def feeds_for(session: ort.InferenceSession, batch: int) -> dict:
     return feeds
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set (VmHWM; ru_maxrss would carry the parent's over a fork)."""
+def rss_mib(field: str = "VmHWM") -> float:
+    """This process's peak resident set (VmHWM; ru_maxrss would carry the parent's over a fork), or
+    with ``field="VmRSS"`` the resident set now."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -152,7 +154,7 @@ def child(mode: str, folder: Path, steady: int) -> dict:
         latency[name] = 1000 * statistics.median(times)
     output = session.run(None, many)[0]
     return {"create_ms": 1000 * create, "create_excl_kdf_ms": 1000 * create - kdf, "first_ms": 1000 * first, **{f"{k}_ms": v for k, v in latency.items()},
-            "peak_rss_mib": peak_rss_mib(),
+            "peak_rss_mib": rss_mib(), "held_rss_mib": rss_mib("VmRSS"),
             "output_sha": __import__("hashlib").sha256(output.tobytes()).hexdigest()}
 
 
@@ -284,7 +286,8 @@ def main() -> None:
             print(f"{name} [{method}]: create aes {r['create_ms']['aes']:.2f}x locked {r['create_ms']['locked']:.2f}x, "
                   f"KDF excluded {r['create_excl_kdf_ms']['locked']:.2f}x (plain {m['plain']['create_ms']:.1f} ms); "
                   f"rss aes {r['peak_rss_mib']['aes']:.2f}x locked {r['peak_rss_mib']['locked']:.2f}x "
-                  f"(plain {m['plain']['peak_rss_mib']:.0f} MiB); "
+                  f"(plain {m['plain']['peak_rss_mib']:.0f} MiB), held after creation and runs "
+                  f"aes {r['held_rss_mib']['aes']:.2f}x locked {r['held_rss_mib']['locked']:.2f}x; "
                   f"batch1 {r['batch1_ms']['locked']:.3f}x batch32 {r['batch32_ms']['locked']:.3f}x "
                   f"(side by side {r['steady_side_by_side']['batch1']:.3f}x, {r['steady_side_by_side']['batch32']:.3f}x); "
                   f"exact {results[-1]['outputs_bit_identical']}", file=sys.stderr, flush=True)

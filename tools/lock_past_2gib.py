@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from bench_load import mlp, peak_rss_mib  # noqa: E402
+from bench_load import mlp, rss_mib  # noqa: E402
 from onnxlock import load_session, lock_model, write_locked  # noqa: E402
 from onnxlock.fileio import atomic_write_bytes  # noqa: E402
 
@@ -63,7 +63,7 @@ def main() -> None:
     report = {"mib": args.mib, "method": args.method, **sizes, "lock_s": round(lock_s, 1),
               "load_session_s": round(load_s, 2), "plain_session_s": round(plain_s, 2),
               "bit_identical": restored.tobytes() == reference.tobytes(),
-              "peak_rss_mib_whole_script": round(peak_rss_mib())}
+              "peak_rss_mib_whole_script": round(rss_mib())}
     print(json.dumps(report))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode(), mode=0o644)
