@@ -278,15 +278,14 @@ def _restore_one(source: LockedSource, data: LockedSource | None, span: wire.Spa
     ``passes.restore`` on a one-tensor model, checked here. ``data``: the external data file
     holding the span's bytes (None: the locked model's own bytes)."""
     holder = source if data is None else data
-    values = span.array(holder.buffer)
+    view = span.array(holder.buffer)  # checks the span lies in the file
+    values = holder.read(*span.data).view(view.dtype).reshape(view.shape)  # our own copy, restored in place
     try:
         array = restore_array(secret, span.name, values, scratch)
     except (KeyError, IndexError, ValueError, TypeError):
         array = None
     if array is not None:
-        array = np.ascontiguousarray(array)
-        holder.release(*span.data)
-        return array, False
+        return np.ascontiguousarray(array), False
     single = onnx.ModelProto()
     tensor = single.graph.initializer.add()
     tensor.ParseFromString(span.message(source.buffer))

@@ -9,6 +9,8 @@ import mmap
 import os
 import threading
 
+import numpy as np
+
 from ..errors import OnnxlockError
 
 _CHUNK = 1 << 20
@@ -110,13 +112,22 @@ class LockedSource:
     def _hash_bytes(data: bytes) -> str:
         return hashlib.sha256(data).hexdigest()
 
-    def release(self, start: int, end: int) -> None:
-        """Drop this process's mapped pages of ``buffer[start:end]`` once read (they stay in the
-        page cache and fault back in if read again), so the locked file does not add to the RSS."""
-        if self._map is None or not hasattr(mmap, "MADV_DONTNEED"):
-            return
-        first = start - start % mmap.PAGESIZE
-        self._map.madvise(mmap.MADV_DONTNEED, first, end - first)
+    def read(self, start: int, end: int) -> np.ndarray:
+        """A writable copy of ``buffer[start:end]``: read from the file for a mapped one (no mapped
+        page is faulted in, and the read releases the GIL: half the time of copying from the map
+        on a large model), copied from the bytes given otherwise."""
+        if self.path is None:
+            return np.frombuffer(self.buffer, dtype=np.uint8, count=end - start, offset=start).copy()
+        out = np.empty(end - start, dtype=np.uint8)
+        view, done = memoryview(out), 0
+        with open(self.path, "rb", buffering=0) as handle:
+            handle.seek(start)
+            while done < len(out):
+                count = handle.readinto(view[done:])
+                if not count:
+                    raise OnnxlockError(f"the {self.what} changed while it was being read (truncated)")
+                done += count
+        return out
 
     def sha256(self) -> str:
         self._join()
