@@ -233,7 +233,7 @@ def kdf_cost_ms() -> dict:
 
 
 def plot(report: dict, path: Path) -> None:
-    """Creation (KDF excluded) and peak RSS relative to a plain session, one bar pair per row."""
+    """Creation (KDF excluded), peak RSS and held RSS relative to a plain session, one bar pair per row."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -243,12 +243,13 @@ def plot(report: dict, path: Path) -> None:
     rows = report["results"]
     names = [f"{r['model']} [{r['method']}]" for r in rows]
     y = np.arange(len(names))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(names) + 1.5), sharey=True)
+    fig, axes = plt.subplots(1, 3, figsize=(16, 0.45 * len(names) + 1.5), sharey=True)
     panels = ((axes[0], {"aes": "create_ms", "locked": "create_excl_kdf_ms"}, "session creation / plain (KDF excluded)"),
-              (axes[1], {"aes": "peak_rss_mib", "locked": "peak_rss_mib"}, "peak RSS / plain"))
+              (axes[1], {"aes": "peak_rss_mib", "locked": "peak_rss_mib"}, "peak RSS / plain"),
+              (axes[2], {"aes": "held_rss_mib", "locked": "held_rss_mib"}, "RSS held once built and run / plain"))
     for ax, keys, title in panels:
         for i, mode in enumerate(("aes", "locked")):
-            ax.barh(y + 0.4 * i, [r["ratios_vs_plain"][keys[mode]][mode] for r in rows], 0.4,
+            ax.barh(y + 0.4 * i, [r["ratios_vs_plain"].get(keys[mode], {}).get(mode, np.nan) for r in rows], 0.4,
                     label={"aes": "whole-file AES-GCM", "locked": "onnxlock load_session"}[mode])
         ax.axvline(1, color="k", lw=0.5)
         ax.set_title(title)

@@ -5,9 +5,9 @@ initializer's bytes; large ones become external-data placeholders in a small "sk
   * untouched tensors are read by onnxruntime straight from the locked file (its own external
     data loading, as for any model with external data) or, for bytes, from the buffer in memory
     (``add_external_initializers_from_files_in_memory``);
-  * touched tensors are restored on a few threads, each read once from the mapped file into its
-    own buffer by the methods' array shortcuts (``touches.py``; the mapped pages are dropped once
-    read), or else by ``passes.restore`` on a one-tensor model, and given as OrtValues that
+  * touched tensors are restored on a few threads, each read from the file into its own buffer
+    (``LockedSource.read``) and restored there in place by the methods' array shortcuts
+    (``touches.py``), or else by ``passes.restore`` on a one-tensor model, and given as OrtValues that
     onnxruntime copies in (``add_external_initializers``); the restored arrays are freed once
     the session is built, so what stays is what a plain session holds. On CPU, from a file,
     those only Gather tables use (``SHAREABLE_USES``) are lent in place instead
