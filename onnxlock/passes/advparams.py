@@ -31,6 +31,7 @@ The secret is the list of (tensor name, flat index, original float32 bits): rest
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from functools import partial
@@ -71,12 +72,12 @@ def write_bits(tensor: onnx.TensorProto, edits: list[tuple[int, int]]) -> None:
     so that writing the original bits back gives the original serialisation."""
     if tensor.data_type != TensorProto.FLOAT:
         raise ModelMismatchError(f"the key does not fit this model (tensor {tensor.name} is not float32)")
-    size = int(np.prod(tensor.dims, dtype=np.int64))
+    size = math.prod(tensor.dims)
     if tensor.HasField("raw_data") and len(tensor.raw_data) == 4 * size:
-        raw = bytearray(tensor.raw_data)
-        for index, bits in edits:
-            raw[4 * index:4 * index + 4] = struct.pack("<I", bits)
-        tensor.raw_data = bytes(raw)
+        raw = np.frombuffer(tensor.raw_data, dtype="<u4").copy()
+        indices, bits = zip(*edits) if edits else ((), ())
+        raw[list(indices)] = bits
+        tensor.raw_data = raw.tobytes()
     elif len(tensor.float_data) == size:
         for index, bits in edits:
             tensor.float_data[index] = struct.unpack("<f", struct.pack("<I", bits))[0]
@@ -91,7 +92,8 @@ def _checked_edits(model: onnx.ModelProto, secret: dict) -> dict[str, list[tuple
     weights = secret.get("weights")
     if not isinstance(weights, list) or len(weights) > MAX_SECRET_WEIGHTS:
         raise KeyFormatError("advparams key 'weights' must be a list")
-    sizes = {t.name: (t.data_type, int(np.prod(t.dims, dtype=np.int64))) for t in model.graph.initializer}
+    named = {entry[0] for entry in weights if isinstance(entry, list) and entry and isinstance(entry[0], str)}
+    sizes = {t.name: (t.data_type, math.prod(t.dims)) for t in model.graph.initializer if t.name in named}
     edits: dict[str, list[tuple[int, int]]] = {}
     for entry in weights:
         if (not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[0], str)
