@@ -235,6 +235,23 @@ def test_only_looked_up_tables_are_lent_in_place(tmp_path):
     assert np.array_equal(session.run(None, {"ids": ids})[0], plain.run(None, {"ids": ids})[0])
 
 
+@pytest.mark.parametrize("inline", [True, False], ids=["whole", "skeleton"])
+def test_initializers_no_node_reads_are_not_given_to_onnxruntime(tmp_path, monkeypatch, capfd, inline):
+    """Originals normalisation folded stay in the locked file for the exact restore, but the session
+    is built without them: onnxruntime would drop each with a warning line on every load."""
+    if inline:
+        monkeypatch.setattr(fast, "INLINE_BYTES", 4 << 20)
+    model = embedding_model()
+    write_locked(lock_model(model, passphrase=PASSPHRASE, method="mask", kdf_params=CHEAP_KDF),
+                 tmp_path / "m.onnx", tmp_path / "m.key")
+    assert "T2" in {t.name for t in onnx.load(tmp_path / "m.onnx").graph.initializer}
+    session = load_session(tmp_path / "m.onnx", tmp_path / "m.key", passphrase=PASSPHRASE, providers="cpu")
+    ids = np.array([1, 2])
+    plain = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.array_equal(session.run(None, {"ids": ids})[0], plain.run(None, {"ids": ids})[0])
+    assert "Removing initializer" not in capfd.readouterr().err
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the RSS from /proc")
 def test_restored_matmul_weights_are_not_kept_beside_the_sessions_own(tmp_path):
     """After load_session returns, the process holds about what a plain session holds: the restored

@@ -172,13 +172,8 @@ def _prepare_layout(source: LockedSource, data: LockedSource | None, layout: wir
     model = restore(model, restrict(secret, lambda name: name not in large_names), in_place=True)
     _check_initializers(model, to_check - large_names, secret)
     untouched = len(large) > len(restored)
-    unread = set(restored) - read_names(model.graph)
-    if unread:  # originals normalisation folded, kept for the exact restore: onnxruntime would drop
-        for name in unread:  # them as unused, and then refuse them given in
-            del restored[name]
-        kept_initializers = [t for t in model.graph.initializer if t.name not in unread]
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(kept_initializers)
+    for name in drop_unread(model):  # onnxruntime would drop them too, then refuse them given in
+        restored.pop(name, None)
 
     def handover(lent: set[str]) -> tuple[bytes, ort.SessionOptions, list, list]:
         """The skeleton and options lending ``lent`` in place and copying the other restored tensors."""
@@ -193,6 +188,18 @@ def _prepare_layout(source: LockedSource, data: LockedSource | None, layout: wir
         handed.log_severity_level = QUIET  # a failed try is retried: its error is not the caller's
     return Prepared(skeleton, handed, during, checks, data, lent=kept,
                     copied=(lambda: handover(set())[:3]) if lend else None)
+
+
+def drop_unread(model: onnx.ModelProto) -> set[str]:
+    """Remove the initializers no node reads (what normalisation folded, kept for the exact
+    restore) from what onnxruntime is given: it would drop each with a warning line. Their names."""
+    read = read_names(model.graph) | {value.name for value in model.graph.input}  # (an input's default stays)
+    unread = {tensor.name for tensor in model.graph.initializer if tensor.name not in read}
+    if unread:
+        kept = [tensor for tensor in model.graph.initializer if tensor.name not in unread]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
+    return unread
 
 
 def read_names(graph: onnx.GraphProto) -> set[str]:
@@ -243,6 +250,7 @@ def _prepare_whole(source: LockedSource, secret: dict, options: ort.SessionOptio
     key's digests, handed over as bytes with the caller's own options (nothing to add to them)."""
     model = restore(parse_model(bytes(source.buffer), source="locked model"), secret, in_place=True)
     _check_initializers(model, needs_digest(secret), secret)
+    drop_unread(model)
     return Prepared(model.SerializeToString(), options)
 
 
