@@ -208,7 +208,8 @@ def embedding_model() -> onnx.ModelProto:
     normalisation folds the second Gather (constant indices) and keeps T2, now unread, for the
     exact restore."""
     rng = np.random.default_rng(0)
-    weights = {"T1": rng.standard_normal((64, 32)).astype(np.float32), "W": rng.standard_normal((32, 32)).astype(np.float32),
+    weights = {"T1": rng.standard_normal((64, 32)).astype(np.float32),
+               "W": rng.standard_normal((32, 32)).astype(np.float32),
                "T2": rng.standard_normal((64, 32)).astype(np.float32), "three": np.array([3], np.int64)}
     nodes = [helper.make_node("Gather", ["T1", "ids"], ["e"]), helper.make_node("MatMul", ["e", "W"], ["a"]),
              helper.make_node("Gather", ["T2", "three"], ["b"]), helper.make_node("Add", ["a", "b"], ["y"])]
@@ -265,7 +266,8 @@ def test_restored_matmul_weights_are_not_kept_beside_the_sessions_own(tmp_path):
                               [helper.make_tensor_value_info("h3", TensorProto.FLOAT, [None, 2048])], weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     onnx.save(model, tmp_path / "plain.onnx")
-    write_locked(lock_model(model, passphrase=PASSPHRASE, kdf_params=CHEAP_KDF), tmp_path / "m.onnx", tmp_path / "m.key")
+    locked = lock_model(model, passphrase=PASSPHRASE, kdf_params=CHEAP_KDF)
+    write_locked(locked, tmp_path / "m.onnx", tmp_path / "m.key")
     script = """
 import sys
 import numpy as np, onnxruntime as ort

@@ -12,8 +12,9 @@ For each: session creation, first inference, steady latency at batch 1 and 32 (m
 RSS and the RSS held at the end (the session's footprint once built and run); and steady latency
 of the locked and plain sessions side by side in one process (runs interleaved), the latency
 comparison that process-to-process noise does not swamp. Models: the bundled digits models and
-generated MatMul MLPs of the given sizes (from 1 GiB on, locked with external data, as the CLI does). Locked models are cached under build/bench_load/
-(git ignores it): a 384 MiB lock takes minutes.
+generated MatMul MLPs of the given sizes (from 1 GiB on, locked with external data, as the CLI
+does). Locked models are cached under build/bench_load/ (git ignores it): a 384 MiB lock takes
+minutes.
 Writes reports/bench_load.json (and a plot when matplotlib is installed); never asserts a time.
 """
 

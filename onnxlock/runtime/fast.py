@@ -207,9 +207,8 @@ def read_names(graph: onnx.GraphProto) -> set[str]:
     names = {output.name for output in graph.output}
     for node in graph.node:
         names.update(node.input)
-        for attribute in node.attribute:
-            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                names |= read_names(sub)
+        for sub in _subgraphs(node):
+            names |= read_names(sub)
     return names
 
 
@@ -227,10 +226,14 @@ def shareable(graph: onnx.GraphProto, names: set[str]) -> set[str]:
         for index, name in enumerate(node.input):
             if name in uses:
                 uses[name].add((node.op_type if node.domain in ("", "ai.onnx") else "", index))
-        for attribute in node.attribute:
-            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                barred.update(name for inner in sub.node for name in inner.input)
+        for sub in _subgraphs(node):
+            barred |= read_names(sub)
     return {name for name, used in uses.items() if used and used <= SHAREABLE_USES and name not in barred}
+
+
+def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
+    return [g for attribute in node.attribute for g in ([attribute.g] if attribute.HasField("g") else [])
+            + list(attribute.graphs)]
 
 
 def _point(model: onnx.ModelProto, restored: dict[str, np.ndarray], lent: set[str], location: str,
