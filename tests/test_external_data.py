@@ -130,3 +130,21 @@ def test_models_past_the_limit_run_in_memory_for_the_passes(monkeypatch, digits)
     session = cpu_session(model)
     assert session.onnxlock_weights  # the large weights went over as OrtValues
     assert session.run(None, x)[0].tobytes() == expected.tobytes()
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_transformer"])
+def test_the_size_bound_never_falls_below_what_protobuf_encodes(name):
+    """too_large decides from a bound that does not encode the weights: it must never be below
+    ByteSize (or a model near 2 GiB would be serialised past the limit), and stays close to it;
+    also for typed values, external data entries and documentation strings."""
+    from onnx import TensorProto, helper
+
+    model = load_model(MODELS / f"{name}.onnx")
+    model.graph.initializer.append(helper.make_tensor("typed", TensorProto.FLOAT, [3, 2], [0.5] * 6))
+    tensor = model.graph.initializer[0]
+    tensor.doc_string = "a weight"
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "note", "x" * 40
+    model.metadata_props.add(key="k", value="v" * 100)
+    exact = model.ByteSize()
+    assert exact <= external.serialized_bound(model) <= 1.1 * exact + 4096
