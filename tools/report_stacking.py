@@ -65,11 +65,11 @@ OCR_TEST_LINES, OCR_TRAIN_LINES = 64, 128  # rendered lines, each upright and ro
 Z95 = 1.96
 
 
-def lock(path: Path, method: str, calib: dict, labels: np.ndarray | None):
+def lock(path: Path, method: str, calib: dict, labels: np.ndarray | None, seed: int = 0):
     """The locked model (parsed), its truth, the lock's report and seconds, and whether the real
     loader restores outputs bit-identical to the original's."""
     start = time.perf_counter()
-    locked = lock_model(path, passphrase=PASSPHRASE, seed=0, kdf_params={"n": 2**12}, calibration=calib,
+    locked = lock_model(path, passphrase=PASSPHRASE, seed=seed, kdf_params={"n": 2**12}, calibration=calib,
                         labels=labels, method=method)
     seconds = time.perf_counter() - start
     model = parse_model(locked.model)
@@ -113,11 +113,11 @@ class Budget:
     attacks: tuple[str, ...] = ATTACKS
 
 
-def attack_lock(name: str, method: str, budget: Budget) -> dict:
+def attack_lock(name: str, method: str, budget: Budget, seed: int = 0) -> dict:
     path, (calib, calib_labels), (test, test_labels), (train_x, train_y) = case_data(name)
-    model, truth, report, seconds, exact = lock(path, method, calib, calib_labels)
+    model, truth, report, seconds, exact = lock(path, method, calib, calib_labels, seed)
     blind = suite.Data({k: v[:BLIND] for k, v in calib.items()}, None, test, test_labels)
-    row = {"model": name, "method": method, "budget": asdict(budget), "held_out": len(test_labels),
+    row = {"model": name, "method": method, "seed": seed, "budget": asdict(budget), "held_out": len(test_labels),
            "lock_seconds": seconds,
            "restore_exact": exact, "counterfeits": len(truth.counterfeits),
            "weights_changed": len(truth.changed_weights),
@@ -208,8 +208,9 @@ def verdicts(rows: list[dict]) -> list[dict]:
 
 
 def markdown(rows: list[dict], table: list[dict]) -> str:
+    seeds = ", ".join(str(s) for s in sorted({r.get("seed", 0) for r in rows}))
     lines = ["# Stacking: `confusion,advparams` against each lock alone", "",
-             "Made by `tools/report_stacking.py` (seed 0; see its docstring for the data). Every value is what "
+             f"Made by `tools/report_stacking.py` (seed {seeds}; see its docstring for the data). Every value is what "
              "the thief gets, so lower is better for the owner: top-1 agreement with the original on the "
              "held-out split, best ROC AUC of a detector, held-out accuracy after fine-tuning. *ok* when the "
              "stacked lock is at most the better lock alone plus the margin (binomial or Hanley-McNeil 95% "
@@ -255,6 +256,7 @@ def main() -> None:
     parser.add_argument("--no-peel-revert", action="store_true", help="skip peel-then-revert (the costliest attack)")
     parser.add_argument("--methods", default=";".join(METHODS), help="locks to attack, ';'-separated (default: %(default)s)")
     parser.add_argument("--attacks", default=",".join(ATTACKS), help="attacks to run (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="the locks' seed (default: %(default)s)")
     args = parser.parse_args()
     budget = Budget(tuple(int(k) for k in args.tops.split(",")), tuple(float(f) for f in args.fractions.split(",")),
                     args.steps, not args.no_peel_revert, tuple(args.attacks.split(",")))
@@ -270,7 +272,7 @@ def main() -> None:
     start = time.perf_counter()
     for name in names:
         for method in args.methods.split(";"):
-            rows.append(attack_lock(name, method, budget))
+            rows.append(attack_lock(name, method, budget, args.seed))
             table = verdicts(rows)
             atomic_write_bytes(args.out.with_suffix(".json"), (json.dumps(
                 {"rows": rows, "verdicts": table, "run_seconds": round(time.perf_counter() - start, 1)},
