@@ -65,8 +65,9 @@ def serialized_bound(model: onnx.ModelProto) -> int:
         if not tensor.HasField("raw_data"):
             size += tensor.ByteSize() + 16
             continue
-        size += len(tensor.raw_data) + len(tensor.name.encode()) + len(tensor.doc_string.encode()) \
-            + 11 * len(tensor.dims) + sum(len(e.key.encode()) + len(e.value.encode()) + 24 for e in tensor.external_data) + 64
+        entries = sum(len(e.key.encode()) + len(e.value.encode()) + 24 for e in tensor.external_data)
+        size += (len(tensor.raw_data) + len(tensor.name.encode()) + len(tensor.doc_string.encode())
+                 + 11 * len(tensor.dims) + entries + 64)
     return size
 
 

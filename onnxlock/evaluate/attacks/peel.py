@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
+from ...runtime.session import ORT_ERRORS
 from .channels import Channel, Peeling
 from .detect import detect
 from .health import health_score
@@ -68,6 +68,5 @@ def _health_or_none(model: onnx.ModelProto, feeds: dict[str, np.ndarray], health
     cannot take (seen beside a Split on NudeNet) is no candidate, as it is none for a thief."""
     try:
         return health_score(model, feeds, health)
-    except (ort.capi.onnxruntime_pybind11_state.Fail, ort.capi.onnxruntime_pybind11_state.InvalidGraph,
-            ort.capi.onnxruntime_pybind11_state.RuntimeException):
+    except ORT_ERRORS:
         return None
