@@ -95,7 +95,7 @@ def _run_pass(name: str, original: onnx.ModelProto, current: onnx.ModelProto, ea
         advparams = PerturbWeightsPass(max_weights=options.max_weights, calibration=options.calibration,
                                        labels=options.labels, seed=options.seed, progress=options.progress)
         return advparams(original, onto=normalize(current) if earlier else None, earlier=earlier)
-    return KEYED[name]()(normalize(current) if not earlier else current)
+    return KEYED[name]()(normalize(current) if not earlier else current, in_place=True)  # a copy of our own
 
 
 def _fingerprint(locked: onnx.ModelProto, layers: list[dict]) -> list | None:
@@ -155,6 +155,7 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
         reports.append(result.report)
     if not secrets:
         raise UnsupportedGraphError("; ".join(f"{s['method']}: {s['reason']}" for s in skipped))
+    del model, result  # the original is not needed any more: not held while the lock is serialised
     applied = [report["method"] for report in reports]
     secret = dict(secrets[0]) if len(secrets) == 1 else stack_secrets(secrets)
     fingerprint = _fingerprint(current, secret_layers(secret))
@@ -162,7 +163,7 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
         raise InvalidArgumentError("the locked model would pass protobuf's 2 GiB limit: give external_data, "
                                    "a file name for its weights (the CLI does)")
     locked, data = split(current, external_data) if external_data else (current.SerializeToString(), None)
-    del model, current, result  # the bytes are all we keep: a large model is held once, not thrice
+    del current  # the bytes are all we keep: a large model is held once, not twice
     restored = parse_model(locked) if data is None else attach(parse_model(locked), data, external_data)
     restored = restore(restored, secret, in_place=True)  # the only restore
     if data is None:

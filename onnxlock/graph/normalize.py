@@ -10,6 +10,8 @@ value_info is dropped and shapes re-inferred. Opset imports, metadata_props and 
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
@@ -263,12 +265,24 @@ def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
         graph = import_graph(export_graph(graph, like))
     name_nodes(graph)
     normalized = export_graph(graph, like)
-    try:  # past protobuf's 2 GiB the checker cannot serialise the model: it checks the graph alone
-        onnx.checker.check_model(weightless(normalized) if too_large(normalized) else normalized, full_check=True)
+    del graph, like
+    gc.collect()  # graph-surgeon graphs are cycles: without this, ``like``'s weights outlive the call
+    check(normalized)
+    return normalized
+
+
+def check(model: onnx.ModelProto) -> None:
+    """The ONNX checker's full check, on the weightless copy and then each large tensor on its own:
+    the same checks without serialising the whole model twice more (the checker's C++ side parses
+    its own copy), which made a lock's peak five times the model."""
+    try:
+        onnx.checker.check_model(weightless(model), full_check=True)
+        for tensor in model.graph.initializer:
+            if not is_small(tensor):
+                onnx.checker.check_tensor(tensor)
     except Exception as exc:  # ValidationError, or onnx's InferenceError from the full check
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnsupportedGraphError(f"model fails the ONNX checker: {message}") from exc
-    return normalized
 
 
 def initializer_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:

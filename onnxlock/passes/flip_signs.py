@@ -221,7 +221,9 @@ class FlipSignsPass:
             raise ValueError(f"{self.method} seed must be {SEED_BYTES} bytes")
         self.seed = seed
 
-    def __call__(self, model: onnx.ModelProto) -> PassResult:
+    def __call__(self, model: onnx.ModelProto, *, in_place: bool = False) -> PassResult:
+        """Lock ``model`` (a copy of it, or ``model`` itself when ``in_place``: a large model is
+        then held once, not twice)."""
         weights = weight_tensors(model)
         if not weights:  # e.g. a quantized model: its integer weights are not locked
             raise UnsupportedGraphError("no float Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock")
@@ -229,8 +231,9 @@ class FlipSignsPass:
         chosen = set(names)
         names += [name for name in unread_tensors(model) if name not in chosen]
         seed = self.seed or os.urandom(SEED_BYTES)
-        locked = onnx.ModelProto()
-        locked.CopyFrom(model)
+        locked = model if in_place else onnx.ModelProto()
+        if not in_place:
+            locked.CopyFrom(model)
         inits = {t.name: t for t in locked.graph.initializer}
         for name in names:
             flip_tensor(inits[name], seed, self.transform)
