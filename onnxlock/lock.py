@@ -19,6 +19,7 @@ from .graph.external import attach, check_location, split, too_large
 from .graph.io import load_model, parse_model
 from .graph.normalize import normalize
 from .graph.patch import sample_counterfeits, sample_values
+from .graph.values import read_values
 from .guard import guarded
 from .key import check_passphrase, load_recipient, open_key, seal
 from .passes import FlipSignsPass, MaskPass, PerturbWeightsPass, WidenChannelsPass, restore, secret_layers, stack_secrets
@@ -26,7 +27,9 @@ from .passes.advparams import DEFAULT_MAX_WEIGHTS
 from .passes.base import PassResult
 from .passes.confusion import DEFAULT_TRIES
 from .passes.counterfeit import DEFAULT_STRATEGY
+from .runtime.inplace import restore_serialized
 from .runtime.restore import restored_digests
+from .runtime.touches import tensor_digest
 from .validate import check_calibration, check_lock_options, check_model_argument, check_path
 
 
@@ -98,6 +101,38 @@ def _run_pass(name: str, original: onnx.ModelProto, current: onnx.ModelProto, ea
     return KEYED[name]()(normalize(current) if not earlier else current, in_place=True)  # a copy of our own
 
 
+def _plan_keyed(name: str, model: onnx.ModelProto) -> tuple[PassResult, bool]:
+    """Keyed pass ``name`` on its own: planned on the normalised model, which is returned unlocked
+    with True when every tensor to lock holds raw bytes (the XOR is then applied to the serialized
+    model, ``_apply_serialized``: no second copy of the weights in protobuf's arena), else locked here."""
+    normalized = normalize(model)
+    keyed = KEYED[name]()
+    secret, report = keyed.plan(normalized)
+    raw = {t.name for t in normalized.graph.initializer if t.HasField("raw_data")}
+    if raw.issuperset(secret["tensors"]):
+        return PassResult(normalized, secret, report), True
+    return PassResult(keyed.restore(normalized, secret, in_place=True), secret, report), False
+
+
+def _apply_serialized(original: bytes, data: bytearray | None, location: str | None,
+                      secret: dict) -> tuple[bytes, bytearray | None, list]:
+    """The serialized ``original`` (and its external ``data``) locked by the keyed ``secret``, whose
+    XOR is its own restore, and the lock's fingerprint."""
+    inside = restore_serialized(original, secret, data, in_place=True)  # split's bytearray: XORed as it is
+    if inside is None:  # (plain raw bytes were checked: the scanner met a layout it leaves alone)
+        model = parse_model(original) if data is None else attach(parse_model(original), data, location)
+        del original, data
+        model = restore(model, secret, in_place=True)
+        fingerprint = _fingerprint(model, [secret])
+        locked, data = split(model, location) if location else (model.SerializeToString(), None)
+        return locked, data, fingerprint
+    del original, data
+    model, weights, arrays = inside
+    fingerprint = sample_values(arrays, secret["tensors"], FINGERPRINT_SIZE, np.random.default_rng())
+    del arrays
+    return bytes(model), weights, fingerprint
+
+
 def _fingerprint(locked: onnx.ModelProto, layers: list[dict]) -> list | None:
     """A sample of values only this lock has, for 'onnxlock trace' on a leaked copy: its counterfeit
     values, else its masked or sign-flipped ones (None when the lock has neither)."""
@@ -106,7 +141,10 @@ def _fingerprint(locked: onnx.ModelProto, layers: list[dict]) -> list | None:
         if layer["method"] == WidenChannelsPass.method:
             return sample_counterfeits(locked, layer["groups"], FINGERPRINT_SIZE, rng)
     keyed = [name for layer in layers if layer["method"] in KEYED for name in layer["tensors"]]
-    return sample_values(locked, keyed, FINGERPRINT_SIZE, rng) if keyed else None
+    if not keyed:
+        return None
+    inits = {t.name: t for t in locked.graph.initializer}
+    return sample_values({name: read_values(inits[name]) for name in keyed}, keyed, FINGERPRINT_SIZE, rng)
 
 
 @guarded("locking {model}")
@@ -142,9 +180,13 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
     options = LockOptions(ratio, strategy, seed, check_calibration(calibration, model), tries, progress,
                           max_weights, labels, stealth=bool(KEYED.keys() & set(methods)))
     current, secrets, reports, skipped = model, [], [], []
+    deferred = False  # a keyed pass left to apply to the serialized model (``_apply_serialized``)
     for name in methods:
         try:
-            result = _run_pass(name, model, current, secrets, options)
+            if len(methods) == 1 and name in KEYED:
+                result, deferred = _plan_keyed(name, model)
+            else:
+                result = _run_pass(name, model, current, secrets, options)
         except UnsupportedGraphError as exc:
             if name not in OPTIONAL_IN_STACK or len(methods) == 1:
                 raise
@@ -158,22 +200,21 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
     del model, result  # the original is not needed any more: not held while the lock is serialised
     applied = [report["method"] for report in reports]
     secret = dict(secrets[0]) if len(secrets) == 1 else stack_secrets(secrets)
-    fingerprint = _fingerprint(current, secret_layers(secret))
+    fingerprint = None if deferred else _fingerprint(current, secret_layers(secret))
     if external_data is None and too_large(current):
         raise InvalidArgumentError("the locked model would pass protobuf's 2 GiB limit: give external_data, "
                                    "a file name for its weights (the CLI does)")
     locked, data = split(current, external_data) if external_data else (current.SerializeToString(), None)
     del current  # the bytes are all we keep: a large model is held once, not twice
-    restored = parse_model(locked) if data is None else attach(parse_model(locked), data, external_data)
-    restored = restore(restored, secret, in_place=True)  # the only restore
+    if deferred:
+        locked, data, fingerprint = _apply_serialized(locked, data, external_data, secret)
+    restored_sha256, digests = _restored_facts(locked, data, external_data, secret)
     if data is None:
-        secret["restored_sha256"] = sha256_bytes(restored.SerializeToString())
+        secret["restored_sha256"] = restored_sha256
     else:  # the graph file's hash binds the rest; the key the data file's
         secret["external_data"] = {"location": external_data, "sha256": sha256_bytes(data), "bytes": len(data)}
-    digests = restored_digests(restored, secret)  # per touched tensor: what the fast loader checks
-    if digests is not None:
+    if digests is not None:  # per touched tensor: what the fast loader checks
         secret["restored_tensors"] = digests
-    del restored
     if fingerprint is not None:
         secret["fingerprint"] = fingerprint
     key = seal(secret, model_sha256=sha256_bytes(locked), method=",".join(applied),
@@ -187,6 +228,20 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
     if skipped:
         report["skipped"] = skipped
     return LockedModel(locked, key, report, data, external_data if data is not None else None)
+
+
+def _restored_facts(locked: bytes, data: bytes | None, location: str | None,
+                    secret: dict) -> tuple[str | None, dict[str, str] | None]:
+    """The lock's one restore: the restored model's SHA-256 (None with external data) and the
+    digests of the tensors ``secret`` touches (None if a method does not say which). Inside the
+    serialized bytes where the key allows it (``restore_serialized``), else on the parsed model."""
+    inside = restore_serialized(locked, secret, data)
+    if inside is not None:
+        model, _, arrays = inside
+        return None if data is not None else sha256_bytes(model), {n: tensor_digest(a) for n, a in arrays.items()}
+    restored = parse_model(locked) if data is None else attach(parse_model(locked), data, location)
+    restored = restore(restored, secret, in_place=True)
+    return None if data is not None else sha256_bytes(restored.SerializeToString()), restored_digests(restored, secret)
 
 
 @guarded("writing {model_path} and {key_path}")

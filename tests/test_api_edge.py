@@ -27,7 +27,7 @@ def crash(*args, **kwargs):
 @pytest.fixture
 def buggy_lock(monkeypatch):
     """A bug deep inside the lock (where issue 7's real crashes were)."""
-    monkeypatch.setattr("onnxlock.passes.flip_signs.read_values", crash)
+    monkeypatch.setattr("onnxlock.passes.flip_signs._keystream", crash)
 
 
 def test_a_bug_becomes_one_internal_error(buggy_lock):
@@ -36,7 +36,7 @@ def test_a_bug_becomes_one_internal_error(buggy_lock):
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"internal error while locking {MLP}: ZeroDivisionError at onnxlock/")
-    assert re.search(r"ZeroDivisionError at onnxlock/passes/flip_signs\.py:\d+ \(flip_tensor\); ", message)
+    assert re.search(r"ZeroDivisionError at onnxlock/passes/flip_signs\.py:\d+ \(mask_values\); ", message)
     assert "report" in message and "--debug" in message and DEBUG_ENV in message
     assert isinstance(caught.value.original, ZeroDivisionError)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__  # raised from None
@@ -61,14 +61,14 @@ def test_the_message_never_repeats_the_original_text(monkeypatch, locked_mlp):
 
 def test_the_outermost_public_call_names_the_action(monkeypatch):
     """A bug inside lock_model's restore check is reported as the user's call: locking."""
-    monkeypatch.setattr("onnxlock.lock.restore", crash)
+    monkeypatch.setattr("onnxlock.lock.restore_serialized", crash)
     with pytest.raises(InternalError, match=r"^internal error while locking .*digits_mlp\.onnx: ZeroDivisionError"):
         lock_model(MLP, passphrase=PASSPHRASE, kdf_params=CHEAP_KDF, tries=1)
 
 
 def test_python_dash_c_users_see_one_clear_line():
     code = ("import onnxlock.passes.flip_signs as f\n"
-            "f.read_values = lambda tensor: 1 / 0\n"
+            "f._keystream = lambda *args, **kwargs: 1 / 0\n"
             "import onnxlock\n"
             f"onnxlock.lock_model({str(MLP)!r}, passphrase='correct horse battery staple', kdf_params={{'n': 4096}})\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
@@ -120,7 +120,7 @@ def test_full_disk_is_bad_input_not_a_bug(cli, passphrase_env, monkeypatch, outd
 def test_out_of_memory_is_not_a_bug(cli, passphrase_env, monkeypatch, outdir):
     def huge(*args, **kwargs):
         raise MemoryError("Unable to allocate 64.0 GiB for an array")
-    monkeypatch.setattr("onnxlock.passes.flip_signs.read_values", huge)
+    monkeypatch.setattr("onnxlock.passes.flip_signs._keystream", huge)
     result = cli("lock", MLP, "-o", outdir / "l.onnx", "--key", outdir / "k.key")
     assert result.code == 1 and result.err.startswith("onnxlock: error: out of memory")
 

@@ -84,9 +84,10 @@ def _fields_bound(message, skip: str) -> int:
     return total
 
 
-def split(model: onnx.ModelProto, location: str) -> tuple[bytes, bytes]:
+def split(model: onnx.ModelProto, location: str) -> tuple[bytes, bytearray]:
     """The model's graph serialized with its large initializers' bytes moved to one blob (returned
-    too) at ``location``; ``model`` is changed in place (its raw data moved out)."""
+    too, not copied again: a bytearray) at ``location``; ``model`` is changed in place (its raw
+    data moved out)."""
     check_location(location)
     data = bytearray()
     for tensor in model.graph.initializer:
@@ -102,7 +103,7 @@ def split(model: onnx.ModelProto, location: str) -> tuple[bytes, bytes]:
         for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
             entry = tensor.external_data.add()
             entry.key, entry.value = key, value
-    return model.SerializeToString(), bytes(data)
+    return model.SerializeToString(), data
 
 
 def external_entries(tensor: TensorProto) -> dict[str, str]:

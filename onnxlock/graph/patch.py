@@ -246,13 +246,13 @@ def sample_counterfeits(model: onnx.ModelProto, groups: list[dict], count: int,
     return sample
 
 
-def sample_values(model: onnx.ModelProto, names: list[str], count: int, rng: np.random.Generator,
+def sample_values(values: dict[str, np.ndarray], names: list[str], count: int, rng: np.random.Generator,
                   floor: float = 1e-3) -> list[list]:
     """``count`` entries ``[tensor, flat index, value]`` drawn at random from the tensors ``names``
-    (weighted by size), each of magnitude at least ``floor`` (so ``sample_fit`` cannot match it by
-    its absolute tolerance): after a keyed mask or sign flip, values only this lock holds there."""
-    inits = {t.name: t for t in model.graph.initializer}
-    arrays = [read_values(inits[name]).reshape(-1) for name in names]  # views of the raw bytes
+    (their arrays in ``values``; weighted by size), each of magnitude at least ``floor`` (so
+    ``sample_fit`` cannot match it by its absolute tolerance): after a keyed mask or sign flip,
+    values only this lock holds there."""
+    arrays = [values[name].reshape(-1) for name in names]
     sizes = np.array([a.size for a in arrays], dtype=np.float64)
     if not sizes.sum():
         return []

@@ -224,6 +224,12 @@ class FlipSignsPass:
     def __call__(self, model: onnx.ModelProto, *, in_place: bool = False) -> PassResult:
         """Lock ``model`` (a copy of it, or ``model`` itself when ``in_place``: a large model is
         then held once, not twice)."""
+        secret, report = self.plan(model)
+        return PassResult(self.restore(model, secret, in_place=in_place), secret, report)  # an XOR undoes itself
+
+    def plan(self, model: onnx.ModelProto) -> tuple[dict, dict]:
+        """The secret and report of locking ``model``, which is not changed: the tensors to lock
+        and the seed. Applying the secret is restoring it (``restore``: the XOR is its own inverse)."""
         weights = weight_tensors(model)
         if not weights:  # e.g. a quantized model: its integer weights are not locked
             raise UnsupportedGraphError("no float Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock")
@@ -231,17 +237,12 @@ class FlipSignsPass:
         chosen = set(names)
         names += [name for name in unread_tensors(model) if name not in chosen]
         seed = self.seed or os.urandom(SEED_BYTES)
-        locked = model if in_place else onnx.ModelProto()
-        if not in_place:
-            locked.CopyFrom(model)
-        inits = {t.name: t for t in locked.graph.initializer}
-        for name in names:
-            flip_tensor(inits[name], seed, self.transform)
-        flipped = sum(int(np.prod(inits[n].dims, dtype=np.int64)) for n in names)
+        dims = {t.name: t.dims for t in model.graph.initializer}
         secret = {"method": self.method, "version": SECRET_VERSION,
                   "seed": base64.b64encode(seed).decode("ascii"), "tensors": names}
-        report = {"method": self.method, "tensors": len(names), "weights_locked": flipped}
-        return PassResult(locked, secret, report)
+        report = {"method": self.method, "tensors": len(names),
+                  "weights_locked": sum(math.prod(dims[name]) for name in names)}
+        return secret, report
 
     @classmethod
     def restore(cls, model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:

@@ -48,12 +48,15 @@ class Touches:
     layer's shortcut reads it next). Its result must equal ``passes.restore``'s: the loader checks
     it against the digest the key recorded, unless ``exact`` says the shortcut
     runs the very code the pass's restore runs (then the digest would only re-check the locked
-    file's hash and the key's AES-GCM tag, which bind those inputs already)."""
+    file's hash and the key's AES-GCM tag, which bind those inputs already). ``in_place``: the
+    layer changes nothing but the values of the tensors it names, and its shortcut restores a
+    writable array in place (so a restore can work inside the serialized model's bytes)."""
 
     tensors: Callable[[dict], set[str]]
     restrict: Callable[[dict, Callable[[str], bool]], dict]
     restore_array: Callable[[dict, str, np.ndarray, Scratch | None], np.ndarray] | None = None
     exact: bool = False
+    in_place: bool = False
 
 
 def _confusion_tensors(layer: dict) -> set[str]:
@@ -121,9 +124,10 @@ def _advparams_restore_array(layer: dict, name: str, values: np.ndarray, scratch
 
 TOUCHES: dict[str, Touches] = {
     WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict, _confusion_restore_array, exact=True),
-    **{keyed.method: Touches(_keyed_tensors, _keyed_restrict, _keyed_xor(keyed.transform), exact=True)
+    **{keyed.method: Touches(_keyed_tensors, _keyed_restrict, _keyed_xor(keyed.transform), exact=True, in_place=True)
        for keyed in (FlipSignsPass, MaskPass)},
-    PerturbWeightsPass.method: Touches(_advparams_tensors, _advparams_restrict, _advparams_restore_array)}
+    PerturbWeightsPass.method: Touches(_advparams_tensors, _advparams_restrict, _advparams_restore_array,
+                                       in_place=True)}
 
 
 def touched_tensors(secret: dict) -> set[str] | None:
