@@ -1,5 +1,5 @@
 """A keyed lock on its own (the default, mask) is applied to the serialized model, not inside a
-parsed one: the same bytes as the pass on the model, and a peak memory of four to five times the
+parsed one: the same bytes as the pass on the model, and a peak memory of about three times the
 model instead of seven (the figures live in tools/bench_lock.py; the bound here only catches a
 return of the extra copies)."""
 
@@ -111,12 +111,12 @@ def _mlp(path) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
-def test_default_lock_peak_memory_stays_under_six_models(tmp_path):
-    """In a fresh process: the lock of a 48 MiB model by path peaks under 6x the model above the
-    process before it (7.2x with the parsed-model lock and the full checker; 4.1x or 5.1x now,
-    as the allocator happens to reuse memory)."""
+def test_default_lock_peak_memory_stays_under_four_and_a_half_models(tmp_path):
+    """In a fresh process: the lock of a 48 MiB model by path peaks under 4.5x the model above the
+    process before it (7.2x with the parsed-model lock, the full checker and graph-surgeon's
+    exports; 3.3x measured now)."""
     _mlp(tmp_path / "mlp.onnx")
     out = subprocess.run([sys.executable, "-c", PEAK, str(tmp_path / "mlp.onnx"), PASSPHRASE,
                           str(MODELS / "digits_mlp.onnx")], check=True,
                          capture_output=True, text=True).stdout.split()[-1]
-    assert 1.0 < float(out) < 6.0
+    assert 1.0 < float(out) < 4.5

@@ -13,6 +13,8 @@ from onnxlock.graph.io import load_model
 from onnxlock.graph.normalize import initializer_arrays, normalize
 from onnxlock.passes.confusion import WidenChannelsPass
 
+from conftest import MODELS
+
 RNG = np.random.default_rng(20)
 W1 = RNG.standard_normal((4, 3, 3, 3)).astype(np.float32)
 B1 = RNG.standard_normal(4).astype(np.float32)
@@ -207,3 +209,29 @@ def test_external_data_missing_file_is_a_format_error(tmp_path):
     (tmp_path / "net.weights").unlink()
     with pytest.raises(ModelFormatError, match="external data"):
         load_model(path)
+
+
+def test_exports_stand_in_for_large_weights_and_copy_each_once_exactly():
+    """export_graph gives gs's own export, byte for byte, while gs never copies the large weights;
+    a weightless export leaves stand-ins without data, and ``lend`` points them back at the weights."""
+    import onnx_graphsurgeon as gs
+
+    from onnxlock.graph.normalize import export_graph, import_graph, is_small, lend
+
+    model = normalize(load_model(MODELS / "digits_cnn.onnx"))
+    weights = {t.name: t for t in model.graph.initializer if not is_small(t)}
+    assert weights  # the test needs large weights
+    graph = gs.import_onnx(model)
+    ours = export_graph(graph, model)
+    plain = gs.export_onnx(graph, do_type_check=False)
+    del plain.graph.value_info[:]
+    assert [t.SerializeToString() for t in ours.graph.initializer] == \
+        [t.SerializeToString() for t in plain.graph.initializer]
+    light = export_graph(graph, model, weights=weights, weightless=True)
+    stand_ins = [t for t in light.graph.initializer if t.name in weights]
+    assert stand_ins and not any(t.raw_data or t.float_data for t in stand_ins)
+    lent = lend(import_graph(light), weights)
+    values = {name: t.values for name, t in lent.tensors().items() if name in weights}
+    assert all(np.array_equal(values[name], numpy_helper.to_array(weights[name])) for name in weights)
+    with pytest.raises(ValueError):
+        export_graph(graph, model, weightless=True)

@@ -15,6 +15,7 @@ import gc
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx_graphsurgeon.ir.tensor import LazyValues
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
@@ -78,15 +79,39 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
             getattr(graph, field).extend(values)
 
 
-def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
+def export_graph(graph: gs.Graph, like: onnx.ModelProto, *, weights: dict[str, TensorProto] | None = None,
+                 weightless: bool = False) -> onnx.ModelProto:
     """gs export without value_info, carrying over what gs drops (metadata, model doc, ir version,
-    initializers no node reads: those folding used up stay, so every original weight keeps its name)."""
-    model = gs.export_onnx(graph, do_type_check=False)
+    initializers no node reads: those folding used up stay, so every original weight keeps its name).
+
+    Large constants that still read a model's tensor are exported as stand-ins without data, and
+    their tensors copied in once at the end (gs copies each into its graph, then the graph into
+    the model: the weights twice); ``weightless`` leaves the stand-ins (an intermediate model,
+    whose imported graph ``lend`` gives the tensors back). ``weights`` (by name): when given, only
+    these are stood in for, and they fill the stand-ins carried over from a weightless ``like``."""
+    if weightless and weights is None:
+        raise ValueError("a weightless export needs the weights to lend back")
+    lazy = {tensor.name: tensor for tensor in graph.tensors().values()
+            if _reads_large_tensor(tensor) and (weights is None or tensor.name in weights)}
+    sources = {name: tensor._values.tensor for name, tensor in lazy.items()}
+    for name, tensor in lazy.items():
+        tensor.values = LazyValues(TensorProto(name=name, data_type=sources[name].data_type, dims=sources[name].dims))
+    try:
+        model = gs.export_onnx(graph, do_type_check=False)
+    finally:
+        for name, tensor in lazy.items():
+            tensor.values = LazyValues(sources[name])
     del model.graph.value_info[:]
     present = {t.name for t in model.graph.initializer}
     present.update(out for node in model.graph.node for out in node.output)
     present.update(t.name for t in model.graph.input)
-    model.graph.initializer.extend(t for t in like.graph.initializer if t.name not in present)
+    carried = [t for t in like.graph.initializer if t.name not in present]
+    model.graph.initializer.extend(carried)
+    if not weightless:
+        sources.update((t.name, weights[t.name]) for t in carried if weights and t.name in weights)
+        for tensor in model.graph.initializer:
+            if tensor.name in sources:
+                tensor.CopyFrom(sources[tensor.name])  # its name too: gs named the original after its tensor
     model.ir_version = like.ir_version
     model.doc_string = like.doc_string
     model.model_version = like.model_version
@@ -94,6 +119,19 @@ def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     del model.metadata_props[:]
     model.metadata_props.extend(like.metadata_props)
     return model
+
+
+def _reads_large_tensor(tensor: gs.Tensor) -> bool:
+    """A constant whose values are still a model's (dense) tensor of more than INLINE_BYTES."""
+    return isinstance(tensor, gs.Constant) and type(tensor._values) is LazyValues and not is_small(tensor._values.tensor)
+
+
+def lend(graph: gs.Graph, weights: dict[str, TensorProto]) -> gs.Graph:
+    """``graph``, imported from a weightless export, with each stand-in reading its tensor in ``weights`` again."""
+    for tensor in graph.tensors().values():
+        if tensor.name in weights and isinstance(tensor, gs.Constant) and type(tensor._values) is LazyValues:
+            tensor.values = LazyValues(weights[tensor.name])
+    return graph
 
 
 def _constant_node_value(node: gs.Node) -> np.ndarray | None:
@@ -253,18 +291,21 @@ def name_nodes(graph: gs.Graph) -> None:
 def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a normalised copy of ``model``; the input is not modified."""
     check_opset(model)
+    weights = {tensor.name: tensor for tensor in model.graph.initializer if not is_small(tensor)}
     graph = gs.import_onnx(model)
     fold_constant_nodes(graph)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
-    like = export_graph(graph, model)  # every weight an initializer: what later exports keep
-    graph = import_graph(like)
+    like = export_graph(graph, model, weights=weights, weightless=True)  # every weight an initializer: what
+    # later exports keep; the weights that were Constant nodes are in it, in full, and lent from it
+    weights.update((t.name, t) for t in like.graph.initializer if not is_small(t) and t.name not in weights)
+    graph = lend(import_graph(like), weights)
     for _ in range(FOLD_ROUNDS):
         if not fold_known_values(graph):
             break
         graph.cleanup(remove_unused_graph_inputs=False).toposort()
-        graph = import_graph(export_graph(graph, like))
+        graph = lend(import_graph(export_graph(graph, like, weights=weights, weightless=True)), weights)
     name_nodes(graph)
-    normalized = export_graph(graph, like)
+    normalized = export_graph(graph, like, weights=weights)  # the one copy of the weights
     del graph, like
     gc.collect()  # graph-surgeon graphs are cycles: without this, ``like``'s weights outlive the call
     check(normalized)
