@@ -121,15 +121,11 @@ def _apply_serialized(original: bytes, data: bytearray | None, location: str | N
     inside = restore_serialized(original, secret, data, in_place=True)  # split's bytearray: XORed as it is
     if inside is None:  # (plain raw bytes were checked: the scanner met a layout it leaves alone)
         model = parse_model(original) if data is None else attach(parse_model(original), data, location)
-        del original, data
         model = restore(model, secret, in_place=True)
-        fingerprint = _fingerprint(model, [secret])
         locked, data = split(model, location) if location else (model.SerializeToString(), None)
-        return locked, data, fingerprint
-    del original, data
+        return locked, data, _fingerprint(model, [secret])
     model, weights, arrays = inside
     fingerprint = sample_values(arrays, secret["tensors"], FINGERPRINT_SIZE, np.random.default_rng())
-    del arrays
     return bytes(model), weights, fingerprint
 
 

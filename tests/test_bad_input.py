@@ -251,13 +251,13 @@ def test_default_stack_refuses_a_graph_without_weights(cli, passphrase_env, tmp_
     model = tmp_path / "tiny.onnx"
     onnx.save(matmul_of_inputs(), model)
     result = cli("lock", model, "-o", outdir / "l.onnx", "--key", outdir / "k.key")
-    assert_error(result, "no float Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock")
+    assert_error(result, "no float or quantized Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock")
     assert not list(outdir.iterdir())
 
 
-def test_a_quantized_model_is_refused_not_half_locked(cli, passphrase_env, tmp_path, outdir):
-    """Integer weights read through DequantizeLinear are not locked; a float bias beside them must
-    not make the default lock pass the model off as protected."""
+def test_a_quantized_model_is_locked_whole_or_refused_not_half_locked(cli, passphrase_env, tmp_path, outdir):
+    """Integer weights read through DequantizeLinear: the default mask locks them (tests/test_quantized.py);
+    signflip cannot, and a float bias beside them must not make it pass the model off as protected."""
     weight = numpy_helper.from_array(np.arange(12, dtype=np.int8).reshape(4, 3), "w_q")
     scale = numpy_helper.from_array(np.array(0.1, np.float32), "w_scale")
     bias = numpy_helper.from_array(np.ones(3, np.float32), "bias")
@@ -268,9 +268,12 @@ def test_a_quantized_model_is_refused_not_half_locked(cli, passphrase_env, tmp_p
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [weight, scale, bias])
     model = tmp_path / "quantized.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
-    result = cli("lock", model, "-o", outdir / "l.onnx", "--key", outdir / "k.key")
+    result = cli("lock", model, "-o", outdir / "l.onnx", "--key", outdir / "k.key", "--method", "signflip")
     assert_error(result, "no float Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock")
     assert not list(outdir.iterdir())
+    assert cli("lock", model, "-o", outdir / "l.onnx", "--key", outdir / "k.key").code == 0
+    locked = {t.name: numpy_helper.to_array(t) for t in onnx.load(outdir / "l.onnx").graph.initializer}
+    assert not np.array_equal(locked["w_q"], numpy_helper.to_array(weight))
 
 
 # --- --debug ------------------------------------------------------------------------------------

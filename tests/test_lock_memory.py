@@ -5,6 +5,7 @@ return of the extra copies)."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 
@@ -39,7 +40,7 @@ def test_serialized_lock_is_the_pass_applied_to_the_model(name, method):
     original = normalize(load_model(MODELS / f"{name}.onnx"))
     expected = PASSES[method].restore(original, secret)  # the pass's own XOR, on the parsed model
     assert locked.model == expected.SerializeToString()
-    assert secret["restored_sha256"] == __import__("hashlib").sha256(original.SerializeToString()).hexdigest()
+    assert secret["restored_sha256"] == hashlib.sha256(original.SerializeToString()).hexdigest()
     arrays = {t.name: numpy_helper.to_array(t) for t in original.graph.initializer}
     assert secret["restored_tensors"] == {n: tensor_digest(arrays[n]) for n in secret["tensors"]}
     assert len(secret["fingerprint"]) > 0

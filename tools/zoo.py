@@ -7,7 +7,8 @@
 Models: the torch architectures of ``zoo_models`` exported with the TorchScript exporter at opsets 13
 and 20 (the newest it writes; one variant with a dynamic batch) and with the dynamo exporter at
 opset 22 (the newest onnxlock accepts), where each exporter manages; the TF/JAX-pattern graphs of
-``zoo_graphs``; the bundled digits models and rapidocr's PP-OCR models. Each lock runs in a fresh
+``zoo_graphs``; int8 copies of each opset-13 export by onnxruntime's quantizer (dynamic, and
+static QDQ calibrated on synthetic inputs); the bundled digits models and rapidocr's PP-OCR models. Each lock runs in a fresh
 child process, which measures its peak memory (ru_maxrss).
 """
 
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from onnxlock import OnnxlockError, load_session, lock_model, write_locked  # noqa: E402
 from onnxlock.lock import DEFAULT_METHOD  # noqa: E402
-from onnxlock.passes.flip_signs import FLIPPABLE  # noqa: E402
+from onnxlock.passes.flip_signs import FLIPPABLE, quantized_tensors  # noqa: E402
 from onnxlock.evaluate.damage import run, synthetic_feeds  # noqa: E402
 from onnxlock.fileio import atomic_write_bytes  # noqa: E402
 from onnxlock.graph.groups import find_groups, widenable_share  # noqa: E402
@@ -50,6 +51,7 @@ LOCK_TIMEOUT_S = 600
 # (variant, dynamo, opset, dynamic batch)
 VARIANTS = [("ts13", False, 13, False), ("ts20", False, 20, False), ("dyn22", True, 22, False)]
 DYNAMIC_BATCH = {"resnet", "yolo", "bert", "gpt2", "mobilenet_v3_small"}  # also exported with a dynamic batch
+QUANTIZED_FROM = "ts13"  # the export each architecture's int8 copies are made from
 
 
 @dataclass
@@ -57,6 +59,44 @@ class Entry:
     name: str
     path: str
     family: str
+
+
+def quantize(entry: Entry, folder: Path) -> list:
+    """int8 copies of an export by onnxruntime's own quantizer, as edge deployments make them:
+    dynamic (MatMulInteger/ConvInteger) and static QDQ (calibrated on synthetic inputs). Entries,
+    or {family, reason} for a copy the quantizer could not make."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, \
+        quantize_static
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self, feeds: dict):
+            self.batches = iter([feeds])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    results = []
+    for label in ("q8dyn", "q8qdq"):
+        path = folder / f"{entry.name}-{label}.onnx"
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    if label == "q8dyn":
+                        quantize_dynamic(entry.path, str(tmp), weight_type=QuantType.QInt8)
+                    else:
+                        quantize_static(entry.path, str(tmp), Feeds(synthetic_feeds(onnx.load(entry.path))),
+                                        quant_format=QuantFormat.QDQ, weight_type=QuantType.QInt8)
+                run(onnx.load(str(tmp)), synthetic_feeds(onnx.load(str(tmp))))
+            except Exception as exc:  # the quantizer's limits are facts to report, like an exporter's
+                tmp.unlink(missing_ok=True)
+                reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+                results.append({"family": entry.family, "reason": f"{entry.name}-{label}: {type(exc).__name__}: {reason}"})
+                continue
+            tmp.rename(path)
+        results.append(Entry(path.stem, str(path), entry.family))
+    return results
 
 
 def export_torch(name: str, variant: tuple, folder: Path) -> Entry | str:
@@ -113,6 +153,9 @@ def build(only: set[str] | None = None, folder: Path = BUILD) -> tuple[list[Entr
                 entries.append(result)
             else:
                 failed.append({"family": name, "reason": result})
+            if isinstance(result, Entry) and variant[0] == QUANTIZED_FROM:
+                for quantized in quantize(result, folder):
+                    (entries.append if isinstance(quantized, Entry) else failed.append)(quantized)
     for name, make in GRAPHS.items():
         if not only or name in only:
             path = folder / f"{name}.onnx"
@@ -156,7 +199,9 @@ def lock_one(path: str, method: str = DEFAULT_METHOD) -> dict:
         result.update(status="traceback", reason=traceback.format_exc(limit=-3))
     try:
         model = normalize(onnx.load(path))
-        floats = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type in FLIPPABLE)
+        quantized = set(quantized_tensors(model))  # an int8 model's weights count as its values too
+        floats = sum(int(np.prod(t.dims)) for t in model.graph.initializer
+                     if t.data_type in FLIPPABLE or t.name in quantized)
         if "values_locked" in result:
             result["values_locked_share"] = round(result["values_locked"] / max(floats, 1), 4)
         graph = import_graph(model)

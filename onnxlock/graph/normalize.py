@@ -20,7 +20,6 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from ..errors import UnsupportedGraphError
-from .external import too_large
 from .io import check_opset
 
 
@@ -123,7 +122,8 @@ def export_graph(graph: gs.Graph, like: onnx.ModelProto, *, weights: dict[str, T
 
 def _reads_large_tensor(tensor: gs.Tensor) -> bool:
     """A constant whose values are still a model's (dense) tensor of more than INLINE_BYTES."""
-    return isinstance(tensor, gs.Constant) and type(tensor._values) is LazyValues and not is_small(tensor._values.tensor)
+    return isinstance(tensor, gs.Constant) and type(tensor._values) is LazyValues \
+        and not is_small(tensor._values.tensor)
 
 
 def lend(graph: gs.Graph, weights: dict[str, TensorProto]) -> gs.Graph:

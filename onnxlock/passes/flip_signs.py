@@ -47,6 +47,12 @@ WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": 
                  "Einsum": (0, 1, 2), "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2)}
 # float types whose sign bit is flipped (other weights, e.g. quantized integers, are left alone)
 FLIPPABLE = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
+# quantized layers (standard ops, and onnxruntime's QGemm): op type -> input indices of the integer
+# weights and biases they read; a mask XORs these whole (every bit pattern is a valid integer)
+QUANTIZED_INPUTS = {"DequantizeLinear": (0,), "QLinearConv": (3, 8), "QLinearMatMul": (0, 3), "ConvInteger": (1,),
+                    "MatMulInteger": (0, 1), "QGemm": (3, 6)}
+QUANTIZED_DOMAINS = ("", "ai.onnx", "com.microsoft")
+MASKED_INTEGERS = (TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32)
 # op type -> input indices holding a layer's other trained parameters: biases, normalisation scales
 # and shifts (BatchNorm's running statistics are not trained, and a thief recomputes them anyway)
 PARAMETER_INPUTS = {"Conv": (2,), "ConvTranspose": (2,), "Gemm": (2,), "BatchNormalization": (1, 2),
@@ -102,6 +108,19 @@ def parameter_tensors(model: onnx.ModelProto, weights: list[str] | None = None) 
                 chosen.add(name)
                 names.append(name)
     return names
+
+
+def quantized_tensors(model: onnx.ModelProto) -> list[str]:
+    """Integer initializers of more than one value that quantized layers read as weights or biases
+    (QUANTIZED_INPUTS: an int8 model's Conv/MatMul weights and int32 biases), in graph order."""
+    inits = {t.name for t in model.graph.initializer if t.data_type in MASKED_INTEGERS and math.prod(t.dims) > 1}
+    names: dict[str, None] = {}  # ordered, without repeats
+    for node in model.graph.node:
+        if node.domain in QUANTIZED_DOMAINS:
+            for index in QUANTIZED_INPUTS.get(node.op_type, ()):
+                if index < len(node.input) and node.input[index] in inits:
+                    names[node.input[index]] = None
+    return list(names)
 
 
 def unread_tensors(model: onnx.ModelProto) -> list[str]:
@@ -169,13 +188,15 @@ def flip_signs(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | Non
 
 
 def mask_values(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | None = None) -> None:
-    """XOR every bit of each float in contiguous ``values`` but its exponent's top one with the
-    mask keystream (one keystream word a value), in place or into ``out``, as ``flip_signs`` does.
+    """XOR every bit of each float in contiguous ``values`` but its exponent's top one (every bit of
+    an integer) with the mask keystream (one keystream word a value), in place or into ``out``, as
+    ``flip_signs`` does.
 
     The cipher XORs each chunk itself into one reused buffer, and the kept bit is copied back from
     ``values``: (values ^ keystream) & field | values & ~field is values ^ (keystream & field)."""
     source, target = _words(values, out)
-    field = np.array(MASK_FIELDS[source.itemsize], dtype=source.dtype)
+    bits = MASK_FIELDS[source.itemsize] if values.dtype.kind == "f" else (1 << 8 * source.itemsize) - 1
+    field = np.array(bits, dtype=source.dtype)  # an integer's every bit
     kept, stream = np.bitwise_not(field), _keystream(seed, name, MASK_LABEL)
     buffer = np.empty(min(FLIP_CHUNK, source.size), dtype=source.dtype)
     for start, stop in _chunks(source.size):
@@ -210,6 +231,9 @@ class FlipSignsPass:
 
     method = "signflip"
     transform = staticmethod(flip_signs)
+    types = FLIPPABLE  # the data types of the tensors it locks
+    weights = staticmethod(weight_tensors)  # the layer weights; without any, a model is refused
+    nothing = "no float Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock"
 
     @staticmethod
     def tensors(model: onnx.ModelProto, weights: list[str]) -> list[str]:
@@ -230,9 +254,9 @@ class FlipSignsPass:
     def plan(self, model: onnx.ModelProto) -> tuple[dict, dict]:
         """The secret and report of locking ``model``, which is not changed: the tensors to lock
         and the seed. Applying the secret is restoring it (``restore``: the XOR is its own inverse)."""
-        weights = weight_tensors(model)
-        if not weights:  # e.g. a quantized model: its integer weights are not locked
-            raise UnsupportedGraphError("no float Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock")
+        weights = self.weights(model)
+        if not weights:  # e.g. a quantized model for signflip: a float bias alone is no lock
+            raise UnsupportedGraphError(self.nothing)
         names = self.tensors(model, weights)
         chosen = set(names)
         names += [name for name in unread_tensors(model) if name not in chosen]
@@ -254,18 +278,25 @@ class FlipSignsPass:
         inits = {t.name: t for t in restored.graph.initializer}
         for name in names:
             tensor = inits.get(name)
-            if tensor is None or tensor.data_type not in FLIPPABLE:
+            if tensor is None or tensor.data_type not in cls.types:
                 raise ModelMismatchError("the key does not fit this model (a locked weight is missing)")
             flip_tensor(tensor, seed, cls.transform)
         return restored
 
 
 class MaskPass(FlipSignsPass):
-    """Lock every layer weight by XORing each value's bits (all but the exponent's top one) with the keystream."""
+    """Lock every layer weight by XORing each value's bits (all but a float's exponent top one;
+    all of a quantized weight's) with the keystream."""
 
     method = "mask"
     transform = staticmethod(mask_values)
+    types = FLIPPABLE + MASKED_INTEGERS
     tensors = staticmethod(parameter_tensors)
+    nothing = "no float or quantized Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock"
+
+    @staticmethod
+    def weights(model: onnx.ModelProto) -> list[str]:
+        return weight_tensors(model) + quantized_tensors(model)
 
 
 def signflip_seed(secret: dict) -> bytes:

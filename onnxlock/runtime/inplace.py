@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..passes import secret_layers
 from . import wire
 from .touches import TOUCHES, restore_array, touched_tensors
-from ..passes import secret_layers
 
 
 def restore_serialized(locked: bytes, secret: dict, data: bytes | None = None, *, in_place: bool = False
