@@ -76,3 +76,33 @@ def test_an_integer_is_masked_whole(dtype):
     assert masked.tobytes() == (values ^ stream).tobytes()
     mask_values(masked, SEED, "w")
     assert masked.tobytes() == values.tobytes()
+
+
+def test_onnxruntimes_quantized_layers_are_masked_too():
+    """A dynamically quantized LSTM (its int8 weights and float bias) and a 4-bit MatMulNBits weight
+    packed in uint8, as onnxruntime's quantizers and LLM exporters write them."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxlock.passes import MaskPass
+
+    def tensor(name, dtype, shape):
+        return numpy_helper.from_array(np.ones(shape, dtype=dtype), name)
+
+    inits = [tensor("w_q", np.int8, (1, 16, 8)), tensor("r_q", np.int8, (1, 16, 4)), tensor("b", np.float32, (1, 32)),
+             tensor("w_scale", np.float32, (1,)), tensor("w_zp", np.int8, (1,)), tensor("r_scale", np.float32, (1,)),
+             tensor("r_zp", np.int8, (1,)), tensor("packed", np.uint8, (6, 1, 16)), tensor("scales", np.float32, (6,))]
+    nodes = [helper.make_node("DynamicQuantizeLSTM", ["x", "w_q", "r_q", "b", "", "", "", "", "w_scale", "w_zp",
+                                                      "r_scale", "r_zp"], ["y"], domain="com.microsoft", hidden_size=4),
+             helper.make_node("MatMulNBits", ["a", "packed", "scales"], ["z"], domain="com.microsoft", K=32, N=6,
+                              bits=4, block_size=32)]
+    graph = helper.make_graph(nodes, "contrib", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8]),
+                                                 helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 32])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    secret, _ = MaskPass(SEED).plan(model)
+    assert {"w_q", "r_q", "b", "packed"} <= set(secret["tensors"])
+    assert not {"w_zp", "r_zp"} & set(secret["tensors"])  # single values: zero points stay
+    restored = MaskPass.restore(MaskPass.restore(model, secret), secret)
+    assert [t.SerializeToString() for t in restored.graph.initializer] == \
+        [t.SerializeToString() for t in model.graph.initializer]

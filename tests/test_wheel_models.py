@@ -61,8 +61,11 @@ def test_locked_vad_disagrees_with_the_original(vad):
     assert 0.2 < np.mean(expected[0] > wheel_models.SPEECH) < 0.9  # the synthetic audio has speech and pauses
     shipped = cpu_session(locked.read_bytes()).run(None, held_out)
     for got, want in zip(shipped, expected):
-        assert np.isfinite(got).all() and not np.array_equal(got, want)
-    assert abs(wheel_models.vad_agreement(expected, shipped)["speech_correlation"]) < LOCKED_CORRELATION
+        assert not np.array_equal(got, want)
+    # about one masked VAD in eleven overflows to NaN (150 locks measured): no answer at all; the
+    # others answer, uncorrelated with the original
+    if all(np.isfinite(got).all() for got in shipped):
+        assert abs(wheel_models.vad_agreement(expected, shipped)["speech_correlation"]) < LOCKED_CORRELATION
 
 
 def yolo_output(boxes: list[tuple[float, float, float, float, int, float]], classes: int = 3) -> np.ndarray:

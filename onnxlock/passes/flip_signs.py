@@ -47,17 +47,20 @@ WEIGHT_INPUTS = {"Conv": (1,), "ConvTranspose": (1,), "Gemm": (0, 1), "MatMul": 
                  "Einsum": (0, 1, 2), "LSTM": (1, 2), "GRU": (1, 2), "RNN": (1, 2)}
 # float types whose sign bit is flipped (other weights, e.g. quantized integers, are left alone)
 FLIPPABLE = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
-# quantized layers (standard ops, and onnxruntime's QGemm): op type -> input indices of the integer
-# weights and biases they read; a mask XORs these whole (every bit pattern is a valid integer)
+# quantized layers (standard ops, and onnxruntime's contrib ops its quantizers and LLM exporters
+# write): op type -> input indices of the integer weights and biases they read; a mask XORs these
+# whole (every bit pattern is a valid integer; MatMulNBits' 4-bit weights are packed in uint8)
 QUANTIZED_INPUTS = {"DequantizeLinear": (0,), "QLinearConv": (3, 8), "QLinearMatMul": (0, 3), "ConvInteger": (1,),
-                    "MatMulInteger": (0, 1), "QGemm": (3, 6)}
+                    "MatMulInteger": (0, 1), "QGemm": (3, 6), "DynamicQuantizeLSTM": (1, 2),
+                    "DynamicQuantizeMatMul": (1,), "MatMulIntegerToFloat": (0, 1), "QAttention": (1,),
+                    "MatMulNBits": (1,), "GatherBlockQuantized": (0,)}
 QUANTIZED_DOMAINS = ("", "ai.onnx", "com.microsoft")
 MASKED_INTEGERS = (TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32)
 # op type -> input indices holding a layer's other trained parameters: biases, normalisation scales
 # and shifts (BatchNorm's running statistics are not trained, and a thief recomputes them anyway)
 PARAMETER_INPUTS = {"Conv": (2,), "ConvTranspose": (2,), "Gemm": (2,), "BatchNormalization": (1, 2),
                     "LayerNormalization": (1, 2), "GroupNormalization": (1, 2), "InstanceNormalization": (1, 2),
-                    "PRelu": (1,), "LSTM": (3,), "GRU": (3,), "RNN": (3,)}
+                    "PRelu": (1,), "LSTM": (3,), "GRU": (3,), "RNN": (3,), "DynamicQuantizeLSTM": (3,)}
 AFFINE_OPS = ("Add", "Mul")  # a several-valued constant added to or multiplying a computed tensor: a bias or scale
 MAX_TENSORS = 1 << 16
 FLIP_CHUNK = 1 << 16  # values per keystream chunk (a multiple of 8: chunks start on a keystream byte)
@@ -94,7 +97,7 @@ def parameter_tensors(model: onnx.ModelProto, weights: list[str] | None = None) 
     names = list(weight_tensors(model) if weights is None else weights)
     chosen = set(names)
     for node in model.graph.node:
-        if node.domain not in ("", "ai.onnx"):
+        if node.domain not in QUANTIZED_DOMAINS:  # (onnxruntime's: a dynamically quantized LSTM's bias)
             continue
         if node.op_type in AFFINE_OPS:
             if len(node.input) != 2 or all(name in inits for name in node.input):
