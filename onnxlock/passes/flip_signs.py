@@ -54,7 +54,7 @@ QUANTIZED_INPUTS = {"DequantizeLinear": (0,), "QLinearConv": (3, 8), "QLinearMat
                     "MatMulInteger": (0, 1), "QGemm": (3, 6), "DynamicQuantizeLSTM": (1, 2),
                     "DynamicQuantizeMatMul": (1,), "MatMulIntegerToFloat": (0, 1), "QAttention": (1,),
                     "MatMulNBits": (1,), "GatherBlockQuantized": (0,)}
-QUANTIZED_DOMAINS = ("", "ai.onnx", "com.microsoft")
+LAYER_DOMAINS = ("", "ai.onnx", "com.microsoft")  # where the mask looks for layers: standard and onnxruntime ops
 MASKED_INTEGERS = (TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32)
 # op type -> input indices holding a layer's other trained parameters: biases, normalisation scales
 # and shifts (BatchNorm's running statistics are not trained, and a thief recomputes them anyway)
@@ -97,7 +97,7 @@ def parameter_tensors(model: onnx.ModelProto, weights: list[str] | None = None) 
     names = list(weight_tensors(model) if weights is None else weights)
     chosen = set(names)
     for node in model.graph.node:
-        if node.domain not in QUANTIZED_DOMAINS:  # (onnxruntime's: a dynamically quantized LSTM's bias)
+        if node.domain not in LAYER_DOMAINS:  # (onnxruntime's: a dynamically quantized LSTM's bias)
             continue
         if node.op_type in AFFINE_OPS:
             if len(node.input) != 2 or all(name in inits for name in node.input):
@@ -119,7 +119,7 @@ def quantized_tensors(model: onnx.ModelProto) -> list[str]:
     inits = {t.name for t in model.graph.initializer if t.data_type in MASKED_INTEGERS and math.prod(t.dims) > 1}
     names: dict[str, None] = {}  # ordered, without repeats
     for node in model.graph.node:
-        if node.domain in QUANTIZED_DOMAINS:
+        if node.domain in LAYER_DOMAINS:
             for index in QUANTIZED_INPUTS.get(node.op_type, ()):
                 if index < len(node.input) and node.input[index] in inits:
                     names[node.input[index]] = None
