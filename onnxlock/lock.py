@@ -120,8 +120,7 @@ def _apply_serialized(original: bytes, data: bytearray | None, location: str | N
     XOR is its own restore, and the lock's fingerprint."""
     inside = restore_serialized(original, secret, data, in_place=True)  # split's bytearray: XORed as it is
     if inside is None:  # (plain raw bytes were checked: the scanner met a layout it leaves alone)
-        model = parse_model(original) if data is None else attach(parse_model(original), data, location)
-        model = restore(model, secret, in_place=True)
+        model = restore(_parsed(original, data, location), secret, in_place=True)
         locked, data = split(model, location) if location else (model.SerializeToString(), None)
         return locked, data, _fingerprint(model, [secret])
     model, weights, arrays = inside
@@ -235,9 +234,14 @@ def _restored_facts(locked: bytes, data: bytes | None, location: str | None,
     if inside is not None:
         model, _, arrays = inside
         return None if data is not None else sha256_bytes(model), {n: tensor_digest(a) for n, a in arrays.items()}
-    restored = parse_model(locked) if data is None else attach(parse_model(locked), data, location)
-    restored = restore(restored, secret, in_place=True)
+    restored = restore(_parsed(locked, data, location), secret, in_place=True)
     return None if data is not None else sha256_bytes(restored.SerializeToString()), restored_digests(restored, secret)
+
+
+def _parsed(serialized: bytes, data: bytes | None, location: str | None) -> onnx.ModelProto:
+    """The serialized model parsed, with its external ``data`` put back in when it has some."""
+    model = parse_model(serialized)
+    return model if data is None else attach(model, data, location)
 
 
 @guarded("writing {model_path} and {key_path}")

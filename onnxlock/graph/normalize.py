@@ -120,16 +120,20 @@ def export_graph(graph: gs.Graph, like: onnx.ModelProto, *, weights: dict[str, T
     return model
 
 
+def _lazy(tensor: gs.Tensor) -> bool:
+    """A constant whose values are still a model's dense tensor (not loaded, not sparse)."""
+    return isinstance(tensor, gs.Constant) and type(tensor._values) is LazyValues
+
+
 def _reads_large_tensor(tensor: gs.Tensor) -> bool:
-    """A constant whose values are still a model's (dense) tensor of more than INLINE_BYTES."""
-    return isinstance(tensor, gs.Constant) and type(tensor._values) is LazyValues \
-        and not is_small(tensor._values.tensor)
+    """A constant whose values are still a model's tensor of more than INLINE_BYTES."""
+    return _lazy(tensor) and not is_small(tensor._values.tensor)
 
 
 def lend(graph: gs.Graph, weights: dict[str, TensorProto]) -> gs.Graph:
     """``graph``, imported from a weightless export, with each stand-in reading its tensor in ``weights`` again."""
     for tensor in graph.tensors().values():
-        if tensor.name in weights and isinstance(tensor, gs.Constant) and type(tensor._values) is LazyValues:
+        if tensor.name in weights and _lazy(tensor):
             tensor.values = LazyValues(weights[tensor.name])
     return graph
 
