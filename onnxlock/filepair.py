@@ -24,6 +24,7 @@ the new files were complete. Writers and recoverers of one anchor folder exclude
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -83,10 +84,21 @@ def write_files(files: Sequence[NewFile], *, overwrite: bool) -> None:
 def recover(anchor: str | os.PathLike) -> str | None:
     """Finish or undo an interrupted ``write_files`` whose last file is ``anchor``; say which, or None."""
     journal = journal_path(anchor)
-    if not (journal.exists() or _new(journal).exists()):
+    if not (_exists(journal) or _exists(_new(journal))):
         return None
     with _folder_lock(journal.parent):
         return _recover(journal)
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; False for a name the file system cannot hold (too long: no journal
+    can be there, e.g. beside key data passed as a path), whose lookup raises."""
+    try:
+        return path.exists()
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return False
+        raise
 
 
 def settle(anchor: str | os.PathLike) -> str | None:

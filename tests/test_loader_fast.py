@@ -184,6 +184,17 @@ def test_key_data_passed_as_a_path_is_not_echoed(locked_models):
         assert payload not in str(caught.value) and len(str(caught.value)) < 200
 
 
+def test_a_path_too_long_for_the_file_system_is_a_key_error_not_echoed(locked_models):
+    """The check for an interrupted write looks for a journal beside the key: a name no file system
+    holds (key data with a '/' cut into >255-character parts) has none, and the read says so."""
+    model_path, _ = locked_models["digits_mlp"]
+    secret_text = "A" * 300 + "/" + "B" * 300
+    with pytest.raises(KeyFormatError) as caught:
+        load_session(model_path, type("P", (), {"__fspath__": lambda self: secret_text})(), passphrase=PASSPHRASE,
+                     providers="cpu")
+    assert "AAAA" not in str(caught.value) and len(str(caught.value)) < 200
+
+
 @pytest.mark.parametrize("providers", ["gpu", ["CPU"], [("CPUExecutionProvider", "x")], 3])
 def test_unknown_provider_names_are_refused(providers, locked_models):
     with pytest.raises(OnnxlockError, match="provider"):
