@@ -85,6 +85,7 @@ class LockOptions:
     max_weights: int
     labels: np.ndarray | None
     stealth: bool  # signs flipped or values masked too: counterfeits need not be loud, only ordinary-looking
+    peel_guard: bool = True  # advparams stacked on confusion: checked against the blind peel
 
 
 def _run_pass(name: str, original: onnx.ModelProto, current: onnx.ModelProto, earlier: list[dict],
@@ -96,7 +97,8 @@ def _run_pass(name: str, original: onnx.ModelProto, current: onnx.ModelProto, ea
                                  progress=options.progress, stealth=options.stealth)(current)
     if name == "advparams":  # chosen on the original, so that stripping an earlier lock leaves this one
         advparams = PerturbWeightsPass(max_weights=options.max_weights, calibration=options.calibration,
-                                       labels=options.labels, seed=options.seed, progress=options.progress)
+                                       labels=options.labels, seed=options.seed, progress=options.progress,
+                                       peel_guard=options.peel_guard)
         return advparams(original, onto=normalize(current) if earlier else None, earlier=earlier)
     return KEYED[name]()(normalize(current) if not earlier else current, in_place=True)  # a copy of our own
 
@@ -149,7 +151,7 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
                seed: int | None = None, calibration: dict[str, np.ndarray] | None = None,
                kdf_params: dict | None = None, tries: int | None = DEFAULT_TRIES, progress: bool = False,
                max_weights: int = DEFAULT_MAX_WEIGHTS, labels: np.ndarray | None = None,
-               external_data: str | None = None) -> LockedModel:
+               external_data: str | None = None, peel_guard: bool = True) -> LockedModel:
     """Lock ``model`` with the passes named in ``method`` (e.g. ``"confusion,signflip"``, applied in
     METHODS order) and seal their stacked secret for ``passphrase`` and/or public ``recipients``
     (paths, public key text or X25519Recipient), any one of which opens it.
@@ -157,7 +159,9 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
     ``expires`` (timezone-aware) ends the key's validity; ``licensee`` records whose copy this is
     in the authenticated header (each call draws a fresh secret, so give no ``seed``).
     ``external_data``: a file name beside the locked model for its weights (ONNX external data;
-    needed when the locked model would pass protobuf's 2 GiB limit); the key binds its SHA-256."""
+    needed when the locked model would pass protobuf's 2 GiB limit); the key binds its SHA-256.
+    ``peel_guard=False`` skips checking ``advparams`` stacked on ``confusion`` against the thief's
+    blind peel (passes/peel_guard.py), which can take minutes on a large model."""
     check_model_argument(model)
     if external_data is not None:
         check_location(external_data)
@@ -173,7 +177,7 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
     if not isinstance(model, onnx.ModelProto):
         model = load_model(model)
     options = LockOptions(ratio, strategy, seed, check_calibration(calibration, model), tries, progress,
-                          max_weights, labels, stealth=bool(KEYED.keys() & set(methods)))
+                          max_weights, labels, stealth=bool(KEYED.keys() & set(methods)), peel_guard=peel_guard)
     current, secrets, reports, skipped = model, [], [], []
     deferred = False  # a keyed pass left to apply to the serialized model (``_apply_serialized``)
     for name in methods:

@@ -123,7 +123,8 @@ def attack_lock(name: str, method: str, budget: Budget, seed: int = 0) -> dict:
            "weights_changed": len(truth.changed_weights),
            "locked": suite.outcome(model, blind, truth), "original": suite.outcome(truth.original, blind, truth)}
     layers = report.get("layers", [report])
-    row["stacked_top_up"] = next((layer.get("stacked_top_up") for layer in layers if "stacked_top_up" in layer), None)
+    for field in ("stacked_top_up", "peel_guard"):
+        row[field] = next((layer.get(field) for layer in layers if field in layer), None)
     steps = [("revert", lambda: suite.run_revert(model, blind, truth, tops=budget.tops)),
              ("peel", lambda: suite.run_peel(model, blind, truth)),
              ("prune", lambda: suite.run_prune(model, blind, truth, pruners=PRUNERS))]
@@ -235,6 +236,10 @@ def markdown(rows: list[dict], table: list[dict]) -> str:
         share = ", ".join(f"{f['fraction']:.0%}: {f.get('recovered_share')}" for f in ft)
         seconds = round(sum(v["seconds"] for v in r.values() if isinstance(v, dict) and "seconds" in v), 1)
         top_up = "-" if r["stacked_top_up"] is None else f"+{r['stacked_top_up']['weights_added']}"
+        guard = r.get("peel_guard") or []
+        if guard:  # each peel of the lock: agreement left (calibration), weights added after it
+            top_up += "; peel guard " + ", ".join(f"{g['agreement_after_peel']}" + (
+                f" +{g['weights_added']}" if "weights_added" in g else "") for g in guard)
         lines.append(f"| {r['model']} | {r['method']} | {r['restore_exact']} | {r['locked']['agreement']} | "
                      f"{r['weights_changed']} | {top_up} | {aucs} | {best} | "
                      f"{tuned} | {share} | {r['lock_seconds']} | {seconds} |")

@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"order, restored in reverse; default: {DEFAULT_METHOD})")
     parser.add_argument("--max-weights", type=int, default=DEFAULT_MAX_WEIGHTS,
                         help=f"advparams: most weights changed (default: {DEFAULT_MAX_WEIGHTS})")
+    parser.add_argument("--no-peel-guard", dest="peel_guard", action="store_false",
+                        help="confusion,advparams: do not check the stack against a thief's blind peel and top it "
+                             "up (faster; the check can take minutes on a large model)")
     parser.add_argument("--ratio", type=float, default=None,
                         help="parameter budget for confusion channels, as a share of the model's (default: 0.02; "
                              "with signflip in the stack, enough for one channel in every layer group, up to 0.15)")
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                         licensee=args.licensee, ratio=args.ratio, strategy=args.strategy, seed=args.seed,
                         calibration=calibration, tries=args.tries, progress=sys.stderr.isatty(),
                         method=args.method, max_weights=args.max_weights, labels=labels,
-                        external_data=data_name)
+                        external_data=data_name, peel_guard=args.peel_guard)
     with writing(args.output, args.key):
         write_locked(locked, args.output, args.key, force=args.force)
     if args.json:

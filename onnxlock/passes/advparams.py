@@ -46,6 +46,7 @@ from ..errors import KeyFormatError, ModelMismatchError, UnsupportedGraphError
 from ..evaluate.damage import run, synthetic_feeds
 from ..graph.normalize import normalize
 from .base import PassResult
+from .peel_guard import guard
 
 SECRET_VERSION = 1
 DEFAULT_MAX_WEIGHTS = 64
@@ -353,7 +354,7 @@ class PerturbWeightsPass:
                  tactics: tuple[Tactic, ...] = DEFAULT_TACTICS, audit: bool = True,
                  target: float | None = None,
                  max_steps: int = 200, patience: int = 8, seed: int | None = None, progress: bool = False,
-                 threads: int = DEFAULT_THREADS):
+                 threads: int = DEFAULT_THREADS, peel_guard: bool = True):
         if max_weights < 1:
             raise ValueError(f"max_weights must be at least 1, got {max_weights}")
         tactics = tuple(tactics)
@@ -365,7 +366,7 @@ class PerturbWeightsPass:
         self.alpha, self.tactics, self.audit = alpha, tactics, audit
         self.target, self.max_steps = target, max_steps
         self.patience = max(1, patience)
-        self.seed, self.progress, self.threads = seed, progress, threads
+        self.seed, self.progress, self.threads, self.peel_guard = seed, progress, threads, peel_guard
 
     def __call__(self, model: onnx.ModelProto, *, onto: onnx.ModelProto | None = None,
                  earlier: list[dict] = ()) -> PassResult:
@@ -373,7 +374,9 @@ class PerturbWeightsPass:
         e.g. confusion channels) the weights are chosen on ``model`` and written into ``onto``
         at their positions there, so stripping the earlier lock still leaves this one; if the
         two locks together agree with the original more than this one alone on the calibration
-        data (their damage can partly cancel), the search goes on in ``onto`` within the budget."""
+        data (their damage can partly cancel), the search goes on in ``onto`` within the budget,
+        and then in what the thief's blind peel leaves of the stack (``peel_guard``, unless
+        ``peel_guard`` is False)."""
         from ..torchbridge import TorchBridge
 
         original = normalize(model)
@@ -419,6 +422,10 @@ class PerturbWeightsPass:
             if head.agreement(run(locked, feeds, self.threads)[0]) > max(after, target):
                 secret, new_bits, topped = self._top_up(locked, secret, new_bits, head, tactic, feeds, target)
                 locked = written(onto, new_bits)
+            peeled = None  # the earlier locks add no channels to peel
+            if self.peel_guard and any(layer.get("method") == "confusion" for layer in earlier):
+                secret, new_bits, peeled = guard(self, onto, secret, new_bits, head, tactic, feeds, target)
+                locked = written(onto, new_bits)
         report = {
             "method": self.method,
             "weights_changed": len(secret["weights"]),
@@ -440,6 +447,7 @@ class PerturbWeightsPass:
         }
         if onto is not None:
             report["stacked_top_up"] = topped  # None: the stacked locks needed none
+            report["peel_guard"] = peeled
         return PassResult(locked, secret, report)
 
     def _audit(self, original, values, feeds) -> dict[str, float]:
@@ -451,31 +459,37 @@ class PerturbWeightsPass:
         locked = _written({"method": self.method, "version": SECRET_VERSION, "weights": []}, original, bits)
         return score_weights(locked, feeds).evaluate(frozenset(values))["auc"]
 
-    def _top_up(self, stacked, secret, new_bits, head, tactic, feeds, target):
-        """Go on searching in ``stacked`` (the earlier locks and this one's weights), moving its
-        weights again or new ones within the budget; new weights keep the value ``stacked`` had
-        before this pass (what the earlier secrets restore). Returns the merged secret and new
-        values, and what the top-up did."""
+    def _top_up(self, searched, secret, new_bits, head, tactic, feeds, target, positions=None):
+        """Go on searching in ``searched``, moving this pass's weights again or new ones within the
+        budget: the stacked model (the earlier locks and this one's weights) or, with
+        ``positions`` (tensor -> each element's flat index in the stacked model), what a peel
+        left of it. New weights keep the value the stacked model had before this pass (what the
+        earlier secrets restore). Returns the merged secret and new values, and what it did."""
         from ..torchbridge import TorchBridge
 
-        bridge = TorchBridge(stacked, feeds, self.threads)
-        names = [n for n in weight_names(bridge.model) if n in bridge.bindings]
+        bridge = TorchBridge(searched, feeds, self.threads)
+        names = [n for n in weight_names(bridge.model) if n in bridge.bindings and (positions is None or n in positions)]
         layers = {n: Layer.build(n, bridge.arrays[n], self.alpha, tactic.stealth,
                                  np.random.default_rng(self.seed or 0)) for n in names}
+        where = {n: np.arange(layers[n].original.size) if positions is None else positions[n] for n in names}
         first = {(name, index): bits for name, index, bits in secret["weights"]}
-        found = self._search(bridge, head, layers, feeds, target, tactic, changed=[k for k in first if k[0] in layers])
-        added = [k for k in found.changed if k not in first]
+        here = [(n, int(found[0])) for n, i in first if n in layers
+                for found in [np.flatnonzero(where[n] == i)] if len(found)]
+        found = self._search(bridge, head, layers, feeds, target, tactic, changed=here, others=len(first) - len(here))
+        moved = {(n, int(where[n][i])): float_bits(float(layers[n].current.reshape(-1)[i])) for n, i in found.changed}
+        added = [k for k in moved if k not in first]
         weights = [[name, index, bits] for (name, index), bits in first.items()]
-        weights += [[name, index, float_bits(float(layers[name].original.reshape(-1)[index]))] for name, index in added]
-        values = {(name, index): float_bits(float(layers[name].current.reshape(-1)[index])) if name in layers
-                  else new_bits[(name, index)] for name, index, _ in weights}
+        weights += [[name, index, float_bits(float(layers[name].original.reshape(-1)[i]))]
+                    for name, index in added for i in [int(np.flatnonzero(where[name] == index)[0])]]
+        values = {(name, index): moved.get((name, index), new_bits.get((name, index))) for name, index, _ in weights}
         return {**secret, "weights": weights}, values, {"weights_added": len(added), "agreement_after": round(found.after, 4)}
 
-    def _search(self, bridge, head, layers, feeds, target, tactic: Tactic, changed=()) -> Search:
+    def _search(self, bridge, head, layers, feeds, target, tactic: Tactic, changed=(), others: int = 0) -> Search:
         """Greedy steps until the calibration agreement reaches ``target``, nothing can move or
         the search stalls; each step's forward pass gives both the gradient and the agreement it
         starts from. Returns the state with the lowest agreement seen (written into ``layers``
-        and the bridge). ``changed``: weights already moved, counted in the budget."""
+        and the bridge). ``changed``: weights already moved, counted in the budget, as are
+        ``others`` more the key holds outside ``layers``."""
         changed: dict[tuple[str, int], None] = dict.fromkeys(changed)
         seen: list[float] = []
         best: dict[tuple[str, int], np.float32] = {}
@@ -485,7 +499,8 @@ class PerturbWeightsPass:
             return head.loss(outputs[0])
 
         steps, weigh = 0, None
-        bar = tqdm(total=self.max_weights, desc="perturbing weights", disable=not self.progress, leave=False)
+        budget = self.max_weights - others
+        bar = tqdm(total=budget, desc="perturbing weights", disable=not self.progress, leave=False)
         while True:
             _, grads = bridge.gradients(loss, feeds, list(layers))
             bar.set_postfix(agreement=f"{seen[-1]:.3f}")
@@ -494,7 +509,7 @@ class PerturbWeightsPass:
             if seen[-1] <= target or steps >= self.max_steps or stalled(seen, self.patience):
                 break
             weigh = weigh or layer_weights(grads, tactic.spread)  # from the original's gradients
-            picks = self._pick(layers, grads, changed, tactic, weigh)
+            picks = self._pick(layers, grads, changed, tactic, weigh, budget)
             if not picks:
                 break
             for name, index, value in picks:
@@ -513,11 +528,11 @@ class PerturbWeightsPass:
         kept = [(n, i) for n, i in best if layers[n].current.reshape(-1)[i] != layers[n].original.reshape(-1)[i]]
         return Search(kept, steps, seen[0], min(seen))
 
-    def _pick(self, layers, grads, changed, tactic: Tactic,
-              weigh: dict[str, float]) -> list[tuple[str, int, np.float32]]:
+    def _pick(self, layers, grads, changed, tactic: Tactic, weigh: dict[str, float],
+              budget: int) -> list[tuple[str, int, np.float32]]:
         """Up to ``per_step`` moves, the best one of each of the most sensitive layers (their best
         gain times ``weigh``); once the budget is spent, only weights already changed may move again."""
-        full = len(changed) >= self.max_weights
+        full = len(changed) >= budget
         best = []
         for name, layer in layers.items():
             values, gain = layer.moves(grads[name], tactic.theta)
@@ -529,7 +544,7 @@ class PerturbWeightsPass:
             if gain[index] > 0:
                 best.append((float(gain[index]) * weigh[name], name, index, values[index]))
         best.sort(reverse=True)
-        room = tactic.per_step if full else min(tactic.per_step, self.max_weights - len(changed))
+        room = tactic.per_step if full else min(tactic.per_step, budget - len(changed))
         return [(name, index, value) for _, name, index, value in best[:room]]
 
 
