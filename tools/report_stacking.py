@@ -222,7 +222,9 @@ def markdown(rows: list[dict], table: list[dict]) -> str:
         cells = ["-" if v[m] is None else f"{v[m]:.3f}" for m in METHODS]
         lines.append(f"| {v['model']} | {v['attack']} | {' | '.join(cells)} | {v['better_alone']} | {v['margin']} "
                      f"| {'ok' if v['stacked_at_least_as_good'] else '**no**'} |")
-    lines += ["", "Per lock:", "",
+    lines += ["", "Per lock (top-up: weights the stacked pass added where the two locks' damage cancelled; peel "
+              "guard: the calibration agreement each peel of the lock left, * the state kept, +N weights added "
+              "after it):", "",
               "| model | method | exact restore | locked agr. | weights changed | top-up | weight AUCs | revert best "
               "(blind) | fine-tuned acc. (scratch) | recovered share | lock s | attacks s |",
               "|---|---|---|---:|---:|---|---|---|---|---|---:|---:|"]
@@ -238,7 +240,7 @@ def markdown(rows: list[dict], table: list[dict]) -> str:
         top_up = "-" if r["stacked_top_up"] is None else f"+{r['stacked_top_up']['weights_added']}"
         guard = r.get("peel_guard") or []
         if guard:  # each peel of the lock: agreement left (calibration), weights added after it
-            top_up += "; peel guard " + ", ".join(f"{g['agreement_after_peel']}" + (
+            top_up += "; peel guard " + ", ".join(f"{g['agreement_after_peel']}" + ("*" if g.get("kept") else "") + (
                 f" +{g['weights_added']}" if "weights_added" in g else "") for g in guard)
         lines.append(f"| {r['model']} | {r['method']} | {r['restore_exact']} | {r['locked']['agreement']} | "
                      f"{r['weights_changed']} | {top_up} | {aucs} | {best} | "

@@ -468,7 +468,8 @@ class PerturbWeightsPass:
         from ..torchbridge import TorchBridge
 
         bridge = TorchBridge(searched, feeds, self.threads)
-        names = [n for n in weight_names(bridge.model) if n in bridge.bindings and (positions is None or n in positions)]
+        names = [n for n in weight_names(bridge.model)
+                 if n in bridge.bindings and (positions is None or n in positions)]
         layers = {n: Layer.build(n, bridge.arrays[n], self.alpha, tactic.stealth,
                                  np.random.default_rng(self.seed or 0)) for n in names}
         where = {n: np.arange(layers[n].original.size) if positions is None else positions[n] for n in names}

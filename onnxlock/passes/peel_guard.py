@@ -56,11 +56,13 @@ def guard(advparams, onto: onnx.ModelProto, secret: dict, new_bits: dict, head, 
           target: float) -> tuple[dict, dict, list[dict]]:
     """Peel the stacked lock (``onto`` with ``new_bits`` written) as a thief would and top it up in
     what is left while that agrees with the original above ``target`` (within CLOSE_ENOUGH),
-    for ROUNDS rounds at most. Returns the secret, the new values and one record per peel."""
+    for ROUNDS rounds at most. Returns the secret and new values of the state the peel left
+    lowest (the first on a tie: a top-up can move what the next peel deletes), and one record
+    per peel."""
     from ..evaluate.attacks.peel import peel
     from .advparams import CLOSE_ENOUGH, _written, weight_names
 
-    rounds = []
+    rounds, states = [], []
     bar = tqdm(total=ROUNDS + 1, desc="peeling the stack as a thief would", disable=not advparams.progress,
                leave=False)
     for done in range(ROUNDS + 1):
@@ -70,6 +72,7 @@ def guard(advparams, onto: onnx.ModelProto, secret: dict, new_bits: dict, head, 
         peeled = result.peeling.model
         agreement = head.agreement(run(peeled, feeds, advparams.threads)[0])
         rounds.append({"channels_removed": len(result.removed), "agreement_after_peel": round(agreement, 4)})
+        states.append((agreement, done, secret, new_bits))
         if agreement <= target + CLOSE_ENOUGH or not result.removed or done == ROUNDS:
             break
         positions = peeled_positions(locked, peeled, result.removed, weight_names(locked))
@@ -79,4 +82,6 @@ def guard(advparams, onto: onnx.ModelProto, secret: dict, new_bits: dict, head, 
         if not topped["weights_added"] and topped["agreement_after"] >= agreement:
             break  # nothing left to move: the budget is spent
     bar.close()
+    _, kept, secret, new_bits = min(states, key=lambda state: state[:2])
+    rounds[kept]["kept"] = True
     return secret, new_bits, rounds
