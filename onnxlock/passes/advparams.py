@@ -410,7 +410,7 @@ class PerturbWeightsPass:
         weights = [[name, int(index), float_bits(float(chosen.values[name, index][0]))] for name, index in changed]
         new_bits = {key: float_bits(float(chosen.values[key][1])) for key in changed}
         secret = {"method": self.method, "version": SECRET_VERSION, "weights": weights}
-        written = partial(_written, secret)
+        written = partial(with_bits, secret)
 
         topped = None
         if onto is None:
@@ -420,7 +420,7 @@ class PerturbWeightsPass:
             new_bits = {(w[0], w[1]): new_bits[(o[0], o[1])] for w, o in zip(secret["weights"], weights)}
             locked = written(onto, new_bits)
             if head.agreement(run(locked, feeds, self.threads)[0]) > max(after, target):
-                secret, new_bits, topped = self._top_up(locked, secret, new_bits, head, tactic, feeds, target)
+                secret, new_bits, topped = self.top_up(locked, secret, new_bits, head, tactic, feeds, target)
                 locked = written(onto, new_bits)
             peeled = None  # the earlier locks add no channels to peel
             if self.peel_guard and any(layer.get("method") == "confusion" for layer in earlier):
@@ -456,10 +456,10 @@ class PerturbWeightsPass:
         from ..evaluate.attacks.changed_weights import score_weights
 
         bits = {key: float_bits(float(new)) for key, (_, new) in values.items()}
-        locked = _written({"method": self.method, "version": SECRET_VERSION, "weights": []}, original, bits)
+        locked = with_bits({"method": self.method, "version": SECRET_VERSION, "weights": []}, original, bits)
         return score_weights(locked, feeds).evaluate(frozenset(values))["auc"]
 
-    def _top_up(self, searched, secret, new_bits, head, tactic, feeds, target, positions=None):
+    def top_up(self, searched, secret, new_bits, head, tactic, feeds, target, positions=None):
         """Go on searching in ``searched``, moving this pass's weights again or new ones within the
         budget: the stacked model (the earlier locks and this one's weights) or, with
         ``positions`` (tensor -> each element's flat index in the stacked model), what a peel
@@ -472,18 +472,26 @@ class PerturbWeightsPass:
                  if n in bridge.bindings and (positions is None or n in positions)]
         layers = {n: Layer.build(n, bridge.arrays[n], self.alpha, tactic.stealth,
                                  np.random.default_rng(self.seed or 0)) for n in names}
-        where = {n: np.arange(layers[n].original.size) if positions is None else positions[n] for n in names}
         first = {(name, index): bits for name, index, bits in secret["weights"]}
-        here = [(n, int(found[0])) for n, i in first if n in layers
-                for found in [np.flatnonzero(where[n] == i)] if len(found)]
+
+        def stacked(name: str, i: int) -> int:  # a searched flat index as the stacked model's
+            return i if positions is None else int(positions[name][i])
+
+        def searched_at(name: str, index: int) -> int | None:  # the inverse, None if the peel deleted it
+            found = [index] if positions is None else np.flatnonzero(positions[name] == index)
+            return int(found[0]) if len(found) else None
+
+        here = [(n, i) for n, index in first if n in layers for i in [searched_at(n, index)] if i is not None]
         found = self._search(bridge, head, layers, feeds, target, tactic, changed=here, others=len(first) - len(here))
-        moved = {(n, int(where[n][i])): float_bits(float(layers[n].current.reshape(-1)[i])) for n, i in found.changed}
-        added = [k for k in moved if k not in first]
+        moved = {(n, stacked(n, i)): i for n, i in found.changed}  # stacked position -> searched index
         weights = [[name, index, bits] for (name, index), bits in first.items()]
-        weights += [[name, index, float_bits(float(layers[name].original.reshape(-1)[i]))]
-                    for name, index in added for i in [int(np.flatnonzero(where[name] == index)[0])]]
-        values = {(name, index): moved.get((name, index), new_bits.get((name, index))) for name, index, _ in weights}
-        return {**secret, "weights": weights}, values, {"weights_added": len(added), "agreement_after": round(found.after, 4)}
+        weights += [[name, index, float_bits(float(layers[name].original.reshape(-1)[moved[name, index]]))]
+                    for name, index in moved if (name, index) not in first]
+        values = {(name, index): float_bits(float(layers[name].current.reshape(-1)[moved[name, index]]))
+                  if (name, index) in moved else new_bits[name, index] for name, index, _ in weights}
+        added = len(weights) - len(first)
+        return {**secret, "weights": weights}, values, {"weights_added": added,
+                                                         "agreement_after": round(found.after, 4)}
 
     def _search(self, bridge, head, layers, feeds, target, tactic: Tactic, changed=(), others: int = 0) -> Search:
         """Greedy steps until the calibration agreement reaches ``target``, nothing can move or
@@ -549,7 +557,7 @@ class PerturbWeightsPass:
         return [(name, index, value) for _, name, index, value in best[:room]]
 
 
-def _written(secret: dict, base: onnx.ModelProto, bits: dict[tuple[str, int], int]) -> onnx.ModelProto:
+def with_bits(secret: dict, base: onnx.ModelProto, bits: dict[tuple[str, int], int]) -> onnx.ModelProto:
     """A copy of ``base`` with the float32 ``bits`` at their (tensor, flat index)."""
     return restore_weights(base, {**secret, "weights": [[n, i, b] for (n, i), b in bits.items()]})
 

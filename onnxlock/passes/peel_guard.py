@@ -60,14 +60,14 @@ def guard(advparams, onto: onnx.ModelProto, secret: dict, new_bits: dict, head, 
     lowest (the first on a tie: a top-up can move what the next peel deletes), and one record
     per peel."""
     from ..evaluate.attacks.peel import peel
-    from .advparams import CLOSE_ENOUGH, _written, weight_names
+    from .advparams import CLOSE_ENOUGH, with_bits, weight_names
 
     rounds, states = [], []
     bar = tqdm(total=ROUNDS + 1, desc="peeling the stack as a thief would", disable=not advparams.progress,
                leave=False)
     for done in range(ROUNDS + 1):
         bar.update()
-        locked = _written(secret, onto, new_bits)
+        locked = with_bits(secret, onto, new_bits)
         result = peel(locked, feeds)
         peeled = result.peeling.model
         agreement = head.agreement(run(peeled, feeds, advparams.threads)[0])
@@ -76,7 +76,7 @@ def guard(advparams, onto: onnx.ModelProto, secret: dict, new_bits: dict, head, 
         if agreement <= target + CLOSE_ENOUGH or not result.removed or done == ROUNDS:
             break
         positions = peeled_positions(locked, peeled, result.removed, weight_names(locked))
-        secret, new_bits, topped = advparams._top_up(peeled, secret, new_bits, head, tactic, feeds, target,
+        secret, new_bits, topped = advparams.top_up(peeled, secret, new_bits, head, tactic, feeds, target,
                                                      positions)
         rounds[-1].update(topped)
         if not topped["weights_added"] and topped["agreement_after"] >= agreement:
