@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +92,17 @@ def fast_calls(monkeypatch):
     calls, prepare = [], fast.prepare
     monkeypatch.setattr(fast, "prepare", lambda *args: calls.append(prepare(*args)) or calls[-1])
     return calls
+
+
+def reference_keystream(version: int, seed: bytes, name: str, nbytes: int) -> bytes:
+    """The mask's keystream, written from its definition with cryptography's own HKDF and ChaCha20:
+    version 1, HKDF info 'onnxlock mask v1\\0' + name and a zero nonce; version 2, HKDF info
+    'onnxlock mask v2', the RFC 8439 nonce SHA-256(name)[:12] and block counter 1."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    info = b"onnxlock mask v1\0" + name.encode() if version == 1 else b"onnxlock mask v2"
+    key = HKDF(hashes.SHA256(), 32, salt=None, info=info).derive(seed)
+    nonce = bytes(16) if version == 1 else (1).to_bytes(4, "little") + hashlib.sha256(name.encode()).digest()[:12]
+    return Cipher(algorithms.ChaCha20(key, nonce), mode=None).encryptor().update(bytes(nbytes))

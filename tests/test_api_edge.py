@@ -27,7 +27,7 @@ def crash(*args, **kwargs):
 @pytest.fixture
 def buggy_lock(monkeypatch):
     """A bug deep inside the lock (where issue 7's real crashes were)."""
-    monkeypatch.setattr("onnxlock.passes.flip_signs._keystream", crash)
+    monkeypatch.setattr("onnxlock.passes.flip_signs.MaskKeystream.encryptor", crash)
 
 
 def test_a_bug_becomes_one_internal_error(buggy_lock):
@@ -52,7 +52,7 @@ def test_the_message_never_repeats_the_original_text(monkeypatch, locked_mlp):
     """The original message can hold secret values (here: an index); only its type is said."""
     def leaky(*args, **kwargs):
         raise IndexError("index 37 is out of bounds for axis 0 with size 30")
-    monkeypatch.setattr("onnxlock.passes.flip_signs.write_values", leaky)
+    monkeypatch.setattr("onnxlock.passes.flip_signs.mask_raw_tensors", leaky)
     with pytest.raises(InternalError) as caught:
         restore_model(locked_mlp.model.read_bytes(), locked_mlp.key.read_bytes(), PASSPHRASE)
     assert "IndexError" in str(caught.value) and "37" not in str(caught.value)
@@ -68,7 +68,7 @@ def test_the_outermost_public_call_names_the_action(monkeypatch):
 
 def test_python_dash_c_users_see_one_clear_line():
     code = ("import onnxlock.passes.flip_signs as f\n"
-            "f._keystream = lambda *args, **kwargs: 1 / 0\n"
+            "f.MaskKeystream.encryptor = lambda *args, **kwargs: 1 / 0\n"
             "import onnxlock\n"
             f"onnxlock.lock_model({str(MLP)!r}, passphrase='correct horse battery staple', kdf_params={{'n': 4096}})\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
@@ -120,7 +120,7 @@ def test_full_disk_is_bad_input_not_a_bug(cli, passphrase_env, monkeypatch, outd
 def test_out_of_memory_is_not_a_bug(cli, passphrase_env, monkeypatch, outdir):
     def huge(*args, **kwargs):
         raise MemoryError("Unable to allocate 64.0 GiB for an array")
-    monkeypatch.setattr("onnxlock.passes.flip_signs._keystream", huge)
+    monkeypatch.setattr("onnxlock.passes.flip_signs.MaskKeystream.encryptor", huge)
     result = cli("lock", MLP, "-o", outdir / "l.onnx", "--key", outdir / "k.key")
     assert result.code == 1 and result.err.startswith("onnxlock: error: out of memory")
 

@@ -5,11 +5,14 @@ model the value mask leaves the thief nothing beyond that base."""
 
 from __future__ import annotations
 
+import base64
+
 import numpy as np
 import onnx
 import pytest
 
 from onnxlock import load_session, lock_model, write_locked
+from onnxlock.errors import KeyFormatError
 from onnxlock.evaluate.attacks.base_model import base_attack
 from onnxlock.evaluate.damage import run
 from onnxlock.graph.io import load_model, parse_model
@@ -19,7 +22,7 @@ from onnxlock.passes import MaskPass, restore
 from onnxlock.passes.flip_signs import (FLIP_CHUNK, MASK_FIELDS, flip_signs, mask_values, parameter_tensors,
                                         weight_tensors)
 
-from conftest import CHEAP_KDF, MODELS, PASSPHRASE
+from conftest import CHEAP_KDF, MODELS, PASSPHRASE, reference_keystream
 
 CHANCE = 0.1
 SEED = bytes(range(32))
@@ -64,33 +67,76 @@ def test_mask_is_its_own_inverse_and_keeps_the_exponent_top_bit(dtype):
     assert 0.48 < bits < 0.52  # each masked bit flips about half the time
 
 
-def test_mask_known_answer():
-    """Pins the mask (HKDF-SHA256 info 'onnxlock mask v1\\0' + name, ChaCha20 zero nonce, one
-    keystream word a value, every bit but the exponent's top one): keys written before must open."""
+@pytest.mark.parametrize("version, want", [
+    (1, [668881843, 2261184837, 2650144045, 3090830311, 2994595846, 2702756883, 2787863222, 3185767050]),
+    (2, [506017723, 2597598161, 398085375, 754224064, 711325780, 2219141394, 702501394, 367697147])])
+def test_mask_known_answer(version, want):
+    """Pins each keystream version (one keystream word a value, every bit but the exponent's top
+    one): keys written before must open. Version 2 is what a lock writes."""
     values = np.arange(8, dtype=np.float32) / 4
     masked = np.empty_like(values)
-    mask_values(values, bytes(range(32)), "conv1.weight", out=masked)
-    assert masked.view(np.uint32).tolist() == [668881843, 2261184837, 2650144045, 3090830311,
-                                               2994595846, 2702756883, 2787863222, 3185767050]
+    mask_values(values, bytes(range(32)), "conv1.weight", out=masked, version=version)
+    assert masked.view(np.uint32).tolist() == want
+    stream = np.frombuffer(reference_keystream(version, bytes(range(32)), "conv1.weight", 32), np.uint32)
+    assert np.array_equal(masked.view(np.uint32), values.view(np.uint32) ^ (stream & MASK_FIELDS[4]))
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("dtype", ["<f4", ">f4", "<f2", "<f8"])
 @pytest.mark.parametrize("in_place", [False, True])
-def test_mask_over_several_chunks_is_the_keystream_xor(dtype, in_place, monkeypatch):
-    """Chunk by chunk (the cipher runs on, its buffer is reused), in place or into out, in either
-    byte order: values ^ (keystream & field), and its own inverse."""
+@pytest.mark.parametrize("size", [1000, 40])  # several chunks (a streamed cipher), one chunk (one call)
+def test_mask_over_several_chunks_is_the_keystream_xor(version, dtype, in_place, size, monkeypatch):
+    """Chunk by chunk (the cipher runs on, its buffer is reused), or in one call, in place or into
+    out, in either byte order: values ^ (keystream & field), and its own inverse."""
     from onnxlock.passes import flip_signs as module
 
     monkeypatch.setattr(module, "FLIP_CHUNK", 64)
-    values = np.random.default_rng(1).standard_normal(1000).astype(dtype)
+    values = np.random.default_rng(1).standard_normal(size).astype(dtype)
     words = np.dtype(f"u{values.itemsize}").newbyteorder(values.dtype.byteorder)
-    stream = module._keystream(SEED, "w", module.MASK_LABEL).update(bytes(values.nbytes))
+    stream = reference_keystream(version, SEED, "w", values.nbytes)
     want = (values.view(words) ^ (np.frombuffer(stream, dtype=words) & MASK_FIELDS[values.itemsize])).astype(words)
     masked = values.copy() if in_place else np.empty_like(values)
-    mask_values(masked if in_place else values, SEED, "w", out=None if in_place else masked)
+    mask_values(masked if in_place else values, SEED, "w", out=None if in_place else masked, version=version)
     assert masked.tobytes() == want.tobytes()
-    mask_values(masked, SEED, "w")
+    mask_values(masked, SEED, "w", version=version)
     assert masked.tobytes() == values.tobytes()
+
+
+def test_masking_small_tensors_together_is_masking_each_on_its_own(monkeypatch):
+    """The restore's batch (raw tensors of one call each, a width at a time) gives each tensor what
+    ``mask_values`` gives it alone, beside tensors it leaves to the per-tensor path (typed fields,
+    more than one chunk)."""
+    from onnxlock.passes import flip_signs as module
+
+    monkeypatch.setattr(module, "FLIP_CHUNK", 64)
+    rng = np.random.default_rng(2)
+    arrays = {"a": rng.standard_normal((3, 5)).astype(np.float32), "b": rng.standard_normal(64).astype(np.float16),
+              "c": rng.integers(-128, 127, 50).astype(np.int8), "d": rng.standard_normal(7).astype(np.float32),
+              "big": rng.standard_normal(300).astype(np.float32), "e": rng.standard_normal(9).astype(np.float64)}
+    tensors = [numpy_helper.from_array(array, name) for name, array in arrays.items()]
+    tensors.append(helper.make_tensor("typed", TensorProto.FLOAT, [4], [0.5, -1.0, 0.25, 3.0]))
+    arrays["typed"] = numpy_helper.to_array(tensors[-1])
+    model = helper.make_model(helper.make_graph([], "g", [], [], initializer=tensors))
+    secret = {"method": "mask", "version": 2, "seed": base64.b64encode(SEED).decode(), "tensors": list(arrays)}
+    masked = initializer_arrays(MaskPass.restore(model, secret))
+    for name, array in arrays.items():
+        alone = np.empty_like(array)
+        mask_values(array, SEED, name, out=alone)
+        assert masked[name].tobytes() == alone.tobytes() != array.tobytes(), name
+
+
+def test_a_mask_key_of_version_1_still_restores():
+    """A secret written before version 2 restores with its own keystream; an unknown version is refused."""
+    original = normalize(load_model(MODELS / "digits_cnn.onnx"))
+    plan = MaskPass(SEED).plan(original)[0]
+    old = {**plan, "version": 1}
+    locked = MaskPass.restore(original, old)  # the XOR is its own inverse: applying it locks
+    assert initializer_arrays(locked)[plan["tensors"][0]].tobytes() != initializer_arrays(original)[plan["tensors"][0]].tobytes()
+    assert restore(locked, old).SerializeToString() == original.SerializeToString()
+    assert restore(locked, plan).SerializeToString() != original.SerializeToString()
+    for bad in (3, True, "2", None):
+        with pytest.raises(KeyFormatError, match=f"version {bad!r}"):
+            restore(locked, {**plan, "version": bad})
 
 
 def test_the_mask_keystream_is_not_the_sign_flips():

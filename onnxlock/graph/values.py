@@ -24,7 +24,7 @@ def _plain_dtype(data_type: int) -> np.dtype | None:
     return dtype if dtype.kind in "biuf" else None
 
 
-def _raw_dtype(tensor: TensorProto) -> np.dtype | None:
+def raw_dtype(tensor: TensorProto) -> np.dtype | None:
     """The numpy dtype of ``tensor``'s raw bytes, or None when they cannot be read as they are."""
     dtype = _plain_dtype(tensor.data_type)
     if dtype is None or not tensor.HasField("raw_data") or len(tensor.raw_data) != math.prod(tensor.dims) * dtype.itemsize:
@@ -34,7 +34,7 @@ def _raw_dtype(tensor: TensorProto) -> np.dtype | None:
 
 def read_values(tensor: TensorProto) -> np.ndarray:
     """``tensor``'s values (a read-only view of its raw bytes when it has them)."""
-    dtype = _raw_dtype(tensor)
+    dtype = raw_dtype(tensor)
     if dtype is None:
         return numpy_helper.to_array(tensor)
     return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
@@ -42,7 +42,7 @@ def read_values(tensor: TensorProto) -> np.ndarray:
 
 def write_values(tensor: TensorProto, values: np.ndarray) -> None:
     """Set ``tensor``'s values (and shape) to ``values`` of its own dtype, as numpy_helper would."""
-    dtype = _raw_dtype(tensor)
+    dtype = raw_dtype(tensor)
     if dtype is not None and dtype == values.dtype:  # (np.dtype("float64") == None is True)
         tensor.raw_data = np.ascontiguousarray(values).tobytes()
         del tensor.dims[:]

@@ -9,7 +9,12 @@ values, are unchanged; the file is the same size and architecture.
 
 The keystream is ChaCha20 under a key derived with HKDF-SHA256 from a fresh 32-byte secret per
 lock and the tensor's name, so no keystream is reused across tensors, models or locks. The secret
-the key holds is that seed and the list of tensor names. Restoring flips the same bits back: it
+the key holds is that seed and the list of tensor names. The mask's keystream (version 2) is
+ChaCha20 as RFC 8439 defines it (the cipher of ChaCha20-Poly1305) under one key derived from the
+seed, with the first 12 bytes of the SHA-256 of the tensor's name as nonce: one key schedule a
+lock, and a tensor's keystream in one call, where a key per tensor cost a cipher object each
+(most of the loader's restore time on small models). Version 1 (a key per tensor, as the sign
+flip's) is still restored. Restoring flips the same bits back: it
 is an exact bit operation (XOR of the IEEE sign bit), so the original bytes come back for every
 value, NaN and zero included.
 
@@ -27,17 +32,20 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import hmac
 import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from onnx import TensorProto
 
 from ..errors import KeyFormatError, ModelMismatchError, UnsupportedGraphError
-from ..graph.values import read_values, write_values
+from ..graph.values import raw_dtype, read_values, write_values
 from .base import PassResult
 
 SECRET_VERSION = 1
@@ -64,7 +72,12 @@ PARAMETER_INPUTS = {"Conv": (2,), "ConvTranspose": (2,), "Gemm": (2,), "BatchNor
 AFFINE_OPS = ("Add", "Mul")  # a several-valued constant added to or multiplying a computed tensor: a bias or scale
 MAX_TENSORS = 1 << 16
 FLIP_CHUNK = 1 << 16  # values per keystream chunk (a multiple of 8: chunks start on a keystream byte)
-MASK_LABEL = b"onnxlock mask v1"
+MASK_LABEL = b"onnxlock mask v1"  # version 1: a key per tensor
+MASK_KEY_LABEL = b"onnxlock mask v2"  # version 2: one key, a nonce per tensor
+MASK_VERSION = 2  # what a lock writes; restore takes MASK_VERSIONS
+MASK_VERSIONS = (1, 2)
+FIRST_BLOCK = (1).to_bytes(4, "little")  # RFC 8439 encrypts from block 1 (block 0 keys Poly1305)
+MAX_MASK_BLOCKS = (1 << 32) - 1  # its block counter is 32 bits: a tensor's keystream up to 256 GiB
 # per float width, the bits a mask XORs: all but the exponent's top bit (bit 14, 30 or 62)
 MASK_FIELDS = {2: 0xBFFF, 4: 0xBFFF_FFFF, 8: 0xBFFF_FFFF_FFFF_FFFF}
 
@@ -151,6 +164,40 @@ def _keystream(seed: bytes, name: str, label: bytes = b"onnxlock signflip v1"):
     return Cipher(algorithms.ChaCha20(key, bytes(16)), mode=None).encryptor()
 
 
+class MaskKeystream:
+    """The mask's version 2 keystream of each tensor: RFC 8439 ChaCha20 under HKDF(seed) with nonce
+    SHA-256(name)[:12], from block 1. ``encryptor(name, nbytes)`` XORs a tensor's bytes with it:
+    one ChaCha20-Poly1305 call for a tensor of one chunk (the tag is dropped), a seekable ChaCha20
+    for a larger one, streamed chunk by chunk (both give the same keystream)."""
+
+    def __init__(self, seed: bytes):
+        self.key = hkdf_sha256(seed, MASK_KEY_LABEL)
+        self._aead = ChaCha20Poly1305(self.key)
+
+    def encryptor(self, name: str, nbytes: int, chunk_bytes: int):
+        """The keystream of ``name`` (``nbytes`` long), to be XORed in chunks of ``chunk_bytes``."""
+        if (nbytes + 63) // 64 > MAX_MASK_BLOCKS:
+            raise UnsupportedGraphError(f"{name} is too large to mask (over 256 GiB)")
+        nonce = hashlib.sha256(name.encode("utf-8")).digest()[:12]
+        if nbytes <= chunk_bytes:
+            return _OneCall(self._aead, nonce)
+        return Cipher(algorithms.ChaCha20(self.key, FIRST_BLOCK + nonce), mode=None).encryptor()
+
+
+class _OneCall:
+    """A tensor's whole keystream XORed in one ChaCha20-Poly1305 call: ``update_into`` once only
+    (a second call would reuse the keystream)."""
+
+    def __init__(self, aead: ChaCha20Poly1305, nonce: bytes):
+        self._aead, self._nonce = aead, nonce
+
+    def update_into(self, data: memoryview, out: memoryview) -> None:
+        if self._nonce is None:
+            raise RuntimeError("a one-call keystream was asked for a second chunk")
+        out[:] = memoryview(self._aead.encrypt(self._nonce, data, None))[:len(data)]
+        self._nonce = None
+
+
 def keystream_bits(seed: bytes, name: str, count: int) -> np.ndarray:
     """``count`` keystream bits (0/1 as uint8) for tensor ``name``: ChaCha20 under HKDF(seed, name)."""
     stream = _keystream(seed, name).update(bytes((count + 7) // 8))
@@ -190,17 +237,23 @@ def flip_signs(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | Non
         np.bitwise_xor(source[start:stop], spread, out=target[start:stop])
 
 
-def mask_values(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | None = None) -> None:
+def mask_values(values: np.ndarray, seed: bytes | MaskKeystream, name: str, out: np.ndarray | None = None,
+                *, version: int = MASK_VERSION) -> None:
     """XOR every bit of each float in contiguous ``values`` but its exponent's top one (every bit of
     an integer) with the mask keystream (one keystream word a value), in place or into ``out``, as
-    ``flip_signs`` does.
+    ``flip_signs`` does. ``seed`` may be given as its MaskKeystream (version 2), made once for
+    many tensors.
 
     The cipher XORs each chunk itself into one reused buffer, and the kept bit is copied back from
     ``values``: (values ^ keystream) & field | values & ~field is values ^ (keystream & field)."""
     source, target = _words(values, out)
-    bits = MASK_FIELDS[source.itemsize] if values.dtype.kind == "f" else (1 << 8 * source.itemsize) - 1
-    field = np.array(bits, dtype=source.dtype)  # an integer's every bit
-    kept, stream = np.bitwise_not(field), _keystream(seed, name, MASK_LABEL)
+    field = np.array(_field(values.dtype), dtype=source.dtype)
+    if version == 1:
+        stream = _keystream(seed, name, MASK_LABEL)
+    else:
+        keystream = seed if isinstance(seed, MaskKeystream) else MaskKeystream(seed)
+        stream = keystream.encryptor(name, source.nbytes, FLIP_CHUNK * source.itemsize)
+    kept = np.bitwise_not(field)
     buffer = np.empty(min(FLIP_CHUNK, source.size), dtype=source.dtype)
     for start, stop in _chunks(source.size):
         chunk, xored = source[start:stop], buffer[:stop - start]
@@ -208,6 +261,40 @@ def mask_values(values: np.ndarray, seed: bytes, name: str, out: np.ndarray | No
         np.bitwise_and(xored, field, out=xored)
         np.bitwise_and(chunk, kept, out=target[start:stop])  # ``target`` may be ``source``: read first above
         np.bitwise_or(target[start:stop], xored, out=target[start:stop])
+
+
+def _field(dtype: np.dtype) -> int:
+    """The bits the mask XORs in each word of ``dtype``: all but a float's exponent top bit, all of an integer's."""
+    return MASK_FIELDS[dtype.itemsize] if dtype.kind == "f" else (1 << 8 * dtype.itemsize) - 1
+
+
+def mask_raw_tensors(tensors: list[TensorProto], keystream: MaskKeystream) -> list[TensorProto]:
+    """``mask_values`` (version 2) on the raw bytes of each of ``tensors`` that fits one keystream
+    call, those of a width together: one XOR over them all, where each tensor on its own costs
+    more in numpy's per-call overhead than in its bytes (most of a small model's restore time).
+    Returns the tensors left for ``flip_tensor``."""
+    groups, left = {}, []
+    for tensor in tensors:
+        dtype = raw_dtype(tensor)
+        if dtype is None or len(tensor.raw_data) > FLIP_CHUNK * dtype.itemsize:
+            left.append(tensor)
+        else:
+            groups.setdefault((dtype.itemsize, _field(dtype)), []).append(tensor)
+    for (width, field), group in groups.items():
+        raws = [tensor.raw_data for tensor in group]
+        data = b"".join(raws)
+        xored, start = bytearray(len(data)), 0
+        for tensor, raw in zip(group, raws):
+            stop = start + len(raw)
+            keystream.encryptor(tensor.name, len(raw), len(raw)).update_into(memoryview(raw), memoryview(xored)[start:stop])
+            start = stop
+        words, kept = np.frombuffer(xored, f"<u{width}"), np.array(~field & ((1 << 8 * width) - 1), f"<u{width}")
+        np.bitwise_and(words, np.array(field, f"<u{width}"), out=words)
+        np.bitwise_or(words, np.frombuffer(data, f"<u{width}") & kept, out=words)
+        start = 0
+        for tensor, raw in zip(group, raws):
+            tensor.raw_data, start = bytes(xored[start:start + len(raw)]), start + len(raw)
+    return left
 
 
 @functools.cache
@@ -220,12 +307,11 @@ def _sign_masks(width: int) -> np.ndarray:
     return np.ascontiguousarray(words).view(f"V{8 * width}").reshape(256)
 
 
-def flip_tensor(tensor: TensorProto, seed: bytes, transform=flip_signs) -> None:
-    """Apply ``transform`` (``flip_signs`` or ``mask_values``: each its own inverse) to ``tensor``'s
-    values, in place."""
+def flip_tensor(tensor: TensorProto, transform) -> None:
+    """Apply ``transform`` (a pass's ``transform_for``: its own inverse) to ``tensor``'s values, in place."""
     values = np.ascontiguousarray(read_values(tensor))
     flipped = np.empty_like(values)
-    transform(values, seed, tensor.name, out=flipped)
+    transform(values, tensor.name, flipped)
     write_values(tensor, flipped)
 
 
@@ -233,7 +319,7 @@ class FlipSignsPass:
     """Lock every layer weight by flipping half of its signs at secret positions."""
 
     method = "signflip"
-    transform = staticmethod(flip_signs)
+    version = SECRET_VERSION
     types = FLIPPABLE  # the data types of the tensors it locks
     weights = staticmethod(weight_tensors)  # the layer weights; without any, a model is refused
     nothing = "no float Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock"
@@ -265,7 +351,7 @@ class FlipSignsPass:
         names += [name for name in unread_tensors(model) if name not in chosen]
         seed = self.seed or os.urandom(SEED_BYTES)
         dims = {t.name: t.dims for t in model.graph.initializer}
-        secret = {"method": self.method, "version": SECRET_VERSION,
+        secret = {"method": self.method, "version": self.version,
                   "seed": base64.b64encode(seed).decode("ascii"), "tensors": names}
         report = {"method": self.method, "tensors": len(names),
                   "weights_locked": sum(math.prod(dims[name]) for name in names)}
@@ -274,17 +360,22 @@ class FlipSignsPass:
     @classmethod
     def restore(cls, model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
         """The inverse pass: the same keystream XORed again (it is its own inverse)."""
-        seed, names = _check_secret(secret)
+        transform, names = cls.transform_for(secret), _check_secret(secret)[1]
         restored = model if in_place else onnx.ModelProto()
         if not in_place:
             restored.CopyFrom(model)
         inits = {t.name: t for t in restored.graph.initializer}
-        for name in names:
-            tensor = inits.get(name)
-            if tensor is None or tensor.data_type not in cls.types:
-                raise ModelMismatchError("the key does not fit this model (a locked weight is missing)")
-            flip_tensor(tensor, seed, cls.transform)
+        tensors = [inits.get(name) for name in names]
+        if any(tensor is None or tensor.data_type not in cls.types for tensor in tensors):
+            raise ModelMismatchError("the key does not fit this model (a locked weight is missing)")
+        for tensor in transform.together(tensors):
+            flip_tensor(tensor, transform)
         return restored
+
+    @classmethod
+    def transform_for(cls, secret: dict) -> SignFlips:
+        """The secret's transform of one tensor's values: ``transform(values, name, out=None)``."""
+        return SignFlips(_check_secret(secret)[0])
 
 
 class MaskPass(FlipSignsPass):
@@ -292,7 +383,7 @@ class MaskPass(FlipSignsPass):
     all of a quantized weight's) with the keystream."""
 
     method = "mask"
-    transform = staticmethod(mask_values)
+    version = MASK_VERSION
     types = FLIPPABLE + MASKED_INTEGERS
     tensors = staticmethod(parameter_tensors)
     nothing = "no float or quantized Conv, Gemm, MatMul, Einsum, Gather or RNN weight to lock"
@@ -301,10 +392,42 @@ class MaskPass(FlipSignsPass):
     def weights(model: onnx.ModelProto) -> list[str]:
         return weight_tensors(model) + quantized_tensors(model)
 
+    @classmethod
+    def transform_for(cls, secret: dict) -> Masking:
+        seed, version = _check_secret(secret)[0], secret.get("version")
+        if isinstance(version, bool) or version not in MASK_VERSIONS:
+            raise KeyFormatError(f"mask secret: version {version!r} is not one this onnxlock restores "
+                                 f"({', '.join(map(str, MASK_VERSIONS))})")
+        return Masking(seed if version == 1 else MaskKeystream(seed), version)  # one key schedule a restore
 
-def signflip_seed(secret: dict) -> bytes:
-    """The validated seed of a signflip or mask secret."""
-    return _check_secret(secret)[0]
+
+@dataclass(frozen=True)
+class SignFlips:
+    """A sign-flip secret's transform: ``flip_signs`` with its seed, one tensor at a time."""
+
+    seed: bytes
+
+    def __call__(self, values: np.ndarray, name: str, out: np.ndarray | None = None) -> None:
+        flip_signs(values, self.seed, name, out)
+
+    def together(self, tensors: list[TensorProto]) -> list[TensorProto]:
+        """Transform those of ``tensors`` that can be taken at once; returns the others."""
+        return tensors
+
+
+@dataclass(frozen=True)
+class Masking:
+    """A mask secret's transform: ``mask_values`` with its keystream (version 2) or seed (version 1);
+    small raw tensors of version 2 are taken together (``mask_raw_tensors``)."""
+
+    keystream: MaskKeystream | bytes
+    version: int
+
+    def __call__(self, values: np.ndarray, name: str, out: np.ndarray | None = None) -> None:
+        mask_values(values, self.keystream, name, out, version=self.version)
+
+    def together(self, tensors: list[TensorProto]) -> list[TensorProto]:
+        return tensors if self.version == 1 else mask_raw_tensors(tensors, self.keystream)
 
 
 def _check_secret(secret: dict) -> tuple[bytes, list[str]]:

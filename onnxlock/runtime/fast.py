@@ -194,12 +194,12 @@ def drop_unread(model: onnx.ModelProto) -> set[str]:
     """Remove the initializers no node reads (what normalisation folded, kept for the exact
     restore) from what onnxruntime is given: it would drop each with a warning line. Their names."""
     read = read_names(model.graph) | {value.name for value in model.graph.input}  # (an input's default stays)
-    unread = {tensor.name for tensor in model.graph.initializer if tensor.name not in read}
-    if unread:
-        kept = [tensor for tensor in model.graph.initializer if tensor.name not in unread]
-        del model.graph.initializer[:]
-        model.graph.initializer.extend(kept)
-    return unread
+    initializers = model.graph.initializer
+    names = [tensor.name for tensor in initializers]
+    for index in reversed(range(len(names))):  # deleted where they are: the kept ones are not copied
+        if names[index] not in read:
+            del initializers[index]
+    return set(names) - read
 
 
 def read_names(graph: onnx.GraphProto) -> set[str]:

@@ -18,7 +18,7 @@ from ..passes import secret_layers, stack_secrets
 from ..graph.patch import TENSOR_EDITS as _TENSOR_EDITS, narrow_array
 from ..passes.advparams import PerturbWeightsPass
 from ..passes.confusion import WidenChannelsPass
-from ..passes.flip_signs import FlipSignsPass, MaskPass, signflip_seed
+from ..passes.flip_signs import FlipSignsPass, MaskPass
 
 
 
@@ -85,15 +85,15 @@ def _keyed_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
     return {**layer, "tensors": [name for name in layer["tensors"] if keep(name)]}
 
 
-def _keyed_xor(transform):
-    """The array shortcut of a keyed XOR pass (signflip, mask): the same ``transform`` call its
-    restore makes, in place (on a copy if read-only)."""
+def _keyed_xor(keyed):
+    """The array shortcut of a keyed XOR pass (signflip, mask): the same transform its restore
+    applies (``transform_for``), in place (on a copy if read-only)."""
     def restore_array(layer: dict, name: str, values: np.ndarray, scratch: Scratch | None) -> np.ndarray:
         if name not in layer["tensors"]:
             return values
         values = np.ascontiguousarray(values)
         out = values if values.flags.writeable else (scratch or np.empty)(values.shape, values.dtype)
-        transform(values, signflip_seed(layer), name, out=out)  # read once, written once
+        keyed.transform_for(layer)(values, name, out)  # read once, written once
         return out
     return restore_array
 
@@ -124,7 +124,7 @@ def _advparams_restore_array(layer: dict, name: str, values: np.ndarray, scratch
 
 TOUCHES: dict[str, Touches] = {
     WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict, _confusion_restore_array, exact=True),
-    **{keyed.method: Touches(_keyed_tensors, _keyed_restrict, _keyed_xor(keyed.transform), exact=True, in_place=True)
+    **{keyed.method: Touches(_keyed_tensors, _keyed_restrict, _keyed_xor(keyed), exact=True, in_place=True)
        for keyed in (FlipSignsPass, MaskPass)},
     PerturbWeightsPass.method: Touches(_advparams_tensors, _advparams_restrict, _advparams_restore_array,
                                        in_place=True)}
