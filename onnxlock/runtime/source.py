@@ -83,10 +83,12 @@ class LockedSource:
             self._thread.start()
 
     def _mmap(self, path, error):
+        """The file mapped, or read whole when small (one copy where a mapping costs a copy later)."""
         try:
             with open(path, "rb") as handle:
-                if os.fstat(handle.fileno()).st_size == 0:
-                    return b""
+                size = os.fstat(handle.fileno()).st_size
+                if size < THREADED_BYTES:
+                    return handle.read()
                 self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
                 return self._map
         except (OSError, ValueError) as exc:
