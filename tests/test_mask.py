@@ -125,6 +125,26 @@ def test_masking_small_tensors_together_is_masking_each_on_its_own(monkeypatch):
         assert masked[name].tobytes() == alone.tobytes() != array.tobytes(), name
 
 
+def test_a_model_locked_before_keystream_version_2_still_loads():
+    """tests/data/resnet_mask_v1.*: the digits ResNet locked by the release before version 2 (commit
+    16b0f8b, its secret of version 1), loaded by both loader paths and unlocked, bit-identical."""
+    data = MODELS.parent / "tests" / "data"
+    locked, key = (data / "resnet_mask_v1.onnx").read_bytes(), (data / "resnet_mask_v1.key").read_bytes()
+    from onnxlock.runtime.restore import restore_model
+    from onnxlock.fileio import sha256_bytes
+    from onnxlock.key import open_key
+
+    assert open_key(key, passphrase=PASSPHRASE, model_sha256=sha256_bytes(locked))["version"] == 1
+    original = load_model(MODELS / "digits_resnet.onnx")
+    feeds = {"pixels": np.random.default_rng(0).random((8, 1, 8, 8), dtype=np.float32)}
+    want = run(original, feeds)[0]
+    for verify in ("fast", "full"):
+        session = load_session(locked, key, passphrase=PASSPHRASE, verify=verify)
+        assert session.run(None, feeds)[0].tobytes() == want.tobytes()
+    restored = restore_model(locked, key, PASSPHRASE)
+    assert restored.SerializeToString() == normalize(original).SerializeToString()  # what the lock started from
+
+
 def test_a_mask_key_of_version_1_still_restores():
     """A secret written before version 2 restores with its own keystream; an unknown version is refused."""
     original = normalize(load_model(MODELS / "digits_cnn.onnx"))
