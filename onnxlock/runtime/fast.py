@@ -43,7 +43,7 @@ from . import wire
 from .restore import EXTERNAL_DATA, RESTORED_TENSORS, check_digest, check_external
 from .options import copy_options
 from .source import LockedSource
-from .touches import Scratch, needs_digest, only, restore_array, restrict, tensor_digest, touched_tensors
+from .touches import ArrayRestorer, Scratch, needs_digest, only, restrict, tensor_digest, touched_tensors
 
 LARGE_BYTES = 1024  # initializers at least this large are handed over outside the skeleton
 INLINE_BYTES = 4 << 20  # locked models smaller than this are restored whole, in the skeleton
@@ -51,6 +51,7 @@ IN_MEMORY_NAME = "onnxlock-locked-weights"  # the external "file" name when the 
 RESTORED_NAME = "onnxlock-restored-weights"  # placeholder location for tensors given as OrtValues
 RESTORE_THREADS = min(4, os.cpu_count() or 1)  # touched tensors restored side by side
 THREADED_BYTES = 8 << 20  # below this much work, threads only add waiting
+THREADED_SPAN = 1 << 20  # smaller tensors are restored in the calling thread: a task each costs more than it saves
 FOLDER_ENTRY = "session.model_external_initializers_file_folder_path"
 # (op type, input index) of the uses that graph optimisers leave alone and onnxruntime computes
 # with as they are, so a restored tensor with only these uses is lent to onnxruntime in place (a
@@ -266,23 +267,28 @@ def _check_initializers(model: onnx.ModelProto, names: set[str], secret: dict) -
 
 def _restore_all(source: LockedSource, data: LockedSource | None, spans: list[wire.Span],
                  secret: dict) -> dict[str, tuple[np.ndarray, bool]]:
-    """``_restore_one`` for each span, on RESTORE_THREADS threads when there is enough to share
-    (numpy releases the GIL on large arrays; on small ones threads only add waiting)."""
-    local = threading.local()
+    """``_restore_one`` for each span, the large ones on RESTORE_THREADS threads when there is enough
+    to share (numpy releases the GIL on large arrays; on small ones threads only add waiting: 2,000
+    tensors of 16 KiB took twice as long as tasks)."""
+    local, restorer = threading.local(), ArrayRestorer(secret)
 
     def one(span):
         if not hasattr(local, "scratch"):
             local.scratch = Scratch()
-        return _restore_one(source, data if span.location is not None else None, span, secret, local.scratch)
+        return _restore_one(source, data if span.location is not None else None, span, secret, restorer,
+                            local.scratch)
 
-    if len(spans) < 2 or sum(span.nbytes for span in spans) < THREADED_BYTES:
+    shared = [span for span in spans if span.nbytes >= THREADED_SPAN]
+    if len(shared) < 2 or sum(span.nbytes for span in shared) < THREADED_BYTES:
         return {span.name: one(span) for span in spans}
-    with ThreadPoolExecutor(min(RESTORE_THREADS, len(spans))) as pool:
-        return {span.name: result for span, result in zip(spans, pool.map(one, spans))}
+    with ThreadPoolExecutor(min(RESTORE_THREADS, len(shared))) as pool:
+        futures = {span.name: pool.submit(one, span) for span in shared}
+        done = {span.name: one(span) for span in spans if span.name not in futures}  # the small ones, meanwhile
+        return done | {name: future.result() for name, future in futures.items()}
 
 
 def _restore_one(source: LockedSource, data: LockedSource | None, span: wire.Span, secret: dict,
-                 scratch: Scratch) -> tuple[np.ndarray, bool]:
+                 restorer: ArrayRestorer, scratch: Scratch) -> tuple[np.ndarray, bool]:
     """One touched initializer restored on its own, and whether it was checked already: by the
     methods' array shortcut on a view of the locked bytes when they have one (one copy, the
     mapped pages dropped once read; ``prepare`` checks the result's digest where needed), else by
@@ -292,7 +298,7 @@ def _restore_one(source: LockedSource, data: LockedSource | None, span: wire.Spa
     view = span.array(holder.buffer)  # checks the span lies in the file
     values = holder.read(*span.data).view(view.dtype).reshape(view.shape)  # our own copy, restored in place
     try:
-        array = restore_array(secret, span.name, values, scratch)
+        array = restorer(span.name, values, scratch)
     except (KeyError, IndexError, ValueError, TypeError):
         array = None
     if array is not None:

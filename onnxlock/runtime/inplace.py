@@ -10,7 +10,7 @@ import numpy as np
 
 from ..passes import secret_layers
 from . import wire
-from .touches import TOUCHES, restore_array, touched_tensors
+from .touches import TOUCHES, ArrayRestorer, touched_tensors
 
 
 def restore_serialized(locked: bytes, secret: dict, data: bytes | None = None, *, in_place: bool = False
@@ -40,8 +40,9 @@ def restore_serialized(locked: bytes, secret: dict, data: bytes | None = None, *
         views = {span.name: span.array(model if span.location is None else weights) for span in spans}
     except wire.WireError:
         return None
+    restorer = ArrayRestorer(secret)
     for name, view in views.items():  # writable views: a bytearray's
-        restored = restore_array(secret, name, view)
+        restored = restorer(name, view)
         if restored is None or restored.nbytes != view.nbytes or not np.shares_memory(restored, view):
             raise RuntimeError(f"the shortcut of an in-place method did not restore {name} in place")
     return model, weights, views

@@ -40,13 +40,17 @@ class Scratch:
         return np.shares_memory(array, self._buffer)
 
 
+Shortcut = Callable[[str, np.ndarray, "Scratch | None"], np.ndarray]  # (name, values, scratch) -> restored
+
+
 @dataclass(frozen=True)
 class Touches:
     """For one pass method: the initializers a layer touches, the layer kept to some targets, and
-    optionally a shortcut that restores one tensor's numpy array directly. A shortcut may work in
-    place on a writable array and copies a read-only one (into ``scratch`` when given: another
-    layer's shortcut reads it next). Its result must equal ``passes.restore``'s: the loader checks
-    it against the digest the key recorded, unless ``exact`` says the shortcut
+    optionally a shortcut that restores one tensor's numpy array directly, prepared once per layer
+    (``shortcut(layer)``: a key schedule, a lookup by name) and then called per tensor. A shortcut
+    may work in place on a writable array and copies a read-only one (into ``scratch`` when given:
+    another layer's shortcut reads it next). Its result must equal ``passes.restore``'s: the loader
+    checks it against the digest the key recorded, unless ``exact`` says the shortcut
     runs the very code the pass's restore runs (then the digest would only re-check the locked
     file's hash and the key's AES-GCM tag, which bind those inputs already). ``in_place``: the
     layer changes nothing but the values of the tensors it names, and its shortcut restores a
@@ -54,7 +58,7 @@ class Touches:
 
     tensors: Callable[[dict], set[str]]
     restrict: Callable[[dict, Callable[[str], bool]], dict]
-    restore_array: Callable[[dict, str, np.ndarray, Scratch | None], np.ndarray] | None = None
+    shortcut: Callable[[dict], Shortcut] | None = None
     exact: bool = False
     in_place: bool = False
 
@@ -72,9 +76,9 @@ def _confusion_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
     return {**layer, "groups": groups}
 
 
-def _confusion_restore_array(layer: dict, name: str, values: np.ndarray, scratch: Scratch | None) -> np.ndarray:
-    """The pass's own narrowing (graph/patch.py ``narrow_array``) on this one tensor's array."""
-    return narrow_array(layer["groups"], name, values)
+def _confusion_shortcut(layer: dict) -> Shortcut:
+    """The pass's own narrowing (graph/patch.py ``narrow_array``) on one tensor's array."""
+    return lambda name, values, scratch: narrow_array(layer["groups"], name, values)
 
 
 def _keyed_tensors(layer: dict) -> set[str]:
@@ -87,15 +91,19 @@ def _keyed_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
 
 def _keyed_xor(keyed):
     """The array shortcut of a keyed XOR pass (signflip, mask): the same transform its restore
-    applies (``transform_for``), in place (on a copy if read-only)."""
-    def restore_array(layer: dict, name: str, values: np.ndarray, scratch: Scratch | None) -> np.ndarray:
-        if name not in layer["tensors"]:
-            return values
-        values = np.ascontiguousarray(values)
-        out = values if values.flags.writeable else (scratch or np.empty)(values.shape, values.dtype)
-        keyed.transform_for(layer)(values, name, out)  # read once, written once
-        return out
-    return restore_array
+    applies (``transform_for``: the key schedule once a layer), in place (on a copy if read-only)."""
+    def shortcut(layer: dict) -> Shortcut:
+        transform, names = keyed.transform_for(layer), frozenset(layer["tensors"])
+
+        def restore_array(name: str, values: np.ndarray, scratch: Scratch | None) -> np.ndarray:
+            if name not in names:
+                return values
+            values = np.ascontiguousarray(values)
+            out = values if values.flags.writeable else (scratch or np.empty)(values.shape, values.dtype)
+            transform(values, name, out)  # read once, written once
+            return out
+        return restore_array
+    return shortcut
 
 
 def _advparams_tensors(layer: dict) -> set[str]:
@@ -106,28 +114,33 @@ def _advparams_restrict(layer: dict, keep: Callable[[str], bool]) -> dict:
     return {**layer, "weights": [entry for entry in layer["weights"] if keep(entry[0])]}
 
 
-def _advparams_restore_array(layer: dict, name: str, values: np.ndarray, scratch: Scratch | None) -> np.ndarray:
+def _advparams_shortcut(layer: dict) -> Shortcut:
     """The original float32 bits written back at their flat indices (on a copy if read-only)."""
-    entries = [(index, bits) for tensor, index, bits in layer["weights"] if tensor == name]
-    if not entries:
-        return values
-    if values.dtype != np.float32:
-        raise TypeError(f"{name} is not float32")
-    out = np.ascontiguousarray(values)
-    out = out if out.flags.writeable else out.copy()
-    indices, bits = np.array(entries, dtype=np.int64).T
-    if indices.min() < 0 or (bits >> 32).any():
-        raise ValueError("advparams entry out of range")
-    out.reshape(-1).view(np.uint32)[indices] = bits.astype(np.uint32)  # IndexError past the end
-    return out
+    by_name: dict[str, list] = {}
+    for tensor, index, bits in layer["weights"]:
+        by_name.setdefault(tensor, []).append((index, bits))
+
+    def restore_array(name: str, values: np.ndarray, scratch: Scratch | None) -> np.ndarray:
+        entries = by_name.get(name)
+        if not entries:
+            return values
+        if values.dtype != np.float32:
+            raise TypeError(f"{name} is not float32")
+        out = np.ascontiguousarray(values)
+        out = out if out.flags.writeable else out.copy()
+        indices, bits = np.array(entries, dtype=np.int64).T
+        if indices.min() < 0 or (bits >> 32).any():
+            raise ValueError("advparams entry out of range")
+        out.reshape(-1).view(np.uint32)[indices] = bits.astype(np.uint32)  # IndexError past the end
+        return out
+    return restore_array
 
 
 TOUCHES: dict[str, Touches] = {
-    WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict, _confusion_restore_array, exact=True),
+    WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict, _confusion_shortcut, exact=True),
     **{keyed.method: Touches(_keyed_tensors, _keyed_restrict, _keyed_xor(keyed), exact=True, in_place=True)
        for keyed in (FlipSignsPass, MaskPass)},
-    PerturbWeightsPass.method: Touches(_advparams_tensors, _advparams_restrict, _advparams_restore_array,
-                                       in_place=True)}
+    PerturbWeightsPass.method: Touches(_advparams_tensors, _advparams_restrict, _advparams_shortcut, in_place=True)}
 
 
 def touched_tensors(secret: dict) -> set[str] | None:
@@ -150,18 +163,34 @@ def restrict(secret: dict, keep: Callable[[str], bool]) -> dict:
     return stack_secrets([TOUCHES[layer["method"]].restrict(layer, keep) for layer in secret_layers(secret)])
 
 
-def restore_array(secret: dict, name: str, values: np.ndarray, scratch: Scratch | None = None) -> np.ndarray | None:
-    """``name``'s array restored by the layers' shortcuts, last layer first; None if one has none.
-    Layers before the first may write into ``scratch``; a result still in it is copied out."""
-    layers = secret_layers(secret)
-    for depth, layer in enumerate(reversed(layers), start=1):
-        shortcut = TOUCHES[layer["method"]].restore_array
-        if shortcut is None:
+class ArrayRestorer:
+    """A secret's array shortcuts, each layer's prepared once (its key schedule, its lookup by
+    name) for all the tensors restored with it; safe to call from several threads.
+    ``restorer(name, values, scratch)`` is ``name``'s array restored, last layer first, or None
+    when a layer has no shortcut (or a malformed one: the slow path reports it). Layers before the
+    first may write into ``scratch``; a result still in it is copied out."""
+
+    def __init__(self, secret: dict):
+        try:
+            prepared = [TOUCHES[layer["method"]].shortcut for layer in secret_layers(secret)]
+            self.shortcuts = None if None in prepared else \
+                [make(layer) for make, layer in zip(prepared, secret_layers(secret))][::-1]
+        except (KeyError, IndexError, ValueError, TypeError):
+            self.shortcuts = None
+
+    def __call__(self, name: str, values: np.ndarray, scratch: Scratch | None = None) -> np.ndarray | None:
+        if self.shortcuts is None:
             return None
-        values = shortcut(layer, name, values, scratch if depth < len(layers) else None)
-    if scratch is not None and scratch.holds(values):
-        values = values.copy()
-    return values
+        for depth, shortcut in enumerate(self.shortcuts, start=1):
+            values = shortcut(name, values, scratch if depth < len(self.shortcuts) else None)
+        if scratch is not None and scratch.holds(values):
+            values = values.copy()
+        return values
+
+
+def restore_array(secret: dict, name: str, values: np.ndarray, scratch: Scratch | None = None) -> np.ndarray | None:
+    """``ArrayRestorer(secret)`` for one tensor (several: make the restorer once)."""
+    return ArrayRestorer(secret)(name, values, scratch)
 
 
 def needs_digest(secret: dict) -> set[str]:
