@@ -58,7 +58,7 @@ class LockedSource:
         self._map = None
         if isinstance(source, (str, os.PathLike)) and not hasattr(source, "read"):
             self.path = os.path.abspath(os.fsdecode(source))
-            self.buffer = self._mmap(source, error)
+            self.buffer = self._map_or_read(source, error)
             # a large file is hashed by reading it, so its mapped pages do not add to the RSS
             large = len(self.buffer) >= THREADED_BYTES
             target, args = (self._hash_file, (self.path,)) if large else (self._hash_bytes, (self.buffer,))
@@ -82,7 +82,7 @@ class LockedSource:
         if self._thread is not None and self._thread.ident is None:
             self._thread.start()
 
-    def _mmap(self, path, error):
+    def _map_or_read(self, path, error):
         """The file mapped, or read whole when small (one copy where a mapping costs a copy later)."""
         try:
             with open(path, "rb") as handle:

@@ -172,9 +172,9 @@ class ArrayRestorer:
 
     def __init__(self, secret: dict):
         try:
-            prepared = [TOUCHES[layer["method"]].shortcut for layer in secret_layers(secret)]
-            self.shortcuts = None if None in prepared else \
-                [make(layer) for make, layer in zip(prepared, secret_layers(secret))][::-1]
+            layers = secret_layers(secret)
+            makers = [TOUCHES[layer["method"]].shortcut for layer in layers]
+            self.shortcuts = None if None in makers else [make(layer) for make, layer in zip(makers, layers)][::-1]
         except (KeyError, IndexError, ValueError, TypeError):
             self.shortcuts = None
 
