@@ -13,7 +13,7 @@ import pytest
 
 from onnxlock import UnsafeOptionError, load_session
 
-from conftest import PASSPHRASE
+from conftest import MODELS, PASSPHRASE
 
 
 def snapshot(*folders: Path) -> dict[str, tuple[int, int]]:
@@ -88,9 +88,10 @@ def unsafe_cases(tmp_path):
         "optimized_model_filepath": (options(optimized_model_filepath=str(tmp_path / "m.onnx")), "cpu"),
         "enable_profiling": (options(enable_profiling=True), "cpu"),
         "ep.context_enable": (entry("ep.context_enable"), "cpu"),
-        "ep.context_file_path": (entry("ep.context_file_path", str(tmp_path / "ctx.onnx")), "cpu"),
-        "session.optimized_model_external_initializers_file_name":
-            (entry("session.optimized_model_external_initializers_file_name", "w.bin"), "cpu"),
+        "session.collect_node_memory_stats_to_file":
+            (entry("session.collect_node_memory_stats_to_file", str(tmp_path / "stats.csv")), "cpu"),
+        "session.debug_layout_transformation": (entry("session.debug_layout_transformation"), "cpu"),
+        "session.moe.offload.derived_cache_dir": (entry("session.moe.offload.derived_cache_dir", str(tmp_path)), "cpu"),
         "cannot be checked": (with_provider, "cpu"),
         "trt_engine_cache_enable": (None, [(trt, {"trt_engine_cache_enable": "True"})]),
         "trt_dump_ep_context_model": (None, [(trt, {"trt_dump_ep_context_model": "1"})]),
@@ -121,3 +122,58 @@ def test_options_switched_off_are_accepted(locked_mlp):
     session = load_session(locked_mlp.model, locked_mlp.key, passphrase=PASSPHRASE, providers="cpu",
                            sess_options=options)
     assert session.get_providers() == ["CPUExecutionProvider"]
+
+
+def test_node_memory_stats_would_write_restored_sizes(tmp_path):
+    """Why that entry is refused: a plain session given it writes every node's name and sizes."""
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.collect_node_memory_stats_to_file", str(tmp_path / "stats.csv"))
+    options.enable_mem_pattern = False
+    session = ort.InferenceSession(str(MODELS / "digits_cnn.onnx"), options, providers=["CPUExecutionProvider"])
+    session.run(None, {"pixels": np.zeros((1, 1, 8, 8), np.float32)})
+    del session
+    assert "initializers_sizes" in (tmp_path / "stats.csv").read_text()
+
+
+# entries that only shape what a refused option writes: accepted, and nothing is written
+INERT = {"ep.context_file_path": "ctx.onnx", "ep.context_model_external_initializers_file_name": "ctx.bin",
+         "session.save_model_format": "ORT", "session.optimized_model_external_initializers_file_name": "w.bin",
+         "session.save_external_prepacked_constant_initializers": "1"}
+
+
+@pytest.mark.parametrize("how", ["path", "bytes"])
+def test_entries_inert_without_a_refused_option_write_nothing(how, locked_mlp, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    options = ort.SessionOptions()
+    for key, value in INERT.items():
+        options.add_session_config_entry(key, str(tmp_path / value) if "." in value else value)
+    model = locked_mlp.model if how == "path" else locked_mlp.model.read_bytes()
+    session = load_session(model, locked_mlp.key, passphrase=PASSPHRASE, providers="cpu", sess_options=options)
+    session.run(None, {"pixels": np.zeros((1, 1, 8, 8), np.float32)})
+    del session
+    assert list(tmp_path.iterdir()) == []
+
+
+def _with_ort_config(path: Path, folder: Path) -> Path:
+    import json
+
+    import onnx
+
+    model = onnx.load(path)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "ort_config", json.dumps({"session_options": {"enable_profiling": 1}})
+    onnx.save(model, folder / "configured.onnx")
+    return folder / "configured.onnx"
+
+
+def test_config_from_model_is_refused(locked_mlp, tmp_path, monkeypatch):
+    """With ORT_LOAD_CONFIG_FROM_MODEL=1 a model's metadata switches profiling on (a plain session
+    writes a profile: shown first), so the loader refuses to build a session at all."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ORT_LOAD_CONFIG_FROM_MODEL", "1")
+    configured = _with_ort_config(MODELS / "digits_mlp.onnx", tmp_path)
+    plain = ort.InferenceSession(str(configured), providers=["CPUExecutionProvider"])
+    del plain  # the profile is written when the session ends
+    assert [p.name for p in tmp_path.glob("onnxruntime_profile*.json")]
+    with pytest.raises(UnsafeOptionError, match="ORT_LOAD_CONFIG_FROM_MODEL"):
+        load_session(locked_mlp.model, locked_mlp.key, passphrase=PASSPHRASE, providers="cpu")

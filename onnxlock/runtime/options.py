@@ -3,15 +3,26 @@ or profiled from it) to disk, and copy the rest into options the loader can fill
 
 from __future__ import annotations
 
+import os
+
 import onnxruntime as ort
 
 from ..errors import UnsafeOptionError
 
-# session config entries that write the model, a compiled context or its weights to disk
-UNSAFE_CONFIG_ENTRIES = ("ep.context_enable", "ep.context_file_path", "session.save_model_format",
-                         "session.optimized_model_external_initializers_file_name",
-                         "session.save_external_prepacked_constant_initializers",
-                         "session.debug_layout_transformation")
+# session config entries that write the model, a compiled context, its weights or its per-node
+# sizes to disk. Each is read by a lookup that costs ~0.1 ms when unset (onnxruntime raises), so
+# entries that only act together with a refused one are not read: ``ep.context_file_path`` and
+# ``ep.context_model_external_initializers_file_name`` name what ``ep.context_enable`` writes;
+# ``session.save_model_format``, ``session.optimized_model_external_initializers_file_name`` and
+# ``session.save_external_prepacked_constant_initializers`` shape what ``optimized_model_filepath``
+# writes (onnxruntime logs "the model is not being saved. Ignoring the flag" without it).
+# ``session.moe.offload.derived_cache_dir`` is refused by its name (not observed: no MoE model here)
+UNSAFE_CONFIG_ENTRIES = ("ep.context_enable", "session.debug_layout_transformation",
+                         "session.collect_node_memory_stats_to_file", "session.moe.offload.derived_cache_dir")
+# onnxruntime's Python API reads session options from a model's ``ort_config`` metadata when this
+# is "1": a locked file given an ``ort_config`` would switch on profiling (checked only after the
+# session is built, when the restored graph's profile is already due to be written)
+CONFIG_FROM_MODEL_ENV = "ORT_LOAD_CONFIG_FROM_MODEL"
 # entries carried over to the loader's own SessionOptions when set
 CARRIED_CONFIG_ENTRIES = (
     "session.disable_prepacking", "session.use_env_allocators", "session.set_denormal_as_zero",
@@ -44,6 +55,9 @@ def _config_entry(options: ort.SessionOptions, key: str) -> str:
 
 def check_safe(options: ort.SessionOptions | None, providers: list) -> None:
     """Refuse options that would write the restored model, an engine compiled from it, its profile or shapes."""
+    if os.environ.get(CONFIG_FROM_MODEL_ENV) == "1":  # exactly what onnxruntime tests
+        raise UnsafeOptionError(f"{CONFIG_FROM_MODEL_ENV}=1 lets a model's metadata set session options "
+                                "(profiling, saving the optimized model): unset it to load a locked model")
     if options is not None:
         if options.optimized_model_filepath:
             raise UnsafeOptionError("SessionOptions.optimized_model_filepath would write the restored model to disk")
