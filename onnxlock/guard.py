@@ -38,13 +38,16 @@ def guarded(action: str):
 
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            bound = signature.bind(*args, **kwargs)  # a wrong call is the caller's TypeError
             if _inside.get():  # only the outermost public call speaks to the user
                 return func(*args, **kwargs)
             token = _inside.set(True)
             try:
                 return func(*args, **kwargs)
             except Exception as exc:
+                try:  # bound only now: it costs 50-70 us a call
+                    bound = signature.bind(*args, **kwargs)
+                except TypeError as wrong_call:  # the call itself was wrong: the caller's TypeError
+                    raise wrong_call from None
                 paths = [v for v in bound.arguments.values() if isinstance(v, (str, os.PathLike))]
                 if os.environ.get(DEBUG_ENV) or is_user_error(exc, paths):
                     raise
