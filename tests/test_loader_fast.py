@@ -348,3 +348,23 @@ def test_many_tensors_share_one_key_schedule(tmp_path, monkeypatch):
     want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
     assert calls and len(schedules) <= 2  # the large tensors' restorer, and the skeleton's restore
     assert session.run(None, x)[0].tobytes() == want.tobytes()
+
+
+def test_an_initializer_only_a_subgraph_reads_is_kept():
+    """drop_unread looks inside If branches (and their branches): what a subgraph reads stays."""
+    def branch(name, reads):
+        out = helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, [2])
+        return helper.make_graph([helper.make_node("Add", ["x", reads], [f"{name}_out"])], name, [], [out])
+
+    inner = helper.make_node("If", ["c"], ["deep_out"], then_branch=branch("deep_then", "W_deep"),
+                             else_branch=branch("deep_else", "W_deep"))
+    deep_out = helper.make_tensor_value_info("deep_out", TensorProto.FLOAT, [2])
+    nested = helper.make_graph([inner], "nested", [], [deep_out])
+    outer = helper.make_node("If", ["c"], ["y"], then_branch=branch("then", "W_then"), else_branch=nested)
+    weights = [numpy_helper.from_array(np.ones(2, np.float32), name) for name in ("W_then", "W_deep", "W_unread")]
+    graph = helper.make_graph([outer], "g", [helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                                             helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], weights)
+    model = helper.make_model(graph)
+    assert fast.drop_unread(model) == {"W_unread"}
+    assert [t.name for t in model.graph.initializer] == ["W_then", "W_deep"]
