@@ -12,7 +12,9 @@ For each: session creation (wall time, and the process's CPU time, which the nei
 shared virtual machine disturb less), first inference, steady latency at batch 1 and 32 (medians), peak
 RSS and the RSS held at the end (the session's footprint once built and run); and steady latency
 of the locked and plain sessions side by side in one process (runs interleaved), the latency
-comparison that process-to-process noise does not swamp. Models: the bundled digits models and
+comparison that process-to-process noise does not swamp; in that process also creation once both
+kinds were built before (onnxruntime's start-up and each library's first use paid: the loader's
+own cost on every load, which a fresh process's ~5 ms of start-up hides on a small model). Models: the bundled digits models and
 generated MatMul MLPs of the given sizes (from 1 GiB on, locked with external data, as the CLI
 does). Locked models are cached under build/bench_load/ (git ignores it): a 384 MiB lock takes
 minutes.
@@ -107,7 +109,7 @@ def side_by_side(locked: Path, steady: int) -> dict:
     plain = ort.InferenceSession(str(locked.parent / "original.onnx"), options(), providers=["CPUExecutionProvider"])
     session = load_session(locked / "locked.onnx", locked / "model.key", passphrase=PASSPHRASE, providers="cpu",
                            sess_options=options())
-    ratios = {}
+    ratios = {"create_in_process": in_process_creation(locked, steady)}
     for batch in (1, 32):
         feeds, times = feeds_for(plain, batch), {"plain": [], "locked": []}
         for step in range(2 * steady):
@@ -118,6 +120,26 @@ def side_by_side(locked: Path, steady: int) -> dict:
                 times[mode].append(time.perf_counter() - start)
         ratios[f"batch{batch}"] = statistics.median(times["locked"]) / statistics.median(times["plain"])
     return ratios
+
+
+def in_process_creation(locked: Path, steady: int) -> dict:
+    """Creation once this process has built both kinds of session (onnxruntime's start-up and every
+    library's first use paid): the loader's own cost on each load, the KDF excluded. Medians of up
+    to ``steady`` alternating pairs, at most ~20 s of them."""
+    spent, times = timed_kdf(), {"plain": [], "locked": []}
+    deadline = time.perf_counter() + 20
+    for step in range(max(steady, 5)):
+        if step >= 5 and time.perf_counter() > deadline:
+            break
+        start = time.perf_counter()
+        ort.InferenceSession(str(locked.parent / "original.onnx"), options(), providers=["CPUExecutionProvider"])
+        times["plain"].append(time.perf_counter() - start)
+        before, start = len(spent), time.perf_counter()
+        load_session(locked / "locked.onnx", locked / "model.key", passphrase=PASSPHRASE, providers="cpu",
+                     sess_options=options())
+        times["locked"].append(time.perf_counter() - start - sum(s[0] for s in spent[before:]))
+    plain, mine = (1000 * statistics.median(times[k]) for k in ("plain", "locked"))
+    return {"plain_ms": plain, "locked_ms": mine, "ratio": mine / plain}
 
 
 def child(mode: str, folder: Path, steady: int) -> dict:
@@ -230,7 +252,9 @@ def bench(info: dict, folder: Path, repeat: int, steady: int) -> dict:
     for excluded, plain in (("create_excl_kdf_ms", "create_ms"), ("create_cpu_excl_kdf_ms", "create_cpu_ms")):
         ratio[excluded] = {"locked": med["locked"][excluded] / med["plain"][plain]}
     pairs = [run_child("side_by_side", folder, steady) for _ in range(repeat)]
-    ratio["steady_side_by_side"] = {k: statistics.median(p[k] for p in pairs) for k in pairs[0]}
+    ratio["steady_side_by_side"] = {k: statistics.median(p[k] for p in pairs) for k in ("batch1", "batch32")}
+    ratio["create_in_process"] = {k: statistics.median(p["create_in_process"][k] for p in pairs)
+                                  for k in ("plain_ms", "locked_ms", "ratio")}
     return {**info, "medians": med, "ratios_vs_plain": ratio,
             "outputs_bit_identical": len(shas["plain"] | shas["locked"]) == 1}
 
@@ -305,6 +329,8 @@ def main() -> None:
                   f"aes {r['held_rss_mib']['aes']:.2f}x locked {r['held_rss_mib']['locked']:.2f}x; "
                   f"batch1 {r['batch1_ms']['locked']:.3f}x batch32 {r['batch32_ms']['locked']:.3f}x "
                   f"(side by side {r['steady_side_by_side']['batch1']:.3f}x, {r['steady_side_by_side']['batch32']:.3f}x); "
+                  f"creation in a warm process {r['create_in_process']['locked_ms']:.2f} ms against "
+                  f"{r['create_in_process']['plain_ms']:.2f} ms ({r['create_in_process']['ratio']:.2f}x); "
                   f"exact {results[-1]['outputs_bit_identical']}", file=sys.stderr, flush=True)
     kdf = kdf_cost_ms()
     print(f"KDF (scrypt) to open a key, on its own: default {kdf['default']:.0f} ms, cheap {kdf['cheap_n2^12']:.1f} ms",
