@@ -276,24 +276,26 @@ def mask_raw_tensors(tensors: list[TensorProto], keystream: MaskKeystream) -> li
     groups, left = {}, []
     for tensor in tensors:
         dtype = raw_dtype(tensor)
-        if dtype is None or len(tensor.raw_data) > FLIP_CHUNK * dtype.itemsize:
+        raw = tensor.raw_data if dtype is not None else b""  # (each read of the field is a copy)
+        if dtype is None or len(raw) > FLIP_CHUNK * dtype.itemsize:
             left.append(tensor)
         else:
-            groups.setdefault((dtype.itemsize, _field(dtype)), []).append(tensor)
+            groups.setdefault((dtype.itemsize, _field(dtype)), []).append((tensor, raw))
     for (width, field), group in groups.items():
-        raws = [tensor.raw_data for tensor in group]
-        data = b"".join(raws)
+        data = b"".join(raw for _, raw in group)
         xored, start = bytearray(len(data)), 0
-        for tensor, raw in zip(group, raws):
+        into = memoryview(xored)
+        for tensor, raw in group:
             stop = start + len(raw)
-            keystream.encryptor(tensor.name, len(raw), len(raw)).update_into(memoryview(raw), memoryview(xored)[start:stop])
+            keystream.encryptor(tensor.name, len(raw), len(raw)).update_into(memoryview(raw), into[start:stop])
             start = stop
-        words, kept = np.frombuffer(xored, f"<u{width}"), np.array(~field & ((1 << 8 * width) - 1), f"<u{width}")
+        # x ^ (keystream & field) = (xored & field) | (x & ~field): the kept bits from the original
+        words, original = np.frombuffer(xored, f"<u{width}"), np.frombuffer(data, f"<u{width}")
         np.bitwise_and(words, np.array(field, f"<u{width}"), out=words)
-        np.bitwise_or(words, np.frombuffer(data, f"<u{width}") & kept, out=words)
+        np.bitwise_or(words, original & np.array(~field & ((1 << 8 * width) - 1), f"<u{width}"), out=words)
         start = 0
-        for tensor, raw in zip(group, raws):
-            tensor.raw_data, start = bytes(xored[start:start + len(raw)]), start + len(raw)
+        for tensor, raw in group:
+            tensor.raw_data, start = bytes(into[start:start + len(raw)]), start + len(raw)
     return left
 
 
