@@ -147,3 +147,25 @@ def test_a_span_read_is_a_writable_copy_of_its_bytes(every_weight, given):
         assert span.array(source.buffer).any()  # the source is untouched
     finally:
         source.close()
+
+
+@pytest.mark.parametrize("threads", ["available", "refused"])
+@pytest.mark.parametrize("defer", [True, False])
+def test_the_locked_file_hash_is_the_files_sha256(tmp_path, monkeypatch, threads, defer):
+    """A 64 KiB-4 MiB file is hashed in a thread of its own (started at once or by start_hash);
+    where the process can start no thread, in the caller's."""
+    import _thread
+    import hashlib
+
+    if threads == "refused":
+        def refuse(*_):
+            raise RuntimeError("can't start new thread")
+        monkeypatch.setattr(_thread, "start_new_thread", refuse)
+    path = tmp_path / "model.bin"
+    path.write_bytes(np.random.default_rng(0).bytes(200_000))
+    source = LockedSource(path, ModelMismatchError, defer=defer)
+    try:
+        source.start_hash()
+        assert source.sha256() == hashlib.sha256(path.read_bytes()).hexdigest()
+    finally:
+        source.close()
