@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from . import binding
 from .errors import InvalidArgumentError, OnnxlockError, UnsupportedGraphError
 from .filepair import NewFile, write_files
 from .fileio import sha256_bytes
@@ -216,6 +217,7 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
         secret["restored_tensors"] = digests
     if fingerprint is not None:
         secret["fingerprint"] = fingerprint
+    secret[binding.MAC] = binding.new_tags(model=locked, data=data)  # what the fast loader checks
     key = seal(secret, model_sha256=sha256_bytes(locked), method=",".join(applied),
                passphrase=passphrase, recipients=recipients, kdf_params=kdf_params, expires=expires,
                licensee=licensee)

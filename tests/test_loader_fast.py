@@ -368,3 +368,50 @@ def test_an_initializer_only_a_subgraph_reads_is_kept():
     model = helper.make_model(graph)
     assert fast.drop_unread(model) == {"W_unread"}
     assert [t.name for t in model.graph.initializer] == ["W_then", "W_deep"]
+
+
+def _resealed(key_path, change) -> bytes:
+    """The key at ``key_path`` with its secret changed by ``change`` and sealed again (same header)."""
+    secret = open_key(key_path.read_bytes(), passphrase=PASSPHRASE)
+    change(secret)
+    header = read_header(key_path.read_bytes())
+    return seal(secret, model_sha256=header["model_sha256"], method=header["method"], passphrase=PASSPHRASE,
+                kdf_params=CHEAP_KDF)
+
+
+def test_the_fast_path_checks_the_files_tag_not_its_sha256(locked_models, monkeypatch):
+    """A new key's secret carries a Poly1305 tag of the locked file; the fast loader checks it (no
+    SHA-256 of the file is computed), and a wrong tag is refused though the file is the key's."""
+    from onnxlock import binding
+    from onnxlock.key.fields import b64encode
+    from onnxlock.runtime.source import LockedSource
+
+    model_path, key_path = locked_models["digits_cnn"]  # 190 KB: hashed in a thread
+    secret = open_key(key_path.read_bytes(), passphrase=PASSPHRASE)
+    assert set(secret[binding.MAC]) == {"model"}
+    assert binding.matches(binding.tag_file(model_path, binding.expected(secret, "model")[0]),
+                           binding.expected(secret, "model"))
+
+    def no_sha256(*_):
+        raise AssertionError("the SHA-256 was computed")
+    with monkeypatch.context() as patch:
+        patch.setattr(LockedSource, "_hash_bytes", staticmethod(no_sha256))
+        patch.setattr(LockedSource, "_hash_file", staticmethod(no_sha256))
+        load_session(model_path, key_path, passphrase=PASSPHRASE, providers="cpu")
+
+    def wrong_tag(secret):
+        secret[binding.MAC]["model"]["tag"] = b64encode(bytes(16))
+    with pytest.raises(ModelMismatchError, match="tag"):
+        load_session(model_path, _resealed(key_path, wrong_tag), passphrase=PASSPHRASE, providers="cpu")
+
+
+def test_a_key_without_tags_is_checked_by_the_sha256(locked_models, tmp_path):
+    model_path, key_path = locked_models["digits_cnn"]
+    older = _resealed(key_path, lambda secret: secret.pop("mac"))
+    load_session(model_path, older, passphrase=PASSPHRASE, providers="cpu")
+    data, span = largest_untouched(model_path, key_path)
+    altered = bytearray(data)
+    altered[span.data[0] + 1] ^= 0x40
+    (tmp_path / "altered.onnx").write_bytes(bytes(altered))
+    with pytest.raises(ModelMismatchError, match="altered"):
+        load_session(tmp_path / "altered.onnx", older, passphrase=PASSPHRASE, providers="cpu")

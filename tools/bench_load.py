@@ -14,9 +14,10 @@ RSS and the RSS held at the end (the session's footprint once built and run); an
 of the locked and plain sessions side by side in one process (runs interleaved), the latency
 comparison that process-to-process noise does not swamp; in that process also creation once both
 kinds were built before (onnxruntime's start-up and each library's first use paid: the loader's
-own cost on every load, which a fresh process's ~5 ms of start-up hides on a small model). Models: the bundled digits models and
+own cost on every load, which a fresh process's ~5 ms of start-up hides on a small model). Models: the bundled digits models,
 generated MatMul MLPs of the given sizes (from 1 GiB on, locked with external data, as the CLI
-does). Locked models are cached under build/bench_load/ (git ignores it): a 384 MiB lock takes
+does) and torchvision architectures exported with random weights (many tensors, as real
+models). Locked models are cached under build/bench_load/ (git ignores it): a 384 MiB lock takes
 minutes.
 Writes reports/bench_load.json (and a plot when matplotlib is installed); never asserts a time.
 """
@@ -74,6 +75,24 @@ def mlp(mib: int, width: int = WIDTH, inputs: int = 256, outputs: int = 10) -> o
     graph = helper.make_graph(nodes, f"mlp{mib}", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", inputs])],
                               [helper.make_tensor_value_info(previous, TensorProto.FLOAT, ["batch", outputs])], weights)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def torchvision_export(name: str) -> onnx.ModelProto:
+    """torchvision's ``name`` (random weights, eval mode) exported by the TorchScript exporter at
+    opset 17 with a dynamic batch: a real layout (hundreds of tensors; needs the [train] extra)."""
+    import io
+
+    import torch
+
+    from onnxlock.torch_compat import prepare_torchvision
+
+    prepare_torchvision()
+    import torchvision
+
+    model, buffer = getattr(torchvision.models, name)(weights=None).eval(), io.BytesIO()
+    torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), buffer, opset_version=17, dynamo=False,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    return onnx.load_from_string(buffer.getvalue())
 
 
 def options() -> ort.SessionOptions:
@@ -301,6 +320,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(DIGITS), help="bundled models, comma-separated ('' for none)")
     parser.add_argument("--sizes", default="32,128,384", help="generated MLP sizes in MiB, comma-separated")
+    parser.add_argument("--torchvision", default="", help="torchvision models to export and load, comma-separated "
+                        "(e.g. mobilenet_v3_large,resnet50; needs the [train] extra)")
     parser.add_argument("--methods", default=METHODS, help="lock methods to load, ';'-separated")
     parser.add_argument("--cache", type=Path, default=CACHE, help="folder keeping originals and locked models")
     parser.add_argument("--repeat", type=int, default=3, help="fresh processes per mode and model")
@@ -315,6 +336,7 @@ def main() -> None:
         return
     cases = [(name, bundled_path(name)) for name in filter(None, args.models.split(","))]
     cases += [(f"mlp_{mib}MiB", lambda mib=int(mib): mlp(mib)) for mib in filter(None, args.sizes.split(","))]
+    cases += [(name, lambda name=name: torchvision_export(name)) for name in filter(None, args.torchvision.split(","))]
     results = []
     for name, model in cases:
         for method in args.methods.split(";"):

@@ -3,15 +3,16 @@
 The restored model only ever exists in memory, and session options that would write it (or a
 compiled form, a profile, its shapes) to disk are refused. What is verified:
 
-* by default (``verify="fast"``): the locked file's SHA-256 against the key (computed in a thread
-  while the session is built; the session is discarded on a mismatch) and the key's authenticity
+* by default (``verify="fast"``): the locked file against the key, by the Poly1305 tag the secret
+  records (``binding``; keys written before it: by the SHA-256 in the key header), computed in a
+  thread while the session is built (the session is discarded on a mismatch), and the key's authenticity
   (AES-GCM). Each tensor a method restores by a shortcut that is not its own restore code
   (advparams) is compared with the per-tensor digest recorded at lock time, in a thread that
   overlaps session creation (on a mismatch the session is discarded and the full path decides).
   Tensors confusion channels and sign flips touch are not re-hashed: their shortcuts are the
   passes' own code (``narrow_array``, ``flip_signs``) on bytes the file hash binds, with a secret
   the key's tag authenticates. Untouched tensors are bound by the file hash, since onnxruntime
-  reads them from the file; an external data file by its hash and size in the key.
+  reads them from the file; an external data file by its tag (or hash) and size in the key.
 * ``verify="full"``: the file hash before anything is parsed, then the whole model restored,
   serialized and compared with the restored-model hash the key records (the slow path).
 Keys written before per-tensor digests, and secrets of methods the fast path does not know,
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from .. import binding
 from ..errors import KeyFormatError, ModelFormatError, ModelMismatchError, OnnxlockError
 from ..filepair import settle
 from ..guard import guarded
@@ -135,7 +137,7 @@ def _create(source: LockedSource, key: SealedKey, credentials: Credentials, prov
         if session is not None:
             verified = prepared.verified()  # digest checks overlapped creation
             del prepared
-            _check_binding(source, key)  # after creation: hashing overlapped it
+            _check_binding(source, key, secret)  # after creation: hashing overlapped it
             if verified:
                 return session
             del session  # a shortcut disagreed with its digest: the full path decides
@@ -152,9 +154,9 @@ def _fast_session(source: LockedSource, prepared: fast.Prepared, providers: list
     while the session was built) is checked before the session is returned. If the weights lent
     in place were refused (a graph optimiser wanted to read one), it is created again with them
     copied in."""
-    source.start_hash()  # overlaps the creation, not the restore before it
+    source.start_hash(_mac_key(secret, "model"))  # overlaps the creation, not the restore before it
     if prepared.data is not None:
-        prepared.data.start_hash()
+        prepared.data.start_hash(_mac_key(secret, "data"))
     try:
         try:
             session = ort.InferenceSession(prepared.model, prepared.options, providers=providers)
@@ -165,16 +167,29 @@ def _fast_session(source: LockedSource, prepared: fast.Prepared, providers: list
             model, options, during = prepared.copied()
             session = ort.InferenceSession(model, options, providers=providers)
             del during
-        if prepared.data is not None:
+        if prepared.data is not None and not binding.matches(prepared.data.tag(), binding.expected(secret, "data")):
             check_external(prepared.data.sha256(), len(prepared.data.buffer), secret)
+            if prepared.data.tag() is not None:  # its SHA-256 matched the key, its tag did not
+                raise ModelMismatchError("the locked model's external data file does not match its key's tag")
         return session
     finally:
         if prepared.data is not None:
             prepared.data.close()
 
 
-def _check_binding(source: LockedSource, key: SealedKey) -> None:
+def _mac_key(secret: dict, role: str) -> bytes | None:
+    wanted = binding.expected(secret, role)
+    return None if wanted is None else wanted[0]
+
+
+def _check_binding(source: LockedSource, key: SealedKey, secret: dict | None = None) -> None:
+    """The locked file against the key: its Poly1305 tag if the secret records one and the tag was
+    computed, else (and to say which model the key is for) its SHA-256 against the key header."""
+    if binding.matches(source.tag(), binding.expected(secret, "model")):
+        return
     expected, actual = key.header["model_sha256"], source.sha256()
+    if actual == expected and source.tag() is not None:  # the file is the key's, the key's tag is not
+        raise ModelMismatchError("the locked model does not match its key's tag (the key was altered)")
     if actual != expected:
         raise ModelMismatchError(f"key belongs to another model (key is for sha256 {expected[:8]}..., "
                                  f"this model is {actual[:8]}...), or the locked file was altered")

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from .. import binding
 from ..errors import OnnxlockError
 
 _CHUNK = 1 << 20
@@ -72,6 +73,10 @@ class Task:
         finally:
             self._done.release()
 
+    @property
+    def started(self) -> bool:
+        return self._started
+
     def join(self) -> None:
         if self._started:
             with self._done:
@@ -79,10 +84,11 @@ class Task:
 
 
 class LockedSource:
-    """The locked model's bytes (an mmap of the file, or the bytes given) and their SHA-256,
-    computed in a thread from ``start_hash()`` (at once unless ``defer``: the loader starts it
-    when the session's creation begins, so it does not compete with the restore for the cores);
-    ``sha256()`` waits for it. A small one is hashed at once."""
+    """The locked model's bytes (an mmap of the file, or the bytes given) and their SHA-256, or
+    their Poly1305 tag under a key the secret gives (``binding``), computed in a thread from
+    ``start_hash()`` (at once unless ``defer``: the loader starts it when the session's creation
+    begins, so it does not compete with the restore for the cores); ``sha256()`` and ``tag()``
+    wait for it. One under THREADED_BYTES is hashed (SHA-256) at once."""
 
     def __init__(self, source: Input, error: type[OnnxlockError], what: str = "locked model", defer: bool = False):
         self.path: str | None = None
@@ -100,19 +106,26 @@ class LockedSource:
         if not len(self.buffer):
             raise error(f"the {what} is empty")
         self._digest: str | None = None
+        self._tag: bytes | None = None
         self._failure: BaseException | None = None
         self._thread = None
+        self._sha256 = (target, args)
         if len(self.buffer) < THREADED_BYTES:
-            self._run(target, args)  # quicker than starting a thread
+            self._run("_digest", target, *args)  # quicker than starting a thread
             return
-        self._thread = Task(self._run, target, args)
+        self._thread = Task(self._run, "_digest", target, *args)
         if not defer:
             self._thread.start()
 
-    def start_hash(self) -> None:
-        """Start hashing in the background (once)."""
-        if self._thread is not None:
-            self._thread.start()
+    def start_hash(self, mac_key: bytes | None = None) -> None:
+        """Start hashing in the background (once): the Poly1305 tag under ``mac_key`` if given, which
+        is ten times quicker, else the SHA-256 (a small file's SHA-256 is there already)."""
+        if self._thread is None or self._thread.started:
+            return
+        if mac_key is not None:
+            source = (binding.tag_file, self.path) if self._map is not None else (binding.tag_bytes, self.buffer)
+            self._thread = Task(self._run, "_tag", source[0], source[1], mac_key)
+        self._thread.start()
 
     def _map_or_read(self, path, error):
         """The file mapped, or read whole when small (one copy where a mapping costs a copy later)."""
@@ -127,10 +140,10 @@ class LockedSource:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
             raise error(f"cannot read {self.what} {describe(path)}: {reason}") from None
 
-    def _run(self, target, args) -> None:
+    def _run(self, attribute: str, function, *args) -> None:
         try:
-            self._digest = target(*args)
-        except BaseException as exc:  # re-raised in the caller's thread by sha256()
+            setattr(self, attribute, function(*args))
+        except BaseException as exc:  # re-raised in the caller's thread by sha256() or tag()
             self._failure = exc
 
     @staticmethod
@@ -164,10 +177,22 @@ class LockedSource:
         return out
 
     def sha256(self) -> str:
+        """The SHA-256 (hex); computed here if the tag was computed instead (an error's message wants it)."""
+        self._settled()
+        if self._digest is None:
+            self._run("_digest", self._sha256[0], *self._sha256[1])
+            self._settled()
+        return self._digest
+
+    def tag(self) -> bytes | None:
+        """The Poly1305 tag ``start_hash`` was asked for, or None if the SHA-256 was computed."""
+        self._settled()
+        return self._tag
+
+    def _settled(self) -> None:
         self._join()
         if self._failure is not None:
             raise OnnxlockError(f"cannot hash the {self.what}: {self._failure}") from self._failure
-        return self._digest
 
     def _join(self) -> None:
         if self._thread is not None:
