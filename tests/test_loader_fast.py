@@ -415,3 +415,13 @@ def test_a_key_without_tags_is_checked_by_the_sha256(locked_models, tmp_path):
     (tmp_path / "altered.onnx").write_bytes(bytes(altered))
     with pytest.raises(ModelMismatchError, match="altered"):
         load_session(tmp_path / "altered.onnx", older, passphrase=PASSPHRASE, providers="cpu")
+
+
+def test_an_onnxruntime_error_after_the_tag_started_is_reported_as_itself(locked_models):
+    """The file is the key's: creation's own failure is what the caller hears, not a binding error."""
+    model_path, key_path = locked_models["digits_cnn"]
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")  # refused beside the CPU EP
+    with pytest.raises(OnnxlockError, match="onnxruntime cannot load") as caught:
+        load_session(model_path, key_path, passphrase=PASSPHRASE, providers="cpu", sess_options=options)
+    assert not isinstance(caught.value, ModelMismatchError)

@@ -16,8 +16,8 @@ comparison that process-to-process noise does not swamp; in that process also cr
 kinds were built before (onnxruntime's start-up and each library's first use paid: the loader's
 own cost on every load, which a fresh process's ~5 ms of start-up hides on a small model). Models: the bundled digits models,
 generated MatMul MLPs of the given sizes (from 1 GiB on, locked with external data, as the CLI
-does) and torchvision architectures exported with random weights (many tensors, as real
-models). Locked models are cached under build/bench_load/ (git ignores it): a 384 MiB lock takes
+does) and torchvision architectures exported with random weights (real layouts: 61-83 initializers
+of many shapes in 169-185 nodes for mobilenet_v3_large and resnet50). Locked models are cached under build/bench_load/ (git ignores it): a 384 MiB lock takes
 minutes.
 Writes reports/bench_load.json (and a plot when matplotlib is installed); never asserts a time.
 """
@@ -79,7 +79,7 @@ def mlp(mib: int, width: int = WIDTH, inputs: int = 256, outputs: int = 10) -> o
 
 def torchvision_export(name: str) -> onnx.ModelProto:
     """torchvision's ``name`` (random weights, eval mode) exported by the TorchScript exporter at
-    opset 17 with a dynamic batch: a real layout (hundreds of tensors; needs the [train] extra)."""
+    opset 17 with a dynamic batch: a real layout (needs the [train] extra)."""
     import io
 
     import torch

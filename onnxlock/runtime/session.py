@@ -185,10 +185,11 @@ def _mac_key(secret: dict, role: str) -> bytes | None:
 def _check_binding(source: LockedSource, key: SealedKey, secret: dict | None = None) -> None:
     """The locked file against the key: its Poly1305 tag if the secret records one and the tag was
     computed, else (and to say which model the key is for) its SHA-256 against the key header."""
-    if binding.matches(source.tag(), binding.expected(secret, "model")):
+    wanted = binding.expected(secret, "model")
+    if binding.matches(source.tag(), wanted):
         return
     expected, actual = key.header["model_sha256"], source.sha256()
-    if actual == expected and source.tag() is not None:  # the file is the key's, the key's tag is not
+    if actual == expected and wanted is not None and source.tag() is not None:  # the file is the key's, its tag not
         raise ModelMismatchError("the locked model does not match its key's tag (the key was altered)")
     if actual != expected:
         raise ModelMismatchError(f"key belongs to another model (key is for sha256 {expected[:8]}..., "
