@@ -18,11 +18,10 @@ import os
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
+from .fileio import file_chunks
 from .key.fields import b64decode, b64encode
 
 MAC = "mac"  # {"model": {"key", "tag"}, "data": {...}}: Poly1305 keys and tags, base64
-ROLES = ("model", "data")  # the locked model's file; its external data file
-_CHUNK = 1 << 20
 _KEY_BYTES, _TAG_BYTES = 32, 16
 
 
@@ -50,20 +49,15 @@ def expected(secret: dict | None, role: str) -> tuple[bytes, bytes] | None:
 
 
 def tag_bytes(data, key: bytes) -> bytes:
-    """The Poly1305 tag of ``data`` (bytes-like, an mmap included) under ``key``."""
-    mac, view = Poly1305(key), memoryview(data)
-    for start in range(0, len(view), _CHUNK):
-        mac.update(view[start:start + _CHUNK])
-    return mac.finalize()
+    """The Poly1305 tag of ``data`` (bytes-like) under ``key``."""
+    return Poly1305.generate_tag(key, data)
 
 
 def tag_file(path: str | os.PathLike, key: bytes) -> bytes:
-    """The Poly1305 tag of the file at ``path``, read in chunks (its pages are not kept mapped)."""
-    mac, chunk = Poly1305(key), bytearray(_CHUNK)
-    view = memoryview(chunk)
-    with open(path, "rb") as handle:
-        while count := handle.readinto(chunk):
-            mac.update(view[:count])
+    """The Poly1305 tag of the file at ``path`` under ``key``, read in chunks."""
+    mac = Poly1305(key)
+    for chunk in file_chunks(path):
+        mac.update(chunk)
     return mac.finalize()
 
 

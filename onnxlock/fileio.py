@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 
 _CHUNK = 1 << 20
 
@@ -63,10 +64,19 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_chunks(path: str | os.PathLike) -> Iterator[memoryview]:
+    """The file at ``path`` in chunks, each read into one reused buffer (a view valid until the
+    next): large models stay out of memory, and their pages out of the process's RSS."""
+    chunk = bytearray(_CHUNK)
+    view = memoryview(chunk)
+    with open(path, "rb") as handle:
+        while count := handle.readinto(chunk):
+            yield view[:count]
+
+
 def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of the file at ``path``, read in chunks so large models stay out of memory."""
+    """Hex SHA-256 of the file at ``path``, read in chunks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
+    for chunk in file_chunks(path):
+        digest.update(chunk)
     return digest.hexdigest()

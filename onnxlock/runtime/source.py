@@ -4,7 +4,6 @@ small one at once)."""
 
 from __future__ import annotations
 
-import hashlib
 import _thread
 import mmap
 import os
@@ -13,8 +12,8 @@ import numpy as np
 
 from .. import binding
 from ..errors import OnnxlockError
+from ..fileio import sha256_bytes, sha256_file
 
-_CHUNK = 1 << 20
 MAPPED_BYTES = 4 << 20  # smaller files are read whole: the inline route copies a mapping to bytes anyway
 THREADED_BYTES = 64 << 10  # smaller models are hashed at once: a thread's start (~40 us) costs more
 Input = str | os.PathLike | bytes | bytearray | memoryview
@@ -146,18 +145,8 @@ class LockedSource:
         except BaseException as exc:  # re-raised in the caller's thread by sha256() or tag()
             self._failure = exc
 
-    @staticmethod
-    def _hash_file(path: str) -> str:
-        digest, chunk = hashlib.sha256(), bytearray(_CHUNK)
-        view = memoryview(chunk)
-        with open(path, "rb") as handle:
-            while count := handle.readinto(chunk):
-                digest.update(view[:count])
-        return digest.hexdigest()
-
-    @staticmethod
-    def _hash_bytes(data: bytes) -> str:
-        return hashlib.sha256(data).hexdigest()
+    _hash_file = staticmethod(sha256_file)  # (a large file: read, not mapped, so its pages stay out of the RSS)
+    _hash_bytes = staticmethod(sha256_bytes)
 
     def read(self, start: int, end: int) -> np.ndarray:
         """A writable copy of ``buffer[start:end]``: read from the file for a mapped one (no mapped
