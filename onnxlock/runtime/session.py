@@ -167,10 +167,11 @@ def _fast_session(source: LockedSource, prepared: fast.Prepared, providers: list
             model, options, during = prepared.copied()
             session = ort.InferenceSession(model, options, providers=providers)
             del during
-        if prepared.data is not None and not binding.matches(prepared.data.tag(), binding.expected(secret, "data")):
-            check_external(prepared.data.sha256(), len(prepared.data.buffer), secret)
-            if prepared.data.tag() is not None:  # its SHA-256 matched the key, its tag did not
-                raise ModelMismatchError("the locked model's external data file does not match its key's tag")
+        if prepared.data is not None:
+            data = prepared.data
+            _check_file(data, binding.expected(secret, "data"),
+                        lambda actual: check_external(actual, len(data.buffer), secret),
+                        "the locked model's external data file does not match its key's tag")
         return session
     finally:
         if prepared.data is not None:
@@ -183,14 +184,23 @@ def _mac_key(secret: dict, role: str) -> bytes | None:
 
 
 def _check_binding(source: LockedSource, key: SealedKey, secret: dict | None = None) -> None:
-    """The locked file against the key: its Poly1305 tag if the secret records one and the tag was
-    computed, else (and to say which model the key is for) its SHA-256 against the key header."""
-    wanted = binding.expected(secret, "model")
+    """The locked file against the key (``_check_file``; the SHA-256 against the key header)."""
+    def against_header(actual: str) -> None:
+        expected = key.header["model_sha256"]
+        if actual != expected:
+            raise ModelMismatchError(f"key belongs to another model (key is for sha256 {expected[:8]}..., "
+                                     f"this model is {actual[:8]}...), or the locked file was altered")
+    _check_file(source, binding.expected(secret, "model"), against_header,
+                "the locked model does not match its key's tag (the key was altered)")
+
+
+def _check_file(source: LockedSource, wanted: tuple[bytes, bytes] | None, check_sha256: Callable[[str], None],
+                wrong_tag: str) -> None:
+    """A file against its key: its Poly1305 tag if the secret records one (``wanted``) and it was
+    computed; else, and to say what is wrong, its SHA-256 by ``check_sha256``, which raises on a
+    mismatch. A file whose SHA-256 matches but whose tag does not is refused with ``wrong_tag``."""
     if binding.matches(source.tag(), wanted):
         return
-    expected, actual = key.header["model_sha256"], source.sha256()
-    if actual == expected and wanted is not None and source.tag() is not None:  # the file is the key's, its tag not
-        raise ModelMismatchError("the locked model does not match its key's tag (the key was altered)")
-    if actual != expected:
-        raise ModelMismatchError(f"key belongs to another model (key is for sha256 {expected[:8]}..., "
-                                 f"this model is {actual[:8]}...), or the locked file was altered")
+    check_sha256(source.sha256())
+    if wanted is not None and source.tag() is not None:
+        raise ModelMismatchError(wrong_tag)
