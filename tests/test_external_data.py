@@ -84,6 +84,24 @@ def test_altered_or_missing_data_is_refused(tmp_path, verify, damage):
     assert "\n" not in str(caught.value)
 
 
+def test_a_wrong_tag_for_the_data_file_is_refused(pair, tmp_path):
+    """The data file is the key's (its SHA-256 matches), but the key's secret records another tag."""
+    from onnxlock import binding
+    from onnxlock.key import open_key, read_header, seal
+    from onnxlock.key.fields import b64encode
+
+    model, key = pair
+    secret = open_key(key.read_bytes(), passphrase=PASSPHRASE)
+    assert set(secret[binding.MAC]) == {"model", "data"}
+    load_session(model, key, passphrase=PASSPHRASE)
+    secret[binding.MAC]["data"]["tag"] = b64encode(bytes(16))
+    header = read_header(key.read_bytes())
+    resealed = seal(secret, model_sha256=header["model_sha256"], method=header["method"], passphrase=PASSPHRASE,
+                    kdf_params=CHEAP_KDF)
+    with pytest.raises(ModelMismatchError, match="another tag for the locked model's external data file"):
+        load_session(model, resealed, passphrase=PASSPHRASE)
+
+
 def test_bytes_of_an_external_model_are_refused(pair):
     model, key = pair
     with pytest.raises(ModelFormatError, match="must be loaded from its path"):

@@ -137,7 +137,7 @@ def _create(source: LockedSource, key: SealedKey, credentials: Credentials, prov
         if session is not None:
             verified = prepared.verified()  # digest checks overlapped creation
             del prepared
-            _check_binding(source, key, secret)  # after creation: hashing overlapped it
+            _check_binding(source, key)  # after creation: hashing overlapped it
             if verified:
                 return session
             del session  # a shortcut disagreed with its digest: the full path decides
@@ -154,9 +154,9 @@ def _fast_session(source: LockedSource, prepared: fast.Prepared, providers: list
     while the session was built) is checked before the session is returned. If the weights lent
     in place were refused (a graph optimiser wanted to read one), it is created again with them
     copied in."""
-    source.start_hash(_mac_key(secret, "model"))  # overlaps the creation, not the restore before it
+    source.start_hash(binding.expected(secret, "model"))  # overlaps the creation, not the restore before it
     if prepared.data is not None:
-        prepared.data.start_hash(_mac_key(secret, "data"))
+        prepared.data.start_hash(binding.expected(secret, "data"))
     try:
         try:
             session = ort.InferenceSession(prepared.model, prepared.options, providers=providers)
@@ -169,38 +169,34 @@ def _fast_session(source: LockedSource, prepared: fast.Prepared, providers: list
             del during
         if prepared.data is not None:
             data = prepared.data
-            _check_file(data, binding.expected(secret, "data"),
-                        lambda actual: check_external(actual, len(data.buffer), secret),
-                        "the locked model's external data file does not match its key's tag")
+            _check_file(data, lambda actual: check_external(actual, len(data.buffer), secret),
+                        "the key records another tag for the locked model's external data file, which "
+                        "matches its SHA-256 (a key re-sealed with a wrong tag)")
         return session
     finally:
         if prepared.data is not None:
             prepared.data.close()
 
 
-def _mac_key(secret: dict, role: str) -> bytes | None:
-    wanted = binding.expected(secret, role)
-    return None if wanted is None else wanted[0]
-
-
-def _check_binding(source: LockedSource, key: SealedKey, secret: dict | None = None) -> None:
+def _check_binding(source: LockedSource, key: SealedKey) -> None:
     """The locked file against the key (``_check_file``; the SHA-256 against the key header)."""
     def against_header(actual: str) -> None:
         expected = key.header["model_sha256"]
         if actual != expected:
             raise ModelMismatchError(f"key belongs to another model (key is for sha256 {expected[:8]}..., "
                                      f"this model is {actual[:8]}...), or the locked file was altered")
-    _check_file(source, binding.expected(secret, "model"), against_header,
-                "the locked model does not match its key's tag (the key was altered)")
+    _check_file(source, against_header, "the key records another tag for the locked model, which matches "
+                "its SHA-256 (a key re-sealed with a wrong tag)")
 
 
-def _check_file(source: LockedSource, wanted: tuple[bytes, bytes] | None, check_sha256: Callable[[str], None],
-                wrong_tag: str) -> None:
-    """A file against its key: its Poly1305 tag if the secret records one (``wanted``) and it was
-    computed; else, and to say what is wrong, its SHA-256 by ``check_sha256``, which raises on a
-    mismatch. A file whose SHA-256 matches but whose tag does not is refused with ``wrong_tag``."""
-    if binding.matches(source.tag(), wanted):
+def _check_file(source: LockedSource, check_sha256: Callable[[str], None], wrong_tag: str) -> None:
+    """A file against its key: by the Poly1305 tag the secret records, if it was computed
+    (``start_hash``); else, and to say what is wrong, by its SHA-256 through ``check_sha256``,
+    which raises on a mismatch. A file whose SHA-256 matches but whose tag does not is refused
+    with ``wrong_tag``."""
+    matched = source.tag_matches()
+    if matched:
         return
     check_sha256(source.sha256())
-    if wanted is not None and source.tag() is not None:
+    if matched is False:
         raise ModelMismatchError(wrong_tag)

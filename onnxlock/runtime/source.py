@@ -84,10 +84,10 @@ class Task:
 
 class LockedSource:
     """The locked model's bytes (an mmap of the file, or the bytes given) and their SHA-256, or
-    their Poly1305 tag under a key the secret gives (``binding``), computed in a thread from
-    ``start_hash()`` (at once unless ``defer``: the loader starts it when the session's creation
-    begins, so it does not compete with the restore for the cores); ``sha256()`` and ``tag()``
-    wait for it. One under THREADED_BYTES is hashed (SHA-256) at once."""
+    their Poly1305 tag under the key the secret records with the tag (``binding.expected``),
+    computed in a thread from ``start_hash()`` (at once unless ``defer``: the loader starts it
+    when the session's creation begins, so it does not compete with the restore for the cores);
+    ``sha256()`` and ``tag_matches()`` wait for it. One under THREADED_BYTES is hashed (SHA-256) at once."""
 
     def __init__(self, source: Input, error: type[OnnxlockError], what: str = "locked model", defer: bool = False):
         self.path: str | None = None
@@ -106,6 +106,7 @@ class LockedSource:
             raise error(f"the {what} is empty")
         self._digest: str | None = None
         self._tag: bytes | None = None
+        self._wanted: tuple[bytes, bytes] | None = None  # (Poly1305 key, tag) the tag is checked against
         self._failure: BaseException | None = None
         self._thread = None
         self._sha256 = (target, args)
@@ -116,14 +117,15 @@ class LockedSource:
         if not defer:
             self._thread.start()
 
-    def start_hash(self, mac_key: bytes | None = None) -> None:
-        """Start hashing in the background (once): the Poly1305 tag under ``mac_key`` if given, which
-        is ten times quicker, else the SHA-256 (a small file's SHA-256 is there already)."""
+    def start_hash(self, wanted: tuple[bytes, bytes] | None = None) -> None:
+        """Start hashing in the background (once): the Poly1305 tag under the key of ``wanted`` (key,
+        tag) if given, which is ten times quicker, else the SHA-256 (a small file's SHA-256 is there
+        already)."""
         if self._thread is None or self._thread.started:
             return
-        if mac_key is not None:
+        if wanted is not None:
             source = (binding.tag_file, self.path) if self._map is not None else (binding.tag_bytes, self.buffer)
-            self._thread = Task(self._run, "_tag", source[0], source[1], mac_key)
+            self._wanted, self._thread = wanted, Task(self._run, "_tag", source[0], source[1], wanted[0])
         self._thread.start()
 
     def _map_or_read(self, path, error):
@@ -173,10 +175,11 @@ class LockedSource:
             self._settled()
         return self._digest
 
-    def tag(self) -> bytes | None:
-        """The Poly1305 tag ``start_hash`` was asked for, or None if the SHA-256 was computed."""
+    def tag_matches(self) -> bool | None:
+        """Whether the Poly1305 tag ``start_hash`` was asked for is the one wanted (in constant
+        time); None if the SHA-256 was computed instead."""
         self._settled()
-        return self._tag
+        return None if self._tag is None else binding.matches(self._tag, self._wanted)
 
     def _settled(self) -> None:
         self._join()
