@@ -98,7 +98,7 @@ def test_a_wrong_tag_for_the_data_file_is_refused(pair, tmp_path):
     header = read_header(key.read_bytes())
     resealed = seal(secret, model_sha256=header["model_sha256"], method=header["method"], passphrase=PASSPHRASE,
                     kdf_params=CHEAP_KDF)
-    with pytest.raises(ModelMismatchError, match="another tag for the locked model's external data file"):
+    with pytest.raises(ModelMismatchError, match="external data file matches its key's SHA-256 but not the tag"):
         load_session(model, resealed, passphrase=PASSPHRASE)
 
 

@@ -170,8 +170,8 @@ def _fast_session(source: LockedSource, prepared: fast.Prepared, providers: list
         if prepared.data is not None:
             data = prepared.data
             _check_file(data, lambda actual: check_external(actual, len(data.buffer), secret),
-                        "the key records another tag for the locked model's external data file, which "
-                        "matches its SHA-256 (a key re-sealed with a wrong tag)")
+                        "the locked model's external data file matches its key's SHA-256 but not the tag "
+                        "the key's secret records (a key re-sealed with a wrong tag)")
         return session
     finally:
         if prepared.data is not None:
@@ -185,8 +185,8 @@ def _check_binding(source: LockedSource, key: SealedKey) -> None:
         if actual != expected:
             raise ModelMismatchError(f"key belongs to another model (key is for sha256 {expected[:8]}..., "
                                      f"this model is {actual[:8]}...), or the locked file was altered")
-    _check_file(source, against_header, "the key records another tag for the locked model, which matches "
-                "its SHA-256 (a key re-sealed with a wrong tag)")
+    _check_file(source, against_header, "the locked model matches its key's SHA-256 but not the tag the key's "
+                "secret records (a key re-sealed with a wrong tag)")
 
 
 def _check_file(source: LockedSource, check_sha256: Callable[[str], None], wrong_tag: str) -> None:
