@@ -11,7 +11,7 @@ compiled form, a profile, its shapes) to disk are refused. What is verified:
   overlaps session creation (on a mismatch the session is discarded and the full path decides).
   Tensors confusion channels and sign flips touch are not re-hashed: their shortcuts are the
   passes' own code (``narrow_array``, ``flip_signs``) on bytes the file hash binds, with a secret
-  the key's tag authenticates. Untouched tensors are bound by the file hash, since onnxruntime
+  the key's AES-GCM authenticates. Untouched tensors are bound by the file hash, since onnxruntime
   reads them from the file; an external data file by its tag (or hash) and size in the key.
 * ``verify="full"``: the file hash before anything is parsed, then the whole model restored,
   serialized and compared with the restored-model hash the key records (the slow path).

@@ -144,7 +144,7 @@ class LockedSource:
     def _run(self, attribute: str, function, *args) -> None:
         try:
             setattr(self, attribute, function(*args))
-        except BaseException as exc:  # re-raised in the caller's thread by sha256() or tag()
+        except BaseException as exc:  # re-raised in the caller's thread by sha256() or tag_matches()
             self._failure = exc
 
     _hash_file = staticmethod(sha256_file)  # (a large file: read, not mapped, so its pages stay out of the RSS)
