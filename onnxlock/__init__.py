@@ -4,11 +4,14 @@ from .errors import (
     InputDataError, InternalError, InvalidArgumentError, KeyAuthError, KeyExpiredError, KeyFormatError,
     ModelFormatError, ModelMismatchError, OnnxlockError, UnsafeOptionError, UnsupportedGraphError,
 )
-from .key.identity import keygen
-from .lock import LockedModel, lock_model, write_locked
-from .runtime import load_session, restore_model
+from .lazy import lazy_exports
 
 __version__ = "0.1.0"
+
+# imported on first use: a service that only loads models skips the lock-time imports
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "lock_model": ".lock", "write_locked": ".lock", "LockedModel": ".lock", "keygen": ".key.identity",
+    "load_session": ".runtime", "restore_model": ".runtime"})
 
 __all__ = [
     "lock_model", "write_locked", "LockedModel", "load_session", "restore_model", "keygen",

@@ -15,7 +15,7 @@ from onnxlock import lock_model
 from onnxlock.evaluate.damage import cpu_session, synthetic_feeds
 from onnxlock.evaluate.subgraph import Frontier, Schedule, run_stretch, stretch_model, weightless
 from onnxlock.graph.normalize import import_graph, normalize
-from onnxlock.passes import confusion
+from onnxlock.passes import confusion, restorers
 
 from conftest import CHEAP_KDF, MODELS, PASSPHRASE
 
@@ -84,7 +84,8 @@ def test_lock_model_restores_the_full_model_once(monkeypatch):
         sizes.append(len(restored.graph.initializer))
         return real_narrow(restored, groups, in_place=in_place)
 
-    monkeypatch.setattr(confusion, "narrow", counting)
+    monkeypatch.setattr(confusion, "narrow", counting)  # the pass's own check
+    monkeypatch.setattr(restorers, "narrow", counting)  # the restore
     locked = lock_model(model, passphrase=PASSPHRASE, seed=0, kdf_params=CHEAP_KDF, tries=2, method="confusion,signflip")
     full = len(onnx.load_from_string(locked.model).graph.initializer)
     assert sizes.count(full) == 1  # the check inside the pass narrows only the tensors it widened

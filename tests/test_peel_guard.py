@@ -11,7 +11,8 @@ from onnxlock.evaluate.damage import run
 from onnxlock.graph.io import load_model
 from onnxlock.graph.normalize import initializer_arrays, normalize
 from onnxlock.passes import PerturbWeightsPass, WidenChannelsPass
-from onnxlock.passes.advparams import float_bits, weight_names, write_bits
+from onnxlock.passes.advparams import weight_names
+from onnxlock.passes.weight_bits import float_bits, write_bits
 from onnxlock.passes.peel_guard import peeled_positions
 
 from conftest import MODELS

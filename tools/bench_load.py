@@ -45,8 +45,11 @@ from onnxlock import load_session, lock_model, write_locked  # noqa: E402
 from onnxlock.bundled import bundled_path  # noqa: E402
 from onnxlock.fileio import atomic_write_bytes  # noqa: E402
 from onnxlock.graph.external import AUTO_BYTES  # noqa: E402
-from onnxlock.key import recipients  # noqa: E402
+from onnxlock.key import recipients  # noqa: E402,F401  (tests patch it here)
 from onnxlock.key.recipients import SCRYPT_DEFAULTS, ScryptRecipient  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kdf_timing import timed_kdf  # noqa: E402
 
 PASSPHRASE = "benchmark passphrase"
 CHEAP_KDF = {"n": 2**12}
@@ -202,33 +205,6 @@ def child(mode: str, folder: Path, steady: int) -> dict:
             "first_ms": 1000 * first, **{f"{k}_ms": v for k, v in latency.items()},
             "peak_rss_mib": rss_mib(), "held_rss_mib": rss_mib("VmRSS"),
             "output_sha": __import__("hashlib").sha256(output.tobytes()).hexdigest()}
-
-
-def timed_kdf() -> list[float]:
-    """(wall, CPU) seconds of scrypt's own work in each derivation from now on in this process, so
-    that 'KDF excluded' leaves exactly the loader's work. The process's first derivation is
-    preceded by one at the smallest cost (n=2, r=1), timed as the loader's: it pays the first-call
-    costs (OpenSSL's start-up, the KDF's lookup: 1.2-2.5 ms in a fresh process, which the AES-GCM
-    baseline pays as well), so only the work the KDF's parameters ask for is taken out. Earlier
-    versions took out the first derivation whole, and so flattered the loader by that much on the
-    small models (and, before that, also the AES-GCM unwrap's first use)."""
-    spent, real, started = [], recipients.Scrypt, []
-
-    class Timed:
-        def __init__(self, *args, **kwargs):
-            self._kdf, self._salt = real(*args, **kwargs), kwargs.get("salt", bytes(16))
-
-        def derive(self, key_material: bytes) -> bytes:
-            if not started:  # first-call costs: not taken out
-                real(salt=self._salt, length=32, n=2, r=1, p=1).derive(key_material)
-                started.append(True)
-            begin, cpu = time.perf_counter(), time.process_time()
-            try:
-                return self._kdf.derive(key_material)
-            finally:
-                spent.append((time.perf_counter() - begin, time.process_time() - cpu))
-    recipients.Scrypt = Timed
-    return spent
 
 
 def run_child(mode: str, folder: Path, steady: int) -> dict:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx_graphsurgeon as gs
+
+if TYPE_CHECKING:  # annotations only: restoring imports this module, and needs no graph surgery
+    import onnx_graphsurgeon as gs
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,6 @@ The secret is the list of (tensor name, flat index, original float32 bits): rest
 
 from __future__ import annotations
 
-import math
-import struct
 from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
@@ -42,15 +40,14 @@ import onnx
 from onnx import TensorProto, numpy_helper
 from tqdm import tqdm
 
-from ..errors import KeyFormatError, ModelMismatchError, UnsupportedGraphError
+from ..errors import UnsupportedGraphError
 from ..evaluate.damage import run, synthetic_feeds
 from ..graph.normalize import normalize
 from .base import PassResult
 from .peel_guard import guard
+from .weight_bits import METHOD, SECRET_VERSION, float_bits, restore_weights
 
-SECRET_VERSION = 1
 DEFAULT_MAX_WEIGHTS = 64
-MAX_SECRET_WEIGHTS = 1 << 16
 WEIGHT_OPS = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1}  # op -> input index of its weight
 MIN_WEIGHT_SIZE = 16
 # torch and onnxruntime threads for the search: on 2 shared cores one thread locked PP-OCR rec in
@@ -58,68 +55,6 @@ MIN_WEIGHT_SIZE = 16
 DEFAULT_THREADS = 1
 CLOSE_ENOUGH = 0.05  # a search whose calibration agreement ends this close to its target is done
 AUDIT_GOAL = 0.15  # a lock whose audited weight AUCs are all this close to 0.5 ends the self-audit
-
-
-# --- the secret: exact float32 bits at flat indices ---------------------------------
-
-
-def float_bits(value: float) -> int:
-    """The float32 bit pattern of ``value`` as an unsigned int (what the key stores)."""
-    return struct.unpack("<I", struct.pack("<f", value))[0]
-
-
-def write_bits(tensor: onnx.TensorProto, edits: list[tuple[int, int]]) -> None:
-    """Set float32 elements of ``tensor`` (flat index, bits) in its own storage (raw or float_data),
-    so that writing the original bits back gives the original serialisation."""
-    if tensor.data_type != TensorProto.FLOAT:
-        raise ModelMismatchError(f"the key does not fit this model (tensor {tensor.name} is not float32)")
-    size = math.prod(tensor.dims)
-    if tensor.HasField("raw_data") and len(tensor.raw_data) == 4 * size:
-        raw = np.frombuffer(tensor.raw_data, dtype="<u4").copy()
-        indices, bits = zip(*edits) if edits else ((), ())
-        raw[list(indices)] = bits
-        tensor.raw_data = raw.tobytes()
-    elif len(tensor.float_data) == size:
-        for index, bits in edits:
-            tensor.float_data[index] = struct.unpack("<f", struct.pack("<I", bits))[0]
-    else:
-        raise ModelMismatchError(f"the key does not fit this model (tensor {tensor.name} has no inline data)")
-
-
-def _checked_edits(model: onnx.ModelProto, secret: dict) -> dict[str, list[tuple[int, int]]]:
-    """Tensor name -> [(index, bits)] from ``secret``, every field checked against ``model``."""
-    if secret.get("version") != SECRET_VERSION:
-        raise KeyFormatError(f"advparams key version {secret.get('version')!r} is not supported")
-    weights = secret.get("weights")
-    if not isinstance(weights, list) or len(weights) > MAX_SECRET_WEIGHTS:
-        raise KeyFormatError("advparams key 'weights' must be a list")
-    named = {entry[0] for entry in weights if isinstance(entry, list) and entry and isinstance(entry[0], str)}
-    sizes = {t.name: (t.data_type, math.prod(t.dims)) for t in model.graph.initializer if t.name in named}
-    edits: dict[str, list[tuple[int, int]]] = {}
-    for entry in weights:
-        if (not isinstance(entry, list) or len(entry) != 3 or not isinstance(entry[0], str)
-                or any(type(v) is not int for v in entry[1:]) or not 0 <= entry[2] < 1 << 32):
-            raise KeyFormatError("advparams key entries must be [tensor, index, float32 bits]")
-        name, index, bits = entry
-        if name not in sizes:
-            raise ModelMismatchError("the key does not fit this model (a perturbed tensor is missing)")
-        dtype, size = sizes[name]
-        if dtype != TensorProto.FLOAT or not 0 <= index < size:
-            raise ModelMismatchError("the key does not fit this model (a perturbed weight is out of place)")
-        edits.setdefault(name, []).append((index, bits))
-    return edits
-
-
-def restore_weights(model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
-    """The inverse pass: write back the original bits of every perturbed weight."""
-    edits = _checked_edits(model, secret)
-    restored = model if in_place else onnx.ModelProto()
-    if not in_place:
-        restored.CopyFrom(model)
-    for tensor in restored.graph.initializer:
-        if tensor.name in edits:
-            write_bits(tensor, edits[tensor.name])
-    return restored
 
 
 # --- the loss: push the outputs away from the original's ---------------------------
@@ -347,7 +282,7 @@ def layer_weights(grads: dict[str, np.ndarray], spread: float) -> dict[str, floa
 class PerturbWeightsPass:
     """Lock a model by perturbing at most ``max_weights`` weights; the secret restores them."""
 
-    method = "advparams"
+    method = METHOD
 
     def __init__(self, max_weights: int = DEFAULT_MAX_WEIGHTS, calibration: dict[str, np.ndarray] | None = None,
                  labels: np.ndarray | None = None, alpha: float = 0.05,
@@ -590,4 +525,3 @@ def rebase(secret: dict, model: onnx.ModelProto, earlier: list[dict]) -> dict:
     return {**secret, "weights": weights}
 
 
-restore_advparams = restore_weights

@@ -32,6 +32,7 @@ from ..graph.patch import narrow
 from ..graph.widen import widen_group
 from .base import PassResult
 from .counterfeit import DEFAULT_STRATEGY, STRATEGIES, Counterfeiter
+from .restorers import CONFUSION, restore_channels
 
 SECRET_VERSION = 1
 DEFAULT_TRIES = None  # auto: see auto_tries
@@ -137,7 +138,7 @@ def spread(groups: list[Group], budget: float) -> Plan:
 class WidenChannelsPass:
     """Lock a model by widening layers with confusion channels; the secret is their positions."""
 
-    method = "confusion"
+    method = CONFUSION
 
     def __init__(self, ratio: float | None = None, strategy: str = DEFAULT_STRATEGY, seed: int | None = None,
                  calibration: dict[str, np.ndarray] | None = None, tries: int | None = DEFAULT_TRIES, progress: bool = False,
@@ -299,10 +300,7 @@ class WidenChannelsPass:
         edits = widen_group(current, positions, counterfeit)
         return trial, {"positions": positions.tolist(), "edits": edits}, group_nodes(current)
 
-    @staticmethod
-    def restore(model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
-        """The inverse pass: delete the confusion channels named by ``secret``."""
-        return narrow(model, secret.get("groups"), in_place=in_place)
+    restore = staticmethod(restore_channels)
 
     @staticmethod
     def _ensure(original: onnx.ModelProto, locked: onnx.ModelProto, patch: list[dict]) -> None:
@@ -328,5 +326,3 @@ def same_tensor(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
     x, y = numpy_helper.to_array(a), numpy_helper.to_array(b)
     return x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
 
-
-restore_channels = WidenChannelsPass.restore

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..passes import secret_layers, stack_secrets
 from ..graph.patch import TENSOR_EDITS as _TENSOR_EDITS, narrow_array
-from ..passes.advparams import PerturbWeightsPass
-from ..passes.confusion import WidenChannelsPass
 from ..passes.flip_signs import FlipSignsPass, MaskPass
+from ..passes.restorers import ADVPARAMS, CONFUSION
+from ..passes.stack import secret_layers, stack_secrets
 
 
 
@@ -137,10 +136,10 @@ def _advparams_shortcut(layer: dict) -> Shortcut:
 
 
 TOUCHES: dict[str, Touches] = {
-    WidenChannelsPass.method: Touches(_confusion_tensors, _confusion_restrict, _confusion_shortcut, exact=True),
+    CONFUSION: Touches(_confusion_tensors, _confusion_restrict, _confusion_shortcut, exact=True),
     **{keyed.method: Touches(_keyed_tensors, _keyed_restrict, _keyed_xor(keyed), exact=True, in_place=True)
        for keyed in (FlipSignsPass, MaskPass)},
-    PerturbWeightsPass.method: Touches(_advparams_tensors, _advparams_restrict, _advparams_shortcut, in_place=True)}
+    ADVPARAMS: Touches(_advparams_tensors, _advparams_restrict, _advparams_shortcut, in_place=True)}
 
 
 def touched_tensors(secret: dict) -> set[str] | None:

@@ -18,7 +18,7 @@ import onnx
 
 from ...errors import UnsupportedGraphError
 from ...graph.normalize import initializer_arrays
-from ...passes.advparams import float_bits, write_bits
+from ...passes.weight_bits import float_bits, write_bits
 from .changed_weights import Position, WeightScores
 
 TOPS = (16, 64, 256, 1024)

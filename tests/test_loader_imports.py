@@ -1,0 +1,56 @@
+"""A service that only loads models imports none of the lock-time machinery (graph surgery,
+calibration, progress bars): ~250 ms of a start-up otherwise (reports/bench_start.json)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import onnxlock
+from onnxlock import lock_model, write_locked
+
+from conftest import CHEAP_KDF, MODELS, PASSPHRASE
+
+# what the lock and the attacks need and a load must not import
+LOCK_TIME = ("onnxlock.lock", "onnxlock.passes.confusion", "onnxlock.passes.advparams", "onnxlock.passes.peel_guard",
+             "onnxlock.graph.normalize", "onnxlock.evaluate", "onnxlock.torchbridge", "onnx_graphsurgeon", "tqdm",
+             "onnx.reference", "torch")
+
+PROBE = """
+import json, sys
+from onnxlock import load_session
+session = load_session(sys.argv[1], sys.argv[2], passphrase=sys.argv[3], providers="cpu")
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+@pytest.fixture(scope="module")
+def stacked(tmp_path_factory):
+    """digits_mlp locked with every method a load restores: confusion channels, AdvParams, mask."""
+    folder = tmp_path_factory.mktemp("stacked")
+    locked = lock_model(MODELS / "digits_mlp.onnx", passphrase=PASSPHRASE, seed=0, tries=1, kdf_params=CHEAP_KDF,
+                        method="confusion,advparams,mask")
+    write_locked(locked, folder / "locked.onnx", folder / "model.key")
+    return folder
+
+
+def test_a_load_imports_no_lock_time_module(stacked):
+    out = subprocess.run([sys.executable, "-c", PROBE, str(stacked / "locked.onnx"), str(stacked / "model.key"),
+                          PASSPHRASE], capture_output=True, text=True, check=True).stdout
+    modules = set(json.loads(out.splitlines()[-1]))
+    assert "onnxruntime" in modules and "onnxlock.runtime.session" in modules  # the probe did load
+    imported = [name for name in LOCK_TIME if name in modules or any(m.startswith(name + ".") for m in modules)]
+    assert not imported, f"a load imported lock-time modules: {imported}"
+
+
+def test_the_lazy_exports_resolve_and_are_listed():
+    assert onnxlock.lock_model is lock_model
+    assert {"lock_model", "load_session", "keygen", "restore_model"} <= set(dir(onnxlock))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        onnxlock.nothing  # noqa: B018
+    from onnxlock import passes
+    from onnxlock.passes.confusion import WidenChannelsPass
+    assert passes.WidenChannelsPass is WidenChannelsPass and WidenChannelsPass.restore is passes.restore_channels
