@@ -17,9 +17,9 @@ import os
 import traceback
 from pathlib import Path
 
-import onnx
 
 from .errors import InternalError, OnnxlockError
+from .proto import is_message
 
 DEBUG_ENV = "ONNXLOCK_DEBUG"
 REPORT = ("this is a bug in onnxlock: please report it with the traceback "
@@ -99,7 +99,7 @@ def describe(value) -> str:
     """A short name for an argument in a message: the path, or what kind of object it is."""
     if isinstance(value, (str, os.PathLike)):
         return str(value)
-    if isinstance(value, onnx.ModelProto):
+    if is_message(value, "ModelProto"):
         return f"model '{value.graph.name}'" if value.graph.name else "a model"
     if isinstance(value, (bytes, bytearray, memoryview)):
         return f"{len(value):,} bytes"

@@ -10,15 +10,18 @@ import math
 import numbers
 import os
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from .errors import InputDataError, InvalidArgumentError
 from .key.recipients import SCRYPT_DEFAULTS, scrypt_params_problem
 from .passes.counterfeit import STRATEGIES
 from .runtime.feeds import check_feeds, format_shape
+
+if TYPE_CHECKING:
+    import onnx
 
 MAX_TRIES = 1000
 SEED_LIMIT = 2**64
@@ -59,6 +62,7 @@ def check_passphrase(passphrase, *, optional: bool = False) -> None:
 
 
 def check_model_argument(model) -> None:
+    import onnx  # (the lock's: a load never asks)
     if not isinstance(model, (onnx.ModelProto, str, os.PathLike)):
         raise InvalidArgumentError(f"model must be an onnx.ModelProto or a path, got {_kind(model)}")
 

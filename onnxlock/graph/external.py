@@ -8,14 +8,18 @@ location relative to the model's folder, as ``onnx.save(..., save_as_external_da
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 
-import onnx
 from google.protobuf.message import EncodeError
-from onnx import TensorProto
 
 from ..errors import InvalidArgumentError, ModelFormatError
 from ..fileio import read_input
+from ..proto import TensorProto
+
+if TYPE_CHECKING:  # annotations only: the loader does not import onnx (see proto.py)
+    import onnx
 
 PROTOBUF_LIMIT = 2**31 - 1  # a serialized ModelProto cannot be larger
 INLINE_LIMIT = PROTOBUF_LIMIT - (64 << 20)  # above this, a locked model's weights go to a data file

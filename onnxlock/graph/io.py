@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
 from google.protobuf.message import DecodeError
 
 from ..errors import ModelFormatError
 from ..fileio import atomic_write_bytes, read_input
 
+if TYPE_CHECKING:
+    import onnx
+
 MIN_OPSET, MAX_OPSET = 11, 22
 
 
-def parse_model(data: bytes, *, source: str = "model") -> onnx.ModelProto:
-    """Parse serialized ONNX bytes, failing with a one-line ModelFormatError."""
-    model = onnx.ModelProto()
+def parse_model(data: bytes, *, source: str = "model", kind: type | None = None) -> onnx.ModelProto:
+    """Parse serialized ONNX bytes, failing with a one-line ModelFormatError; ``kind``: the
+    message class (onnx's ModelProto by default, the loader's ``proto.ModelProto``)."""
+    if kind is None:
+        import onnx
+        kind = onnx.ModelProto
+    model = kind()
     try:
         model.ParseFromString(data)
     except (DecodeError, RuntimeWarning, ValueError) as exc:
@@ -31,6 +38,7 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
     path = Path(path)
     data = read_input(path, "model", ModelFormatError)
     model = parse_model(data, source=str(path))
+    import onnx
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
     except Exception as exc:  # onnx reports a missing or escaping data file as ValidationError

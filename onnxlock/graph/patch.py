@@ -11,16 +11,20 @@ Messages name tensors and nodes (visible in the locked file anyway), never a pos
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import contextlib
 import itertools
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from ..errors import ModelMismatchError
+from ..proto import AttributeProto, to_array
 from .channels import IndexMap
 from .values import read_values, write_values
+
+if TYPE_CHECKING:  # annotations only: the loader does not import onnx (see proto.py)
+    import onnx
 
 _INT64_MAX = 2**63 - 1
 _MAX_STEP = 2**31  # per_channel of a shape or attribute edit
@@ -38,7 +42,7 @@ def narrow(model: onnx.ModelProto, groups: list[dict], *, in_place: bool = False
     """Return ``model`` with every widened group narrowed back to its original size: a copy, or
     ``model`` itself when ``in_place`` (the loader owns its freshly parsed model: no second copy).
     Each tensor is narrowed by ``narrow_array`` (what the fast loader runs on one tensor alone)."""
-    restored = model if in_place else onnx.ModelProto()
+    restored = model if in_place else type(model)()
     if not in_place:
         restored.CopyFrom(model)
     inits = {t.name: t for t in restored.graph.initializer}
@@ -200,11 +204,11 @@ def _undo_attribute(edit: list, k: int, nodes: dict) -> None:
     attribute = found[0]
     if len(edit) == 5:
         item = edit[4]
-        if attribute.type != onnx.AttributeProto.INTS or not 0 <= item < len(attribute.ints):
+        if attribute.type != AttributeProto.INTS or not 0 <= item < len(attribute.ints):
             raise _Malformed(f"attribute {attr!r} of {target!r} has no item {item}")
         attribute.ints[item] = _shrunk(attribute.ints[item], k, per_channel, attr)
     else:
-        if attribute.type != onnx.AttributeProto.INT:
+        if attribute.type != AttributeProto.INT:
             raise _Malformed(f"attribute {attr!r} of {target!r} is not an integer")
         attribute.i = _shrunk(attribute.i, k, per_channel, attr)
 
@@ -241,7 +245,7 @@ def sample_counterfeits(model: onnx.ModelProto, groups: list[dict], count: int,
     sample = []
     for j in sorted(chosen):
         name, index = pool[j]
-        value = numpy_helper.to_array(inits[name]).reshape(-1)[index]
+        value = to_array(inits[name]).reshape(-1)[index]
         sample.append([name, index, float(value)])
     return sample
 
@@ -281,7 +285,7 @@ def sample_fit(model: onnx.ModelProto, sample: list, *, rtol: float = 0.01) -> f
                 or type(entry[2]) not in (int, float) or entry[0] not in arrays:
             continue
         if entry[0] not in flat:
-            flat[entry[0]] = numpy_helper.to_array(arrays[entry[0]]).reshape(-1)
+            flat[entry[0]] = to_array(arrays[entry[0]]).reshape(-1)
         values = flat[entry[0]]
         if 0 <= entry[1] < values.size and abs(float(values[entry[1]]) - entry[2]) <= rtol * abs(entry[2]) + 1e-7:
             hits += 1

@@ -1,6 +1,6 @@
 """An initializer's values read and written through its raw bytes where they allow it (numeric
 data in raw_data on a little-endian machine): a view and one copy, where numpy_helper decodes and
-rebuilds the whole TensorProto. Anything else goes through numpy_helper."""
+rebuilds the whole TensorProto. Anything else goes through numpy_helper (``proto.to_array``)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,16 @@ import math
 import sys
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+
+from ..proto import TensorProto, convert, native_dtype, to_array
 
 
 @functools.cache
 def _plain_dtype(data_type: int) -> np.dtype | None:
-    """The numpy dtype of an ONNX numeric type whose raw bytes numpy reads as they are, else None."""
-    if sys.byteorder != "little" or data_type == TensorProto.STRING:
-        return None
-    try:
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
-    except (KeyError, TypeError, ValueError):
+    """The numpy dtype of an ONNX numeric type whose raw bytes numpy reads as they are, else None
+    (bfloat16, float8 and the like are not: numpy holds them through ml_dtypes)."""
+    dtype = native_dtype(data_type)
+    if sys.byteorder != "little" or dtype is None:
         return None
     return dtype if dtype.kind in "biuf" else None
 
@@ -36,7 +35,7 @@ def read_values(tensor: TensorProto) -> np.ndarray:
     """``tensor``'s values (a read-only view of its raw bytes when it has them)."""
     dtype = raw_dtype(tensor)
     if dtype is None:
-        return numpy_helper.to_array(tensor)
+        return to_array(tensor)
     return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
 
 
@@ -48,4 +47,5 @@ def write_values(tensor: TensorProto, values: np.ndarray) -> None:
         del tensor.dims[:]
         tensor.dims.extend(values.shape)
         return
-    tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+    from onnx import numpy_helper  # (an unusual tensor: imported only here)
+    tensor.CopyFrom(convert(numpy_helper.from_array(values, tensor.name), type(tensor)))

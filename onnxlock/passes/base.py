@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass, field
 
-import onnx
+if TYPE_CHECKING:  # annotations only: the loader does not import onnx (see proto.py)
+    import onnx
+
 
 
 @dataclass

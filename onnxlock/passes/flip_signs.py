@@ -30,6 +30,8 @@ values tell nothing beyond that base.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import base64
 import functools
 import hashlib
@@ -39,13 +41,15 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from onnx import TensorProto
 
 from ..errors import KeyFormatError, ModelMismatchError, UnsupportedGraphError
 from ..graph.values import raw_dtype, read_values, write_values
+from ..proto import TensorProto
+
+if TYPE_CHECKING:  # annotations only: the loader does not import onnx (see proto.py)
+    import onnx
 from .base import PassResult
 
 SECRET_VERSION = 1
@@ -363,7 +367,7 @@ class FlipSignsPass:
     def restore(cls, model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
         """The inverse pass: the same keystream XORed again (it is its own inverse)."""
         transform, names = cls.transform_for(secret), secret["tensors"]  # transform_for validates the whole secret
-        restored = model if in_place else onnx.ModelProto()
+        restored = model if in_place else type(model)()
         if not in_place:
             restored.CopyFrom(model)
         inits = {t.name: t for t in restored.graph.initializer}

@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
-import onnx
+from typing import TYPE_CHECKING
+
 
 from ..graph.patch import narrow
 from .flip_signs import FlipSignsPass, MaskPass, restore_mask, restore_signs
 from .stack import restore_secret
 from .weight_bits import METHOD as ADVPARAMS, restore_weights
+
+if TYPE_CHECKING:  # annotations only: the loader does not import onnx (see proto.py)
+    import onnx
 
 CONFUSION = "confusion"
 

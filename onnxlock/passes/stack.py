@@ -7,9 +7,13 @@ A single-pass secret (the format before stacking) is a stack of one.
 
 from __future__ import annotations
 
-import onnx
+from typing import TYPE_CHECKING
+
 
 from ..errors import KeyFormatError
+
+if TYPE_CHECKING:  # annotations only: the loader does not import onnx (see proto.py)
+    import onnx
 
 STACK = "stack"
 STACK_VERSION = 1

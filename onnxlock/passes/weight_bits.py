@@ -4,14 +4,18 @@ model imports none of the lock-time machinery."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 import struct
 
 import numpy as np
-import onnx
-from onnx import TensorProto
 
 from ..errors import KeyFormatError, ModelMismatchError
+from ..proto import TensorProto
+
+if TYPE_CHECKING:  # annotations only: the loader does not import onnx (see proto.py)
+    import onnx
 
 METHOD = "advparams"
 SECRET_VERSION = 1
@@ -68,7 +72,7 @@ def _checked_edits(model: onnx.ModelProto, secret: dict) -> dict[str, list[tuple
 def restore_weights(model: onnx.ModelProto, secret: dict, *, in_place: bool = False) -> onnx.ModelProto:
     """The inverse pass: write back the original bits of every perturbed weight."""
     edits = _checked_edits(model, secret)
-    restored = model if in_place else onnx.ModelProto()
+    restored = model if in_place else type(model)()
     if not in_place:
         restored.CopyFrom(model)
     for tensor in restored.graph.initializer:

@@ -24,6 +24,8 @@ and the caller takes the slow path.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -31,19 +33,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
 
 from ..errors import ModelFormatError, ModelMismatchError
 from ..graph.external import data_path, path_needed
 from ..graph.io import parse_model
-from ..passes import restore
+from ..passes.restorers import restore
+from ..proto import AttributeProto, ModelProto, TensorProto, to_array
 from . import wire
 from .restore import EXTERNAL_DATA, RESTORED_TENSORS, check_digest, check_external
 from .options import copy_options
 from .source import LockedSource
 from .touches import ArrayRestorer, Scratch, needs_digest, only, restrict, tensor_digest, touched_tensors
+
+if TYPE_CHECKING:  # annotations only: the loader does not import onnx (see proto.py)
+    import onnx
 
 LARGE_BYTES = 1024  # initializers at least this large are handed over outside the skeleton
 INLINE_BYTES = 4 << 20  # locked models smaller than this are restored whole, in the skeleton
@@ -61,7 +65,7 @@ FOLDER_ENTRY = "session.model_external_initializers_file_folder_path"
 SHAREABLE_USES = {("Gather", 0)}
 QUIET = 4  # onnxruntime's fatal-only log level, for the in-place try a failure is retried from
 VERBOSE = (0, 1)  # log levels a caller sets to see more: the in-place try keeps them
-_GRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+_GRAPH_TYPES = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
 
 
 @dataclass
@@ -170,7 +174,7 @@ def _prepare_layout(source: LockedSource, data: LockedSource | None, layout: wir
             placeholders[span.name] = wire.external_placeholder(
                 span.name, span.dims, span.data_type, location, span.data[0], span.nbytes)
     checks = DigestChecks(unchecked, secret[RESTORED_TENSORS]) if unchecked else None
-    model = parse_model(wire.skeleton(source.buffer, layout, placeholders), source="locked model")
+    model = parse_model(wire.skeleton(source.buffer, layout, placeholders), source="locked model", kind=ModelProto)
     model = restore(model, restrict(secret, lambda name: name not in large_names), in_place=True)
     _check_initializers(model, to_check - large_names, secret)
     untouched = len(large) > len(restored)
@@ -237,7 +241,7 @@ def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
     """The graphs in ``node``'s attributes, found by the attributes' types (reading every attribute's
     fields took twice as long: this runs on each node of each load)."""
     return [g for attribute in node.attribute if attribute.type in _GRAPH_TYPES
-            for g in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else attribute.graphs)]
+            for g in ([attribute.g] if attribute.type == AttributeProto.GRAPH else attribute.graphs)]
 
 
 def _point(model: onnx.ModelProto, restored: dict[str, np.ndarray], lent: set[str], location: str,
@@ -255,7 +259,7 @@ def _point(model: onnx.ModelProto, restored: dict[str, np.ndarray], lent: set[st
 def _prepare_whole(source: LockedSource, secret: dict, options: ort.SessionOptions | None) -> Prepared:
     """A small model restored whole by ``passes.restore``, its non-exact tensors checked against the
     key's digests, handed over as bytes with the caller's own options (nothing to add to them)."""
-    model = restore(parse_model(bytes(source.buffer), source="locked model"), secret, in_place=True)
+    model = restore(parse_model(bytes(source.buffer), source="locked model", kind=ModelProto), secret, in_place=True)
     _check_initializers(model, needs_digest(secret), secret)
     drop_unread(model)
     return Prepared(model.SerializeToString(), options)
@@ -265,7 +269,7 @@ def _check_initializers(model: onnx.ModelProto, names: set[str], secret: dict) -
     """Check the restored initializers named in ``names`` against the key's per-tensor digests."""
     for tensor in model.graph.initializer:
         if tensor.name in names:
-            check_digest(tensor.name, numpy_helper.to_array(tensor), secret)
+            check_digest(tensor.name, to_array(tensor), secret)
 
 
 def _restore_all(source: LockedSource, data: LockedSource | None, spans: list[wire.Span],
@@ -306,14 +310,14 @@ def _restore_one(source: LockedSource, data: LockedSource | None, span: wire.Spa
         array = None
     if array is not None:
         return np.ascontiguousarray(array), False
-    single = onnx.ModelProto()
+    single = ModelProto()
     tensor = single.graph.initializer.add()
     tensor.ParseFromString(span.message(source.buffer))
     if data is not None:
         del tensor.external_data[:]
-        tensor.data_location, tensor.raw_data = onnx.TensorProto.DEFAULT, values.tobytes()
+        tensor.data_location, tensor.raw_data = TensorProto.DEFAULT, values.tobytes()
     single = restore(single, restrict(secret, only({span.name})), in_place=True)
-    array = numpy_helper.to_array(single.graph.initializer[0])
+    array = to_array(single.graph.initializer[0])
     check_digest(span.name, array, secret)
     return np.ascontiguousarray(array), True
 

@@ -8,13 +8,16 @@ import zipfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from ..errors import InputDataError
 from ..fileio import atomic_write_bytes
+from ..proto import is_message, numpy_dtype
+
+if TYPE_CHECKING:  # annotations only: the loader does not import onnx (see proto.py)
+    import onnx
 
 Dim = int | str | None
 
@@ -59,14 +62,14 @@ def specs_from_values(values: Iterable[onnx.ValueInfoProto], skip: Iterable[str]
         if tensor_type.HasField("shape"):
             shape = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                           for d in tensor_type.shape.dim)
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)) if tensor_type.elem_type else None
+        dtype = numpy_dtype(tensor_type.elem_type) if tensor_type.elem_type else None
         specs.append(TensorSpec(value.name, shape, dtype))
     return specs
 
 
 def input_specs(source) -> list[TensorSpec]:
     """Input specs of an onnxruntime session, an ``onnx.ModelProto``, or a list of TensorSpec."""
-    if isinstance(source, onnx.ModelProto):
+    if is_message(source, "ModelProto"):
         initializers = (t.name for t in source.graph.initializer)
         return specs_from_values(source.graph.input, skip=initializers)
     if hasattr(source, "get_inputs"):

@@ -6,8 +6,7 @@ uses it for ``verify="full"`` and for anything the fast path (``fast.py``) does 
 
 from __future__ import annotations
 
-import onnx
-from onnx import numpy_helper
+from typing import TYPE_CHECKING
 
 from ..errors import ModelFormatError, ModelMismatchError
 from ..fileio import sha256_bytes
@@ -15,9 +14,13 @@ from ..graph.external import attach, locations, path_needed, read_data, too_larg
 from ..graph.io import parse_model
 from ..guard import guarded
 from ..key import SealedKey, open_key
-from ..passes import restore
+from ..passes.restorers import restore
+from ..proto import ModelProto, to_array
 from ..validate import check_bytes, check_passphrase
 from .touches import tensor_digest, touched_tensors
+
+if TYPE_CHECKING:
+    import onnx
 
 RESTORED_SHA256 = "restored_sha256"  # the restored model's serialization (every key has it)
 RESTORED_TENSORS = "restored_tensors"  # {name: tensor_digest} of each touched initializer (newer keys)
@@ -39,7 +42,7 @@ def restored_digests(model: onnx.ModelProto, secret: dict) -> dict[str, str] | N
     touched = touched_tensors(secret)
     if touched is None:
         return None
-    return {t.name: tensor_digest(numpy_helper.to_array(t)) for t in model.graph.initializer if t.name in touched}
+    return {t.name: tensor_digest(to_array(t)) for t in model.graph.initializer if t.name in touched}
 
 
 def check_digest(name: str, array, secret: dict) -> None:
@@ -67,10 +70,12 @@ def external_data(source, secret: dict) -> bytes | None:
     return read_data(source.path, expected.get("location"))
 
 
-def restore_checked(locked: bytes, secret: dict, data: bytes | None = None) -> tuple[onnx.ModelProto, bytes]:
-    """The restored model and its serialized bytes (None past protobuf's 2 GiB), checked against
-    every digest the key records; ``data``: the locked model's external data file, if the key names one."""
-    model = parse_model(locked, source="locked model")
+def restore_checked(locked: bytes, secret: dict, data: bytes | None = None,
+                    kind: type = ModelProto) -> tuple[onnx.ModelProto, bytes]:
+    """The restored model (of message class ``kind``) and its serialized bytes (None past
+    protobuf's 2 GiB), checked against every digest the key records; ``data``: the locked model's
+    external data file, if the key names one."""
+    model = parse_model(locked, source="locked model", kind=kind)
     expected = secret.get(EXTERNAL_DATA)
     if expected is not None:
         if data is None:
@@ -93,8 +98,8 @@ def restore_checked(locked: bytes, secret: dict, data: bytes | None = None) -> t
 
 
 def _restore(locked: bytes, key: bytes, passphrase: str | None, identity=None,
-             data: bytes | None = None) -> tuple[onnx.ModelProto, bytes]:
-    return restore_checked(locked, open_secret(key, passphrase, sha256_bytes(locked), identity), data)
+             data: bytes | None = None, kind: type = ModelProto) -> tuple[onnx.ModelProto, bytes]:
+    return restore_checked(locked, open_secret(key, passphrase, sha256_bytes(locked), identity), data, kind)
 
 
 @guarded("restoring a locked model ({locked})")
@@ -108,7 +113,8 @@ def restore_model(locked: bytes, key: bytes, passphrase: str | None = None, *, i
     if data is not None:
         check_bytes("data", data)
     check_passphrase(passphrase, optional=identity is not None)
-    return _restore(locked, key, passphrase, identity, data)[0]
+    import onnx  # the caller asked for onnx's ModelProto
+    return _restore(locked, key, passphrase, identity, data, onnx.ModelProto)[0]
 
 
 def unlock_bytes(locked: bytes, key: bytes, passphrase: str | None = None, *, identity=None) -> bytes:

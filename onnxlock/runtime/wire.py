@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from onnx import TensorProto, helper
+
+from ..proto import TensorProto, numpy_dtype
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _MODEL_GRAPH, _GRAPH_INITIALIZER = 7, 5
@@ -37,7 +38,7 @@ class Span:
 
     @property
     def dtype(self) -> np.dtype:
-        return np.dtype(helper.tensor_dtype_to_np_dtype(self.data_type))
+        return numpy_dtype(self.data_type)
 
     @property
     def nbytes(self) -> int:
