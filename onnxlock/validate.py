@@ -17,7 +17,6 @@ import onnxruntime as ort
 
 from .errors import InputDataError, InvalidArgumentError
 from .key.recipients import SCRYPT_DEFAULTS, scrypt_params_problem
-from .passes.counterfeit import STRATEGIES
 from .runtime.feeds import check_feeds, format_shape
 
 if TYPE_CHECKING:
@@ -29,6 +28,7 @@ SEED_LIMIT = 2**64
 
 def check_lock_options(*, ratio, strategy, seed, tries, kdf_params) -> None:
     """The scalar options of lock_model."""
+    from .passes.counterfeit import STRATEGIES  # (the lock's vocabulary: a load does not import it)
     if ratio is not None and (not _is_number(ratio) or not math.isfinite(ratio) or not 0 < ratio <= 1):
         raise InvalidArgumentError(f"ratio must be a number in (0, 1], got {ratio!r}")
     if strategy not in STRATEGIES:

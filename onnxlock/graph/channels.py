@@ -8,61 +8,14 @@ after a Flatten/Reshape folds trailing dimensions into the axis, offset > 0 afte
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
-import numpy as np
+from .index_map import IDENTITY, IndexMap  # noqa: F401  (part of the vocabulary)
 
-if TYPE_CHECKING:  # annotations only: restoring imports this module, and needs no graph surgery
+if TYPE_CHECKING:  # annotations only
     import onnx_graphsurgeon as gs
-
-
-@dataclass(frozen=True)
-class IndexMap:
-    """Where base-space channels land on one tensor axis.
-
-    ``copies`` > 1 when the axis holds several heads of the base space side by side (attention
-    heads before a head split): head c starts at ``c * (period + k)`` widened base channels.
-    """
-
-    offset: int = 0
-    block: int = 1
-    copies: int = 1
-    period: int = 0
-
-    def expand(self, factor: int) -> "IndexMap":
-        """The map after every index of the axis becomes ``factor`` consecutive indices."""
-        return replace(self, offset=self.offset * factor, block=self.block * factor)
-
-    def shift(self, by: int) -> "IndexMap":
-        return replace(self, offset=self.offset + by)
-
-    @property
-    def plain(self) -> bool:
-        return self == IDENTITY
-
-    def growth(self, k: int) -> int:
-        """How much the axis grows when k channels are added."""
-        return k * self.block * self.copies
-
-    def indices(self, positions: np.ndarray) -> np.ndarray:
-        """Axis indices occupied by base-space ``positions`` (sorted)."""
-        positions = np.asarray(positions, dtype=np.int64)
-        if self.copies == 1 and self.block == 1:  # the common case, without the broadcasts
-            return positions + self.offset
-        heads = np.arange(self.copies, dtype=np.int64)[:, None] * (self.period + len(positions))
-        base = (heads + positions[None, :]).reshape(-1)
-        starts = self.offset + base * self.block
-        return (starts[:, None] + np.arange(self.block, dtype=np.int64)[None, :]).reshape(-1)
-
-    def to_list(self) -> list[int]:
-        """The compact form stored in keys: [offset, block] or [offset, block, copies, period]."""
-        head = [self.offset, self.block]
-        return head if self.copies == 1 else head + [self.copies, self.period]
-
-
-IDENTITY = IndexMap()
 
 
 class Role(Enum):

@@ -8,9 +8,8 @@ location relative to the model's folder, as ``onnx.save(..., save_as_external_da
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import os
+from typing import TYPE_CHECKING
 
 from google.protobuf.message import EncodeError
 

@@ -11,16 +11,15 @@ Messages name tensors and nodes (visible in the locked file anyway), never a pos
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import contextlib
 import itertools
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import ModelMismatchError
 from ..proto import AttributeProto, to_array
-from .channels import IndexMap
+from .index_map import IndexMap
 from .values import read_values, write_values
 
 if TYPE_CHECKING:  # annotations only: the loader does not import onnx (see proto.py)

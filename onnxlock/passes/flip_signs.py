@@ -30,8 +30,6 @@ values tell nothing beyond that base.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import base64
 import functools
 import hashlib
@@ -39,6 +37,7 @@ import hmac
 import math
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -47,10 +46,10 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from ..errors import KeyFormatError, ModelMismatchError, UnsupportedGraphError
 from ..graph.values import raw_dtype, read_values, write_values
 from ..proto import TensorProto
+from .base import PassResult
 
 if TYPE_CHECKING:  # annotations only: the loader does not import onnx (see proto.py)
     import onnx
-from .base import PassResult
 
 SECRET_VERSION = 1
 SEED_BYTES = 32

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-
 from ..graph.patch import narrow
 from .flip_signs import FlipSignsPass, MaskPass, restore_mask, restore_signs
 from .stack import restore_secret

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-
 from ..errors import KeyFormatError
 
 if TYPE_CHECKING:  # annotations only: the loader does not import onnx (see proto.py)

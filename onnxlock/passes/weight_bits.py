@@ -4,10 +4,9 @@ model imports none of the lock-time machinery."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
 import struct
+from typing import TYPE_CHECKING
 
 import numpy as np
 

@@ -24,13 +24,11 @@ and the caller takes the slow path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -288,6 +286,7 @@ def _restore_all(source: LockedSource, data: LockedSource | None, spans: list[wi
     shared = [span for span in spans if span.nbytes >= THREADED_SPAN]
     if len(shared) < 2 or sum(span.nbytes for span in shared) < THREADED_BYTES:
         return {span.name: one(span) for span in spans}
+    from concurrent.futures import ThreadPoolExecutor  # (8 ms to import: only a large model pays it)
     with ThreadPoolExecutor(min(RESTORE_THREADS, len(shared))) as pool:
         futures = {span.name: pool.submit(one, span) for span in shared}
         done = {span.name: one(span) for span in spans if span.name not in futures}  # the small ones, meanwhile

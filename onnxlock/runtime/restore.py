@@ -19,7 +19,7 @@ from ..proto import ModelProto, to_array
 from ..validate import check_bytes, check_passphrase
 from .touches import tensor_digest, touched_tensors
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the loader does not import onnx (see proto.py)
     import onnx
 
 RESTORED_SHA256 = "restored_sha256"  # the restored model's serialization (every key has it)
