@@ -56,3 +56,27 @@ def test_profile_load_times_every_phase_of_a_load(tmp_path):
         assert {"option checks", "parse key", "open key", "restore (small tensors)", "onnxruntime"} <= set(row)
         assert row["onnxruntime"] > 0 and row["total"] > row["onnxruntime"]
         assert row["rest"] > 0  # no phase counted twice (a wrapped call inside another)
+
+
+def test_bench_start_times_a_locked_start_without_the_kdf(tmp_path):
+    """tools/bench_start.py's child: imports, creation (scrypt's own work out) and a first answer."""
+    import json
+    import os
+    import subprocess
+
+    from onnxlock import lock_model, write_locked
+
+    from conftest import MODELS
+
+    folder = tmp_path / "digits_mlp"
+    (folder / "mask").mkdir(parents=True)
+    locked = lock_model(MODELS / "digits_mlp.onnx", passphrase=bench_load.PASSPHRASE, seed=0, tries=1,
+                        kdf_params=bench_load.CHEAP_KDF, method="mask")
+    write_locked(locked, folder / "mask" / "locked.onnx", folder / "mask" / "model.key")
+    tool = Path(__file__).resolve().parent.parent / "tools" / "bench_start.py"
+    env = {**os.environ, "ONNXLOCK_PASSPHRASE": bench_load.PASSPHRASE}
+    out = subprocess.run([sys.executable, str(tool), "--child", "locked", str(folder / "mask")], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    row = json.loads(out.splitlines()[-1])
+    assert all(row[phase] > 0 for phase in ("import_ms", "create_ms", "first_ms"))
+    assert row["kdf_ms"] > 0  # the key's derivation was seen, and taken out of creation

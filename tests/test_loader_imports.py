@@ -5,6 +5,7 @@ most of a service's start otherwise (reports/bench_start.json)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 
 import onnxlock
 from onnxlock import lock_model, write_locked
+from onnxlock.runtime.session import PASSPHRASE_ENV
 
 from conftest import CHEAP_KDF, MODELS, PASSPHRASE
 
@@ -25,6 +27,16 @@ import json, sys
 from onnxlock import load_session
 session = load_session(sys.argv[1], sys.argv[2], passphrase=sys.argv[3], providers="cpu")
 print(json.dumps(sorted(sys.modules)))
+"""
+
+
+RUN_PROBE = """
+import json, sys
+import numpy as np
+np.savez(sys.argv[3], pixels=np.zeros((2, 1, 8, 8), np.float32))
+from onnxlock.cli import main
+status = main(["run", sys.argv[1], "--key", sys.argv[2], "--input", sys.argv[3], "-o", sys.argv[4]])
+print(json.dumps([status, sorted(sys.modules)]))
 """
 
 
@@ -45,6 +57,19 @@ def test_a_load_imports_no_lock_time_module(stacked):
     assert "onnxruntime" in modules and "onnxlock.runtime.session" in modules  # the probe did load
     imported = [name for name in LOCK_TIME if name in modules or any(m.startswith(name + ".") for m in modules)]
     assert not imported, f"a load imported lock-time modules: {imported}"
+
+
+def test_onnxlock_run_imports_no_lock_time_module(stacked, tmp_path):
+    """The command imports only the verb it runs."""
+    env = {**os.environ, PASSPHRASE_ENV: PASSPHRASE}
+    out = subprocess.run([sys.executable, "-c", RUN_PROBE, str(stacked / "locked.onnx"), str(stacked / "model.key"),
+                          str(tmp_path / "in.npz"), str(tmp_path / "out.npz")], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    status, modules = json.loads(out.splitlines()[-1])
+    assert status == 0 and (tmp_path / "out.npz").exists()
+    imported = [name for name in LOCK_TIME if name in modules or any(m.startswith(name + ".") for m in modules)]
+    assert not imported, f"onnxlock run imported lock-time modules: {imported}"
+    assert "onnxlock.cli.lock" not in modules and "onnxlock.cli.attack" not in modules
 
 
 def test_the_lazy_exports_resolve_and_are_listed():

@@ -9,7 +9,8 @@ from its first statement (the interpreter's own start-up is the same for all and
   create  the session (as bench_load.py: one onnxruntime thread; scrypt's own work taken out,
           ``kdf_timing``);
   first   the first inference (batch 1);
-  start   the three together.
+  start   the three together;
+  kdf     scrypt's own work, taken out of the above (locked only).
 Modes run interleaved, ``--repeat`` times; medians and their ratios to plain. Uses bench_load's
 cache of locked models (run bench_load.py first). Writes reports/bench_start.json; never asserts
 a time.
@@ -68,7 +69,8 @@ def child(mode: str, locked: Path) -> dict:
     session.run(None, feeds)
     answered = time.perf_counter() - sum(wall for wall, _ in kdf)
     return {"import_ms": 1000 * (imported - begin), "create_ms": 1000 * (created - imported),
-            "first_ms": 1000 * (answered - created), "start_ms": 1000 * (answered - begin)}
+            "first_ms": 1000 * (answered - created), "start_ms": 1000 * (answered - begin),
+            "kdf_ms": 1000 * sum(wall for wall, _ in kdf)}
 
 
 def run_child(mode: str, locked: Path) -> dict:
