@@ -171,3 +171,15 @@ def test_interrupt_exits_130_quietly(cli, monkeypatch, locked_mlp):
     monkeypatch.setattr("onnxlock.cli.inspect.describe", interrupted)
     result = cli("inspect", locked_mlp.key)
     assert result.code == 130 and result.err == ""
+
+
+def test_a_closed_output_pipe_ends_the_command_quietly():
+    """`onnxlock inspect MODEL | head -1`: the reader goes away before the command writes; it stops
+    without a traceback or an 'internal error' (it reported one before)."""
+    model = Path(__file__).resolve().parent.parent / "models" / "digits_cnn.onnx"
+    child = subprocess.Popen([sys.executable, "-m", "onnxlock", "inspect", str(model)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+    child.stdout.close()  # before the interpreter has started: every write fails with EPIPE
+    errors = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 1
+    assert errors == ""

@@ -1,13 +1,14 @@
 """The onnxlock command: ``main(argv)`` parses, dispatches to one verb module, and turns errors into one line.
 
 Exit status: 0 done; 1 bad input or environment (usage, files, data, keys, a full disk: see
-``guard.is_user_error``); 2 an internal error, a bug to report; 130 interrupted.
+``guard.is_user_error``; a closed output pipe, quietly); 2 an internal error, a bug to report; 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 
@@ -64,8 +65,20 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except KeyboardInterrupt:
         return INTERRUPTED
+    except BrokenPipeError:  # the reader went away (``onnxlock inspect ... | head``): stop quietly
+        _drop_stdout()
+        return BAD_INPUT
     except Exception as exc:  # noqa: BLE001 - the one place every error becomes one line
         return report(exc, args)
+
+
+def _drop_stdout() -> None:
+    """Point stdout at the null device, so that flushing it at exit does not fail again (the
+    recipe of Python's signal documentation)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture): nothing to flush
+        pass
 
 
 def report(exc: Exception, args: argparse.Namespace) -> int:
