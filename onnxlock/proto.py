@@ -11,6 +11,8 @@ then imports onnx). Code shared by the lock and the loader builds new messages w
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from google.protobuf import descriptor_pool, message_factory
 
@@ -68,9 +70,9 @@ def to_array(tensor) -> np.ndarray:
     dtype = _NUMPY.get(tensor.data_type)
     if dtype is not None and tensor.data_location == TensorProto.DEFAULT and tensor.HasField("raw_data") \
             and not tensor.HasField("segment") and np.little_endian:
-        size = int(np.prod(tensor.dims, dtype=np.int64))
-        if len(tensor.raw_data) == size * np.dtype(dtype).itemsize:
-            return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
+        raw = tensor.raw_data  # (read once: each read of a bytes field is a copy)
+        if len(raw) == math.prod(tensor.dims) * np.dtype(dtype).itemsize:
+            return np.frombuffer(raw, dtype=dtype).reshape(tuple(tensor.dims))
     import onnx
     from onnx import numpy_helper
     return numpy_helper.to_array(convert(tensor, onnx.TensorProto))

@@ -40,6 +40,11 @@ print(json.dumps([status, sorted(sys.modules)]))
 """
 
 
+def lock_time(modules) -> list[str]:
+    """The LOCK_TIME packages or modules among ``modules``."""
+    return [name for name in LOCK_TIME if any(m == name or m.startswith(name + ".") for m in modules)]
+
+
 @pytest.fixture(scope="module")
 def stacked(tmp_path_factory):
     """digits_mlp locked with every method a load restores: confusion channels, AdvParams, mask."""
@@ -55,8 +60,7 @@ def test_a_load_imports_no_lock_time_module(stacked):
                           PASSPHRASE], capture_output=True, text=True, check=True).stdout
     modules = set(json.loads(out.splitlines()[-1]))
     assert "onnxruntime" in modules and "onnxlock.runtime.session" in modules  # the probe did load
-    imported = [name for name in LOCK_TIME if name in modules or any(m.startswith(name + ".") for m in modules)]
-    assert not imported, f"a load imported lock-time modules: {imported}"
+    assert not lock_time(modules), f"a load imported lock-time modules: {lock_time(modules)}"
 
 
 def test_onnxlock_run_imports_no_lock_time_module(stacked, tmp_path):
@@ -67,8 +71,7 @@ def test_onnxlock_run_imports_no_lock_time_module(stacked, tmp_path):
                          text=True, check=True).stdout
     status, modules = json.loads(out.splitlines()[-1])
     assert status == 0 and (tmp_path / "out.npz").exists()
-    imported = [name for name in LOCK_TIME if name in modules or any(m.startswith(name + ".") for m in modules)]
-    assert not imported, f"onnxlock run imported lock-time modules: {imported}"
+    assert not lock_time(modules), f"onnxlock run imported lock-time modules: {lock_time(modules)}"
     assert "onnxlock.cli.lock" not in modules and "onnxlock.cli.attack" not in modules
 
 

@@ -33,10 +33,7 @@ def raw_dtype(tensor: TensorProto) -> np.dtype | None:
 
 def read_values(tensor: TensorProto) -> np.ndarray:
     """``tensor``'s values (a read-only view of its raw bytes when it has them)."""
-    dtype = raw_dtype(tensor)
-    if dtype is None:
-        return to_array(tensor)
-    return np.frombuffer(tensor.raw_data, dtype=dtype).reshape(tuple(tensor.dims))
+    return to_array(tensor)
 
 
 def write_values(tensor: TensorProto, values: np.ndarray) -> None:
