@@ -23,12 +23,13 @@ def _plain_dtype(data_type: int) -> np.dtype | None:
     return dtype if dtype.kind in "biuf" else None
 
 
-def raw_dtype(tensor: TensorProto) -> np.dtype | None:
-    """The numpy dtype of ``tensor``'s raw bytes, or None when they cannot be read as they are."""
+def raw_dtype(tensor: TensorProto, raw: bytes | None = None) -> np.dtype | None:
+    """The numpy dtype of ``tensor``'s raw bytes, or None when they cannot be read as they are;
+    ``raw``: those bytes, if the caller has read them (each read of the field is a copy)."""
     dtype = _plain_dtype(tensor.data_type)
-    if dtype is None or not tensor.HasField("raw_data") or len(tensor.raw_data) != math.prod(tensor.dims) * dtype.itemsize:
+    if dtype is None or not tensor.HasField("raw_data"):
         return None
-    return dtype
+    return dtype if len(tensor.raw_data if raw is None else raw) == math.prod(tensor.dims) * dtype.itemsize else None
 
 
 def read_values(tensor: TensorProto) -> np.ndarray:
@@ -37,8 +38,9 @@ def read_values(tensor: TensorProto) -> np.ndarray:
 
 
 def write_values(tensor: TensorProto, values: np.ndarray) -> None:
-    """Set ``tensor``'s values (and shape) to ``values`` of its own dtype, as numpy_helper would."""
-    dtype = raw_dtype(tensor)
+    """Set ``tensor``'s values (and shape) to ``values`` of its own dtype, as numpy_helper would
+    (raw bytes replaced as they are, without reading the old ones: a copy)."""
+    dtype = _plain_dtype(tensor.data_type) if tensor.HasField("raw_data") else None
     if dtype is not None and dtype == values.dtype:  # (np.dtype("float64") == None is True)
         tensor.raw_data = np.ascontiguousarray(values).tobytes()
         del tensor.dims[:]

@@ -278,8 +278,8 @@ def mask_raw_tensors(tensors: list[TensorProto], keystream: MaskKeystream) -> li
     Returns the tensors left for ``flip_tensor``."""
     groups, left = {}, []
     for tensor in tensors:
-        dtype = raw_dtype(tensor)
-        raw = tensor.raw_data if dtype is not None else b""  # (each read of the field is a copy)
+        raw = tensor.raw_data if tensor.HasField("raw_data") else b""  # (each read of the field is a copy)
+        dtype = raw_dtype(tensor, raw)
         if dtype is None or len(raw) > FLIP_CHUNK * dtype.itemsize:
             left.append(tensor)
         else:
