@@ -53,8 +53,9 @@ def native_dtype(data_type: int) -> np.dtype | None:
 
 def numpy_dtype(data_type: int) -> np.dtype:
     """The numpy dtype of an ONNX tensor type (``onnx.helper.tensor_dtype_to_np_dtype``)."""
-    if data_type in _NUMPY:
-        return np.dtype(_NUMPY[data_type])
+    native = native_dtype(data_type)
+    if native is not None:
+        return native
     from onnx import helper  # bfloat16, float8, int4...: their dtypes come from ml_dtypes
     return np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
 
@@ -67,11 +68,11 @@ def convert(message, kind: type):
 def to_array(tensor) -> np.ndarray:
     """A tensor's values, as ``onnx.numpy_helper.to_array`` gives them: a read-only view of plain
     raw bytes, else what that function gives for a copy of onnx's kind."""
-    dtype = _NUMPY.get(tensor.data_type)
+    dtype = native_dtype(tensor.data_type)
     if dtype is not None and tensor.data_location == TensorProto.DEFAULT and tensor.HasField("raw_data") \
             and not tensor.HasField("segment") and np.little_endian:
         raw = tensor.raw_data  # (read once: each read of a bytes field is a copy)
-        if len(raw) == math.prod(tensor.dims) * np.dtype(dtype).itemsize:
+        if len(raw) == math.prod(tensor.dims) * dtype.itemsize:
             return np.frombuffer(raw, dtype=dtype).reshape(tuple(tensor.dims))
     import onnx
     from onnx import numpy_helper
