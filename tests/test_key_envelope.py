@@ -186,6 +186,7 @@ def test_bad_first_line(data, message):
     (lambda h: h["recipients"][0].update(n=5000), "power of two"),
     (lambda h: h["recipients"][0].update(r=10**6), "scrypt r=1000000"),
     (lambda h: h["recipients"][0].update(p=0), "scrypt p=0"),
+    (lambda h: h["recipients"][0].update(n=2**16, r=1), "must be below 2\\*\\*16 when r=1"),
     (lambda h: h["recipients"][0].update(n=True), "'n' must be an integer"),
     (lambda h: h["recipients"][0].update(salt="AAAA"), "'salt' must be 16 bytes"),
 ], ids=lambda v: v if isinstance(v, str) else "")
@@ -261,7 +262,7 @@ def test_not_yet_expired():
 # --- seal argument checks -----------------------------------------------------------------
 
 @pytest.mark.parametrize("params", [{"n": 2**11}, {"n": 3000}, {"n": 2**21}, {"r": 0},
-                                    {"q": 1}])
+                                    {"n": 2**16, "r": 1}, {"q": 1}])
 def test_seal_rejects_bad_kdf_params(params):
     with pytest.raises(ValueError):
         make(kdf_params=params)

@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from onnxlock.errors import InvalidArgumentError, KeyFormatError
 from onnxlock.key.fields import b64_field, b64decode, b64encode, exact_fields, field
@@ -73,6 +72,7 @@ _SCRYPT_FIELDS = ("type", "salt", "n", "r", "p", "nonce", "wrapped")
 _SCRYPT_MIN_N, _SCRYPT_MAX_N = 2**12, 2**20
 _SCRYPT_MAX_R, _SCRYPT_MAX_P = 32, 16
 _SCRYPT_MAX_MEMORY = 2**30  # scrypt needs 128 * n * r bytes; a hostile file must not exhaust RAM
+_STDLIB_SCRYPT = getattr(hashlib, "scrypt", None)  # absent where Python's OpenSSL lacks it
 
 
 def check_passphrase(passphrase: str) -> str:
@@ -95,9 +95,22 @@ def scrypt_params_problem(n: int, r: int, p: int) -> str | None:
         return f"scrypt r={r} must be from 1 to {_SCRYPT_MAX_R}"
     if not 1 <= p <= _SCRYPT_MAX_P:
         return f"scrypt p={p} must be from 1 to {_SCRYPT_MAX_P}"
+    if n >= 1 << 16 * r:  # RFC 7914's bound (OpenSSL refuses it as "memory limit exceeded")
+        return f"scrypt n={n} must be below 2**{16 * r} when r={r}"
     if 128 * n * r > _SCRYPT_MAX_MEMORY:
         return f"scrypt n={n}, r={r} would need more than 1 GiB of memory"
     return None
+
+
+def scrypt(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    """scrypt (RFC 7914), 32 bytes. The standard library's (OpenSSL's) lets other threads run
+    while it works (about a second at the defaults): cryptography's, used only where Python's
+    OpenSSL has no scrypt, holds the GIL throughout, stalling a service's every other thread."""
+    if _STDLIB_SCRYPT is None:
+        from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+        return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
+    # the memory OpenSSL's scrypt needs, exactly (its default limit is 32 MiB)
+    return _STDLIB_SCRYPT(passphrase, salt=salt, n=n, r=r, p=p, dklen=32, maxmem=128 * r * (n + p + 2))
 
 
 class ScryptRecipient(Recipient):
@@ -118,8 +131,7 @@ class ScryptRecipient(Recipient):
         self._nonce = _nonce
 
     def _kek(self, salt: bytes, n: int, r: int, p: int) -> AESGCM:
-        kek = Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(self._passphrase)
-        return AESGCM(kek)
+        return AESGCM(scrypt(self._passphrase, salt, n, r, p))
 
     def wrap(self, file_key: bytes) -> dict:
         if not self._passphrase:
