@@ -73,3 +73,20 @@ def test_bench_start_times_a_locked_start_without_the_kdf(tmp_path):
     row = json.loads(out.splitlines()[-1])
     assert all(row[phase] > 0 for phase in ("import_ms", "create_ms", "first_ms"))
     assert row["kdf_ms"] > 0  # the key's derivation was seen, and taken out of creation
+
+
+def test_bench_threads_reports_both_kdfs(tmp_path):
+    """tools/bench_threads.py runs both scrypt implementations on a real lock and reports each figure."""
+    import json
+    import subprocess
+
+    tool = Path(__file__).resolve().parent.parent / "tools" / "bench_threads.py"
+    out = tmp_path / "threads.json"
+    subprocess.run([sys.executable, str(tool), "--repeat", "1", "--n", str(2**12), "--out", str(out)],
+                   capture_output=True, text=True, check=True)
+    report = json.loads(out.read_text())
+    assert report["kdf"] == {"n": 2**12, "r": 8, "p": 1} and report["plain_stall_ms"] > 0
+    for name in ("stdlib", "cryptography"):
+        figures = report[name]
+        assert figures["alone_ms"] > 0 and figures["two_ms"] > 0 and figures["stall_ms"] > 0
+        assert figures["two_ratio"] == round(figures["two_ms"] / figures["alone_ms"], 2)

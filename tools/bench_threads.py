@@ -93,6 +93,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="digits_mlp", help="a bundled model (models/NAME.onnx)")
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--n", type=int, default=recipients.SCRYPT_DEFAULTS["n"],
+                        help="scrypt's n for the benchmark's key (default: the key's own default)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench_threads.json")
     args = parser.parse_args()
     stdlib = recipients._STDLIB_SCRYPT
@@ -101,8 +103,9 @@ def main() -> None:
     original = ROOT / "models" / f"{args.model}.onnx"
     with tempfile.TemporaryDirectory() as folder:
         locked, key = Path(folder) / "locked.onnx", Path(folder) / "model.key"
-        print(f"locking {args.model} (mask, default KDF)...", file=sys.stderr)
-        write_locked(lock_model(original, passphrase=PASSPHRASE, method="mask", tries=1), locked, key)
+        print(f"locking {args.model} (mask, scrypt n={args.n})...", file=sys.stderr)
+        write_locked(lock_model(original, passphrase=PASSPHRASE, method="mask", tries=1, kdf_params={"n": args.n}),
+                     locked, key)
 
         def load():
             load_session(locked, key, passphrase=PASSPHRASE, sess_options=options(),
@@ -123,7 +126,8 @@ def main() -> None:
             if round_:
                 plain_stalls.append(longest_beat_gap(plain) * 1e3)
             print(f"round {round_}/{args.repeat}", file=sys.stderr)
-    report = {"model": args.model, "method": "mask", "kdf": recipients.SCRYPT_DEFAULTS, "repeat": args.repeat,
+    report = {"model": args.model, "method": "mask", "kdf": recipients.SCRYPT_DEFAULTS | {"n": args.n},
+              "repeat": args.repeat,
               "onnxruntime": ort.__version__, "plain_stall_ms": round(statistics.median(plain_stalls), 2)}
     for name, figures in rows.items():
         medians = {field: round(statistics.median(values), 2) for field, values in figures.items()}
