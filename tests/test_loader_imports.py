@@ -12,7 +12,7 @@ import sys
 import pytest
 
 import onnxlock
-from onnxlock import lock_model, write_locked
+from onnxlock import keygen, lock_model, write_locked
 from onnxlock.runtime.session import PASSPHRASE_ENV
 
 from conftest import CHEAP_KDF, MODELS, PASSPHRASE
@@ -25,9 +25,12 @@ LOCK_TIME = ("onnxlock.lock", "onnxlock.passes.confusion", "onnxlock.passes.advp
 PROBE = """
 import json, sys
 from onnxlock import load_session
-session = load_session(sys.argv[1], sys.argv[2], passphrase=sys.argv[3], providers="cpu")
+session = load_session(sys.argv[1], sys.argv[2], providers="cpu", **json.loads(sys.argv[3]))
 print(json.dumps(sorted(sys.modules)))
 """
+# what cryptography imports for its public X25519 constructors' check (its whole OpenSSL backend,
+# 10 ms in a fresh process) and for its KDFs (the loader's scrypt and HKDF are the standard library's)
+SLOW_CRYPTOGRAPHY = ("cryptography.hazmat.backends.openssl", "cryptography.hazmat.primitives.kdf")
 
 
 RUN_PROBE = """
@@ -40,27 +43,32 @@ print(json.dumps([status, sorted(sys.modules)]))
 """
 
 
-def lock_time(modules) -> list[str]:
-    """The LOCK_TIME packages or modules among ``modules``."""
-    return [name for name in LOCK_TIME if any(m == name or m.startswith(name + ".") for m in modules)]
+def lock_time(modules, names=LOCK_TIME) -> list[str]:
+    """The ``names`` (packages or modules) among ``modules``."""
+    return [name for name in names if any(m == name or m.startswith(name + ".") for m in modules)]
 
 
 @pytest.fixture(scope="module")
 def stacked(tmp_path_factory):
     """digits_mlp locked with every method a load restores: confusion channels, AdvParams, mask."""
     folder = tmp_path_factory.mktemp("stacked")
+    device = keygen(folder / "device")
     locked = lock_model(MODELS / "digits_mlp.onnx", passphrase=PASSPHRASE, seed=0, tries=1, kdf_params=CHEAP_KDF,
-                        method="confusion,advparams,mask")
+                        method="confusion,advparams,mask", recipients=[device])
     write_locked(locked, folder / "locked.onnx", folder / "model.key")
     return folder
 
 
-def test_a_load_imports_no_lock_time_module(stacked):
+@pytest.mark.parametrize("opener", ["passphrase", "identity"])
+def test_a_load_imports_no_lock_time_module(stacked, opener):
+    credentials = {"passphrase": PASSPHRASE} if opener == "passphrase" else {"identity": str(stacked / "device")}
     out = subprocess.run([sys.executable, "-c", PROBE, str(stacked / "locked.onnx"), str(stacked / "model.key"),
-                          PASSPHRASE], capture_output=True, text=True, check=True).stdout
+                          json.dumps(credentials)], capture_output=True, text=True, check=True).stdout
     modules = set(json.loads(out.splitlines()[-1]))
     assert "onnxruntime" in modules and "onnxlock.runtime.session" in modules  # the probe did load
     assert not lock_time(modules), f"a load imported lock-time modules: {lock_time(modules)}"
+    slow = lock_time(modules, SLOW_CRYPTOGRAPHY)
+    assert not slow, f"a load imported {slow}"
 
 
 def test_onnxlock_run_imports_no_lock_time_module(stacked, tmp_path):

@@ -7,7 +7,8 @@ from its first statement (the interpreter's own start-up is the same for all and
   import  plain: ``import onnxruntime``; aes: that and cryptography's AESGCM;
           locked: ``from onnxlock import load_session``;
   create  the session (as bench_load.py: one onnxruntime thread; scrypt's own work taken out,
-          ``kdf_timing``);
+          ``kdf_timing``); identity: the same locked model, its secret re-sealed (``rekey``)
+          for a device identity (X25519), which opens it with no KDF at all;
   first   the first inference (batch 1);
   start   the three together;
   kdf     scrypt's own work, taken out of the above (locked only).
@@ -33,9 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "bench_load"
 sys.path.insert(0, str(ROOT))  # this checkout's onnxlock, as bench_load.py
 MODELS = ["digits_mlp", "digits_cnn", "digits_resnet", "digits_transformer"]
-MODES = ("plain", "aes", "locked")
+MODES = ("plain", "aes", "locked", "identity")
 PASSPHRASE = "benchmark passphrase"  # bench_load.PASSPHRASE (not imported: it would time its imports)
 PHASES = ("import_ms", "create_ms", "first_ms", "start_ms")
+IDENTITY, IDENTITY_KEY = "device", "device.key"  # written beside each cached lock: ``with_identity``
 
 
 def child(mode: str, locked: Path) -> dict:
@@ -44,7 +46,7 @@ def child(mode: str, locked: Path) -> dict:
     import onnxruntime as ort
     if mode == "aes":
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-    elif mode == "locked":
+    elif mode in ("locked", "identity"):
         from onnxlock import load_session
     imported = time.perf_counter()
     options = ort.SessionOptions()
@@ -57,6 +59,9 @@ def child(mode: str, locked: Path) -> dict:
         model = AESGCM((folder / "aes.key").read_bytes()).decrypt(sealed[:12], sealed[12:], None)
         session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         del model, sealed
+    elif mode == "identity":
+        session = load_session(locked / "locked.onnx", locked / IDENTITY_KEY, identity=locked / IDENTITY,
+                               providers="cpu", sess_options=options)
     else:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from kdf_timing import timed_kdf  # imports nothing load_session did not
@@ -87,9 +92,20 @@ def bench(locked: Path, repeat: int) -> dict:
             runs[mode].append(run_child(mode, locked))
     medians = {mode: {phase: statistics.median(row[phase] for row in rows) for phase in PHASES}
                for mode, rows in runs.items()}
-    ratios = {phase: {mode: medians[mode][phase] / medians["plain"][phase] for mode in ("aes", "locked")}
+    ratios = {phase: {mode: medians[mode][phase] / medians["plain"][phase] for mode in MODES[1:]}
               for phase in PHASES}
     return {"model": locked.parent.name, "method": locked.name, "medians": medians, "ratios_vs_plain": ratios}
+
+
+def with_identity(locked: Path) -> None:
+    """A device identity beside the cached lock and its key re-sealed for it (once)."""
+    if (locked / IDENTITY_KEY).exists():
+        return
+    from onnxlock import keygen
+    from onnxlock.key import ScryptRecipient, rekey
+    recipient = keygen(locked / IDENTITY, force=True)
+    sealed = rekey((locked / "model.key").read_bytes(), [ScryptRecipient(PASSPHRASE)], [recipient])
+    (locked / IDENTITY_KEY).write_bytes(sealed)
 
 
 def main() -> None:
@@ -111,11 +127,13 @@ def main() -> None:
         parser.error(f"no locked models under {args.cache}: run tools/bench_load.py first")
     results = []
     for number, locked in enumerate(locks, start=1):
+        with_identity(locked)
         result = bench(locked, args.repeat)
         results.append(result)
         plain, ratio = result["medians"]["plain"], result["ratios_vs_plain"]
         cells = "  ".join(f"{phase[:-3]} {plain[phase]:.1f} ms x{ratio[phase]['locked']:.2f} "
-                          f"(aes x{ratio[phase]['aes']:.2f})" for phase in PHASES)
+                          f"(identity x{ratio[phase]['identity']:.2f}, aes x{ratio[phase]['aes']:.2f})"
+                          for phase in PHASES)
         print(f"[{number}/{len(locks)}] {result['model']} [{result['method']}]: {cells}", flush=True)
     report = {"onnxruntime": onnxruntime.__version__, "cpu_count": os.cpu_count(), "repeat": args.repeat,
               "threads": 1, "results": results}

@@ -13,12 +13,12 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import x25519
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from onnxlock.errors import InvalidArgumentError, KeyFormatError
+from onnxlock.hkdf import hkdf_sha256
 from onnxlock.key.fields import b64_field, b64decode, b64encode, exact_fields, field
 
 FILE_KEY_SIZE = 32
@@ -177,8 +177,32 @@ def key_id(public: bytes) -> str:
 
 
 def _wrap_key(shared: bytes, epk: bytes, public: bytes) -> AESGCM:
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=epk + public, info=_X25519_INFO).derive(shared)
-    return AESGCM(key)
+    return AESGCM(hkdf_sha256(shared, _X25519_INFO, salt=epk + public))
+
+
+def _x25519_constructors():
+    """cryptography's X25519 key constructors without the check its public ones make first, by
+    importing its whole OpenSSL backend module (10 ms in a fresh process, a third of an identity
+    load there) to ask whether X25519 is allowed (not under FIPS): the same check, asked directly.
+    The public classes where cryptography's internals differ."""
+    binding = getattr(x25519, "rust_openssl", None)
+    try:
+        if not binding.is_fips_enabled():
+            return binding.x25519
+    except AttributeError:
+        pass
+    return None
+
+
+def _private_key(raw: bytes) -> X25519PrivateKey:
+    return (_RAW_X25519 or X25519PrivateKey).from_private_bytes(raw)
+
+
+def _public_key(raw: bytes) -> X25519PublicKey:
+    return (_RAW_X25519 or X25519PublicKey).from_public_bytes(raw)
+
+
+_RAW_X25519 = _x25519_constructors()
 
 
 class X25519Recipient(Recipient):
@@ -195,10 +219,10 @@ class X25519Recipient(Recipient):
 
     def wrap(self, file_key: bytes) -> dict:
         ephemeral = (X25519PrivateKey.generate() if self._ephemeral is None
-                     else X25519PrivateKey.from_private_bytes(self._ephemeral))
+                     else _private_key(self._ephemeral))
         epk = ephemeral.public_key().public_bytes_raw()
         try:
-            shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(self.public))
+            shared = ephemeral.exchange(_public_key(self.public))
         except ValueError:  # a low-order point: nothing could ever unwrap this
             raise ValueError("not a usable X25519 public key") from None
         wrapped = _wrap_key(shared, epk, self.public).encrypt(_ZERO_NONCE, file_key, None)
@@ -223,7 +247,7 @@ class X25519Identity(X25519Recipient):
     def __init__(self, private: bytes):
         if not isinstance(private, bytes) or len(private) != X25519_SIZE:
             raise ValueError("an X25519 private key is 32 bytes")
-        self._private = X25519PrivateKey.from_private_bytes(private)
+        self._private = _private_key(private)
         super().__init__(self._private.public_key().public_bytes_raw())
 
     @classmethod
@@ -239,7 +263,7 @@ class X25519Identity(X25519Recipient):
             return None
         epk = b64decode(stanza["epk"])
         try:
-            shared = self._private.exchange(X25519PublicKey.from_public_bytes(epk))
+            shared = self._private.exchange(_public_key(epk))
             return _wrap_key(shared, epk, self.public).decrypt(_ZERO_NONCE, b64decode(stanza["wrapped"]), None)
         except (ValueError, InvalidTag):  # a low-order point, or not wrapped for us
             return None

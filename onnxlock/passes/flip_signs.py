@@ -33,7 +33,6 @@ from __future__ import annotations
 import base64
 import functools
 import hashlib
-import hmac
 import math
 import os
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from ..errors import KeyFormatError, ModelMismatchError, UnsupportedGraphError
 from ..graph.values import raw_dtype, read_values, write_values
+from ..hkdf import hkdf_sha256
 from ..proto import TensorProto
 from .base import PassResult
 
@@ -150,14 +150,6 @@ def unread_tensors(model: onnx.ModelProto) -> list[str]:
     read.update(output.name for output in model.graph.output)
     return [t.name for t in model.graph.initializer
             if t.data_type in FLIPPABLE and t.name not in read and math.prod(t.dims) > 1]
-
-
-def hkdf_sha256(secret: bytes, info: bytes) -> bytes:
-    """HKDF-SHA256 (RFC 5869) of ``secret`` with no salt, 32 bytes: one HMAC to extract, one to
-    expand. The same bytes as cryptography's HKDF, on the standard library's HMAC, whose first use
-    in a process costs about a tenth as much (the loader pays it on every start)."""
-    prk = hmac.digest(bytes(32), secret, "sha256")  # no salt: a hash-length string of zeros
-    return hmac.digest(prk, info + b"\x01", "sha256")
 
 
 def _keystream(seed: bytes, name: str, label: bytes = b"onnxlock signflip v1"):

@@ -1,5 +1,6 @@
-"""The passphrase KDF: the standard library's scrypt gives cryptography's bytes, and lets other
-threads run while it works (a service's other threads are not stalled by a load)."""
+"""The key's primitives where the loader does not call cryptography's public API: scrypt and HKDF
+from the standard library (the same bytes; scrypt lets other threads run while it works), and
+cryptography's X25519 constructors without the backend import its public ones make first."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import pytest
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from onnxlock.hkdf import hkdf_sha256
 from onnxlock.key import recipients
 
 SALT = bytes(range(16))
@@ -55,3 +57,38 @@ def test_other_threads_run_while_the_kdf_works():
     edges = [begin] + during + [end]
     longest = max(after - before for before, after in zip(edges, edges[1:]))
     assert longest < (end - begin) / 2, f"stopped for {longest * 1e3:.0f} of the KDF's {(end - begin) * 1e3:.0f} ms"
+
+
+def test_hkdf_is_rfc_5869():
+    """RFC 5869 test cases 1 (salt and info) and 3 (neither): the first 32 bytes of their OKM."""
+    secret = bytes([0x0B] * 22)
+    okm = hkdf_sha256(secret, bytes(range(0xF0, 0xFA)), salt=bytes(range(13)))
+    assert okm.hex() == "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf"
+    assert hkdf_sha256(secret, b"").hex() == "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d"
+
+
+ALICE = "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"  # RFC 7748, section 6.1
+ALICE_PUBLIC = "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
+BOB_PUBLIC = "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f"
+SHARED = "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "public-api"])
+def test_x25519_is_rfc_7748_either_way(monkeypatch, direct):
+    if not direct:  # cryptography's internals changed (or FIPS): its public classes
+        monkeypatch.setattr(recipients, "_RAW_X25519", None)
+    elif recipients._RAW_X25519 is None:
+        pytest.skip("this cryptography has no direct X25519 constructors")
+    alice = recipients._private_key(bytes.fromhex(ALICE))
+    assert alice.public_key().public_bytes_raw().hex() == ALICE_PUBLIC
+    assert alice.exchange(recipients._public_key(bytes.fromhex(BOB_PUBLIC))).hex() == SHARED
+
+
+def test_an_identity_opens_what_was_sealed_for_it_either_way(monkeypatch):
+    identity = recipients.X25519Identity(bytes.fromhex(ALICE))
+    stanza = recipients.X25519Recipient(identity.public).wrap(bytes(range(32)))
+    assert identity.unwrap(stanza) == bytes(range(32))
+    monkeypatch.setattr(recipients, "_RAW_X25519", None)
+    assert recipients.X25519Identity(bytes.fromhex(ALICE)).unwrap(stanza) == bytes(range(32))
+    low_order = dict(stanza, epk="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")  # the all-zero point
+    assert identity.unwrap(low_order) is None
