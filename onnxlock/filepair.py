@@ -29,7 +29,6 @@ import json
 import os
 import secrets
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import OnnxlockError
@@ -40,11 +39,13 @@ TEMP_SUFFIX = ".onnxlock-tmp"
 _FORMAT = "onnxlock-journal"
 
 
-@dataclass(frozen=True)
 class NewFile:
-    path: Path
-    data: bytes
-    mode: int
+    """A file ``write_files`` writes: its path, bytes and permission bits."""
+
+    __slots__ = ("path", "data", "mode")
+
+    def __init__(self, path: Path, data: bytes, mode: int):
+        self.path, self.data, self.mode = path, data, mode
 
 
 def journal_path(anchor: str | os.PathLike) -> Path:

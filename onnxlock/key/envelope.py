@@ -16,7 +16,6 @@ import json
 import os
 import re
 import zlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
@@ -194,15 +193,14 @@ def _open(identities: Iterable[Recipient], parsed: SealedKey) -> dict:
     return _decode_secret(plaintext)
 
 
-@dataclass(frozen=True)
 class SealedKey:
     """A parsed key file: its header (validated, authenticated only once opened) and payload."""
 
-    header: dict
-    header_line: bytes
-    nonce: bytes
-    ciphertext: bytes
-    expires: datetime | None
+    __slots__ = ("header", "header_line", "nonce", "ciphertext", "expires")
+
+    def __init__(self, header: dict, header_line: bytes, nonce: bytes, ciphertext: bytes, expires: datetime | None):
+        self.header, self.header_line, self.nonce, self.ciphertext, self.expires = (header, header_line, nonce,
+                                                                                    ciphertext, expires)
 
 
 def _parse(data: bytes) -> SealedKey:

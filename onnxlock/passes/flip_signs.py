@@ -35,7 +35,6 @@ import functools
 import hashlib
 import math
 import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -398,11 +397,13 @@ class MaskPass(FlipSignsPass):
         return Masking(seed if version == 1 else MaskKeystream(seed), version)  # one key schedule a restore
 
 
-@dataclass(frozen=True)
 class SignFlips:
     """A sign-flip secret's transform: ``flip_signs`` with its seed, one tensor at a time."""
 
-    seed: bytes
+    __slots__ = ("seed",)
+
+    def __init__(self, seed: bytes):
+        self.seed = seed
 
     def __call__(self, values: np.ndarray, name: str, out: np.ndarray | None = None) -> None:
         flip_signs(values, self.seed, name, out)
@@ -412,13 +413,14 @@ class SignFlips:
         return tensors
 
 
-@dataclass(frozen=True)
 class Masking:
     """A mask secret's transform: ``mask_values`` with its keystream (version 2) or seed (version 1);
     small raw tensors of version 2 are taken together (``mask_raw_tensors``)."""
 
-    keystream: MaskKeystream | bytes
-    version: int
+    __slots__ = ("keystream", "version")
+
+    def __init__(self, keystream: MaskKeystream | bytes, version: int):
+        self.keystream, self.version = keystream, version
 
     def __call__(self, values: np.ndarray, name: str, out: np.ndarray | None = None) -> None:
         mask_values(values, self.keystream, name, out, version=self.version)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -66,20 +65,20 @@ VERBOSE = (0, 1)  # log levels a caller sets to see more: the in-place try keeps
 _GRAPH_TYPES = (AttributeProto.GRAPH, AttributeProto.GRAPHS)
 
 
-@dataclass
 class Prepared:
     """What onnxruntime needs: the small model and the options carrying the large weights, and the
-    digest checks still running (``verified`` waits for them). ``lent``: the restored tensors
-    lent in place, which the session must keep; ``copied``, when some are lent: the model and
-    options giving every restored tensor by copy instead, to retry with."""
+    digest checks still running (``verified`` waits for them). ``keepalive``: buffers onnxruntime
+    reads during creation; ``data``: the external data file, hashed in a thread like the model;
+    ``lent``: the restored tensors lent in place, which the session must keep; ``copied``, when
+    some are lent: the model and options giving every restored tensor by copy instead, to retry with."""
 
-    model: bytes
-    options: ort.SessionOptions | None
-    keepalive: list = field(default_factory=list)  # buffers onnxruntime reads during creation
-    checks: "DigestChecks | None" = None
-    data: LockedSource | None = None  # the external data file, hashed in a thread like the model
-    lent: list = field(default_factory=list)
-    copied: "Callable[[], tuple[bytes, ort.SessionOptions, list]] | None" = None
+    __slots__ = ("model", "options", "keepalive", "checks", "data", "lent", "copied")
+
+    def __init__(self, model: bytes, options: ort.SessionOptions | None, keepalive: list | None = None,
+                 checks: DigestChecks | None = None, data: LockedSource | None = None, lent: list | None = None,
+                 copied: Callable[[], tuple[bytes, ort.SessionOptions, list]] | None = None):
+        self.model, self.options, self.keepalive = model, options, keepalive or []
+        self.checks, self.data, self.lent, self.copied = checks, data, lent or [], copied
 
     def verified(self) -> bool:
         return self.checks is None or self.checks.passed()

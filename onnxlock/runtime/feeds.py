@@ -7,7 +7,6 @@ import os
 import zipfile
 import zlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,13 +29,13 @@ _ORT_TYPES = {
 }
 
 
-@dataclass(frozen=True)
 class TensorSpec:
     """A graph input or output: name, shape (int, symbolic name or None per axis) and dtype."""
 
-    name: str
-    shape: tuple[Dim, ...] | None
-    dtype: np.dtype | None
+    __slots__ = ("name", "shape", "dtype")
+
+    def __init__(self, name: str, shape: tuple[Dim, ...] | None, dtype: np.dtype | None):
+        self.name, self.shape, self.dtype = name, shape, dtype
 
     def describe(self) -> str:
         dtype = "?" if self.dtype is None else self.dtype.name

@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
@@ -113,12 +112,13 @@ def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
     return session
 
 
-@dataclass(frozen=True)
 class Credentials:
     """What opens a key: a passphrase and/or an identity."""
 
-    passphrase: str | None
-    identity: object = None
+    __slots__ = ("passphrase", "identity")
+
+    def __init__(self, passphrase: str | None, identity: object = None):
+        self.passphrase, self.identity = passphrase, identity
 
     def open(self, key: SealedKey, model_sha256: str | None) -> dict:
         return open_secret(key, self.passphrase, model_sha256, self.identity)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Container
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -42,7 +41,6 @@ class Scratch:
 Shortcut = Callable[[str, np.ndarray, "Scratch | None"], np.ndarray]  # (name, values, scratch) -> restored
 
 
-@dataclass(frozen=True)
 class Touches:
     """For one pass method: the initializers a layer touches, the layer kept to some targets, and
     optionally a shortcut that restores one tensor's numpy array directly, prepared once per layer
@@ -55,11 +53,12 @@ class Touches:
     layer changes nothing but the values of the tensors it names, and its shortcut restores a
     writable array in place (so a restore can work inside the serialized model's bytes)."""
 
-    tensors: Callable[[dict], set[str]]
-    restrict: Callable[[dict, Callable[[str], bool]], dict]
-    shortcut: Callable[[dict], Shortcut] | None = None
-    exact: bool = False
-    in_place: bool = False
+    __slots__ = ("tensors", "restrict", "shortcut", "exact", "in_place")
+
+    def __init__(self, tensors: Callable[[dict], set[str]], restrict: Callable[[dict, Callable[[str], bool]], dict],
+                 shortcut: Callable[[dict], Shortcut] | None = None, exact: bool = False, in_place: bool = False):
+        self.tensors, self.restrict, self.shortcut, self.exact, self.in_place = (tensors, restrict, shortcut, exact,
+                                                                                 in_place)
 
 
 def _confusion_tensors(layer: dict) -> set[str]:

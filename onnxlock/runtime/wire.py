@@ -8,8 +8,6 @@ Anything the scanner does not expect makes it return None; the caller then parse
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..proto import TensorProto, numpy_dtype
@@ -24,17 +22,20 @@ class WireError(ValueError):
     """The bytes are not the plain layout the scanner handles (the caller falls back)."""
 
 
-@dataclass(frozen=True)
 class Span:
-    """One graph initializer: its entry in the graph's bytes and where its raw data lies."""
+    """One graph initializer: its entry in the graph's bytes and where its raw data lies.
+    (Plain classes here and across the loader, not dataclasses: making one costs 1-2 ms in a
+    fresh process, and a load would make a dozen.)"""
 
-    name: str
-    dims: tuple[int, ...]
-    data_type: int
-    entry: tuple[int, int]  # start, end of the whole initializer field (tag included) in the file
-    body: int  # where the TensorProto's own bytes start (they end with the entry)
-    data: tuple[int, int] | None  # start, end of raw_data (in the file, or in ``location``); None otherwise
-    location: str | None = None  # the external data file holding ``data`` (None: the model's own bytes)
+    __slots__ = ("name", "dims", "data_type", "entry", "body", "data", "location")
+
+    def __init__(self, name: str, dims: tuple[int, ...], data_type: int, entry: tuple[int, int], body: int,
+                 data: tuple[int, int] | None, location: str | None = None):
+        self.name, self.dims, self.data_type = name, dims, data_type
+        self.entry = entry  # start, end of the whole initializer field (tag included) in the file
+        self.body = body  # where the TensorProto's own bytes start (they end with the entry)
+        self.data = data  # start, end of raw_data (in the file, or in ``location``); None otherwise
+        self.location = location  # the external data file holding ``data`` (None: the model's own bytes)
 
     @property
     def dtype(self) -> np.dtype:
@@ -58,13 +59,15 @@ class Span:
         return np.frombuffer(buffer, dtype=self.dtype, count=count, offset=start).reshape(self.dims)
 
 
-@dataclass(frozen=True)
 class Layout:
     """Where the graph field and its initializers lie in a serialized model."""
 
-    graph: tuple[int, int]  # start, end of the graph field (tag included)
-    graph_body: int  # where the graph message's own bytes start
-    initializers: list[Span]
+    __slots__ = ("graph", "graph_body", "initializers")
+
+    def __init__(self, graph: tuple[int, int], graph_body: int, initializers: list[Span]):
+        self.graph = graph  # start, end of the graph field (tag included)
+        self.graph_body = graph_body  # where the graph message's own bytes start
+        self.initializers = initializers
 
 
 def _varint(buf, pos: int) -> tuple[int, int]:

@@ -11,7 +11,7 @@ more whose tensor the base has with the same shape. No labels, no inputs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -37,7 +37,7 @@ class BaseAttack:
 def _base_rows(group: Group, edit: ParamEdit, base: np.ndarray, channels: int) -> np.ndarray:
     """The base tensor's rows for ``channels`` channels, laid out as ``channel_rows`` lays out the locked ones."""
     moved = np.moveaxis(base.astype(np.float64), edit.axis % base.ndim, 0)
-    imap = edit.imap if edit.imap.copies == 1 else replace(edit.imap, period=channels - 1)
+    imap = edit.imap if edit.imap.copies == 1 else edit.imap._replace(period=channels - 1)
     return np.stack([moved[imap.indices([p])].reshape(-1) for p in range(channels)])
 
 

@@ -6,7 +6,6 @@ higher meaning more suspicious, or None when the group has nothing to measure.
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import numpy as np
 
@@ -24,7 +23,7 @@ def channel_rows(group: Group, edit: ParamEdit) -> Rows:
     moved = np.moveaxis(values, edit.axis % values.ndim, 0)
     imap = edit.imap
     if imap.copies > 1:  # heads of the current width, as for one channel inserted at p
-        imap = replace(imap, period=group.channels - 1)
+        imap = imap._replace(period=group.channels - 1)
     return np.stack([moved[imap.indices([p])].reshape(-1) for p in range(group.channels)])
 
 
