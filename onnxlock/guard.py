@@ -14,7 +14,6 @@ import errno
 import functools
 import inspect
 import os
-import traceback
 from pathlib import Path
 
 
@@ -85,6 +84,7 @@ def internal_error(exc: BaseException, action: str) -> InternalError:
 def where(exc: BaseException) -> str:
     """'onnxlock/graph/groups.py:88 (source_axis)': the innermost onnxlock frame of the traceback,
     else the innermost frame."""
+    import traceback  # (1.5 ms to import: only a bug pays it)
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
         return "an unknown place"

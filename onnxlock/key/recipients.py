@@ -7,18 +7,21 @@ it are validated, and the envelope never changes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, ClassVar
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.asymmetric import x25519
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from onnxlock.errors import InvalidArgumentError, KeyFormatError
 from onnxlock.hkdf import hkdf_sha256
+
+if TYPE_CHECKING:  # imported on first use: a passphrase never needs X25519 (3 ms to import)
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from onnxlock.key.fields import b64_field, b64decode, b64encode, exact_fields, field
 
 FILE_KEY_SIZE = 32
@@ -180,29 +183,36 @@ def _wrap_key(shared: bytes, epk: bytes, public: bytes) -> AESGCM:
     return AESGCM(hkdf_sha256(shared, _X25519_INFO, salt=epk + public))
 
 
-def _x25519_constructors():
-    """cryptography's X25519 key constructors without the check its public ones make first, by
-    importing its whole OpenSSL backend module (10 ms in a fresh process, a third of an identity
-    load there) to ask whether X25519 is allowed (not under FIPS): the same check, asked directly.
-    The public classes where cryptography's internals differ."""
-    binding = getattr(x25519, "rust_openssl", None)
+_DIRECT_X25519 = True  # False: cryptography's public constructors (tests)
+
+
+@functools.cache
+def _x25519_keys(direct: bool) -> tuple[Callable[[bytes], X25519PrivateKey], Callable[[bytes], X25519PublicKey]]:
+    """cryptography's X25519 key constructors (private, public) from raw bytes. ``direct``: without
+    the check its public ones make first, by importing its whole OpenSSL backend module (10 ms in a
+    fresh process, a third of an identity load there) to ask whether X25519 is allowed (not under
+    FIPS): the same check, asked directly. The public ones where cryptography's internals differ."""
+    from cryptography.hazmat.primitives.asymmetric import x25519
+    binding = getattr(x25519, "rust_openssl", None) if direct else None
     try:
         if not binding.is_fips_enabled():
-            return binding.x25519
+            return binding.x25519.from_private_bytes, binding.x25519.from_public_bytes
     except AttributeError:
         pass
-    return None
+    return x25519.X25519PrivateKey.from_private_bytes, x25519.X25519PublicKey.from_public_bytes
 
 
 def _private_key(raw: bytes) -> X25519PrivateKey:
-    return (_RAW_X25519 or X25519PrivateKey).from_private_bytes(raw)
+    return _x25519_keys(_DIRECT_X25519)[0](raw)
 
 
 def _public_key(raw: bytes) -> X25519PublicKey:
-    return (_RAW_X25519 or X25519PublicKey).from_public_bytes(raw)
+    return _x25519_keys(_DIRECT_X25519)[1](raw)
 
 
-_RAW_X25519 = _x25519_constructors()
+def _new_private_key() -> X25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    return X25519PrivateKey.generate()
 
 
 class X25519Recipient(Recipient):
@@ -218,8 +228,7 @@ class X25519Recipient(Recipient):
         self._ephemeral = _ephemeral
 
     def wrap(self, file_key: bytes) -> dict:
-        ephemeral = (X25519PrivateKey.generate() if self._ephemeral is None
-                     else _private_key(self._ephemeral))
+        ephemeral = _new_private_key() if self._ephemeral is None else _private_key(self._ephemeral)
         epk = ephemeral.public_key().public_bytes_raw()
         try:
             shared = ephemeral.exchange(_public_key(self.public))
@@ -252,7 +261,7 @@ class X25519Identity(X25519Recipient):
 
     @classmethod
     def generate(cls) -> X25519Identity:
-        return cls(X25519PrivateKey.generate().private_bytes_raw())
+        return cls(_new_private_key().private_bytes_raw())
 
     @property
     def private(self) -> bytes:

@@ -5,7 +5,6 @@ small one at once)."""
 from __future__ import annotations
 
 import _thread
-import mmap
 import os
 
 import numpy as np
@@ -135,6 +134,7 @@ class LockedSource:
                 size = os.fstat(handle.fileno()).st_size
                 if size < MAPPED_BYTES:
                     return handle.read()
+                import mmap  # (0.6 ms to import: only a large model pays it)
                 self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
                 return self._map
         except (OSError, ValueError) as exc:
