@@ -199,8 +199,8 @@ class SealedKey:
     __slots__ = ("header", "header_line", "nonce", "ciphertext", "expires")
 
     def __init__(self, header: dict, header_line: bytes, nonce: bytes, ciphertext: bytes, expires: datetime | None):
-        self.header, self.header_line, self.nonce, self.ciphertext, self.expires = (header, header_line, nonce,
-                                                                                    ciphertext, expires)
+        self.header, self.header_line, self.nonce = header, header_line, nonce
+        self.ciphertext, self.expires = ciphertext, expires
 
 
 def _parse(data: bytes) -> SealedKey:

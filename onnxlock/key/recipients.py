@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from onnxlock.errors import InvalidArgumentError, KeyFormatError
 from onnxlock.hkdf import hkdf_sha256
+from onnxlock.key.fields import b64_field, b64decode, b64encode, exact_fields, field
 
 if TYPE_CHECKING:  # imported on first use: a passphrase never needs X25519 (3 ms to import)
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from onnxlock.key.fields import b64_field, b64decode, b64encode, exact_fields, field
 
 FILE_KEY_SIZE = 32
 NONCE_SIZE = 12
@@ -193,12 +193,10 @@ def _x25519_keys(direct: bool) -> tuple[Callable[[bytes], X25519PrivateKey], Cal
     fresh process, a third of an identity load there) to ask whether X25519 is allowed (not under
     FIPS): the same check, asked directly. The public ones where cryptography's internals differ."""
     from cryptography.hazmat.primitives.asymmetric import x25519
-    binding = getattr(x25519, "rust_openssl", None) if direct else None
-    try:
-        if not binding.is_fips_enabled():
-            return binding.x25519.from_private_bytes, binding.x25519.from_public_bytes
-    except AttributeError:
-        pass
+    binding = getattr(x25519, "rust_openssl", None)
+    raw, fips = getattr(binding, "x25519", None), getattr(binding, "is_fips_enabled", None)
+    if direct and raw is not None and fips is not None and not fips():
+        return raw.from_private_bytes, raw.from_public_bytes
     return x25519.X25519PrivateKey.from_private_bytes, x25519.X25519PublicKey.from_public_bytes
 
 

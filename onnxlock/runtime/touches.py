@@ -57,8 +57,8 @@ class Touches:
 
     def __init__(self, tensors: Callable[[dict], set[str]], restrict: Callable[[dict, Callable[[str], bool]], dict],
                  shortcut: Callable[[dict], Shortcut] | None = None, exact: bool = False, in_place: bool = False):
-        self.tensors, self.restrict, self.shortcut, self.exact, self.in_place = (tensors, restrict, shortcut, exact,
-                                                                                 in_place)
+        self.tensors, self.restrict, self.shortcut = tensors, restrict, shortcut
+        self.exact, self.in_place = exact, in_place
 
 
 def _confusion_tensors(layer: dict) -> set[str]:

@@ -6,7 +6,6 @@ higher meaning more suspicious, or None when the group has nothing to measure.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ...graph.channels import ParamEdit, Role
