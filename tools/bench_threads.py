@@ -30,20 +30,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's onnxlock
+sys.path.insert(0, str(ROOT / "tools"))
 
 import onnxruntime as ort  # noqa: E402
+from bench_load import options  # noqa: E402  (one onnxruntime thread, as the other benchmarks)
 
 from onnxlock import load_session, lock_model, write_locked  # noqa: E402
+from onnxlock.fileio import atomic_write_bytes  # noqa: E402
 from onnxlock.key import recipients  # noqa: E402
 
 PASSPHRASE = "benchmark passphrase"
 IMPLEMENTATIONS = ("stdlib", "cryptography")
-
-
-def options() -> ort.SessionOptions:
-    chosen = ort.SessionOptions()
-    chosen.intra_op_num_threads = chosen.inter_op_num_threads = 1
-    return chosen
 
 
 def longest_beat_gap(work) -> float:
@@ -127,15 +124,15 @@ def main() -> None:
                 plain_stalls.append(longest_beat_gap(plain) * 1e3)
             print(f"round {round_}/{args.repeat}", file=sys.stderr)
     report = {"model": args.model, "method": "mask", "kdf": recipients.SCRYPT_DEFAULTS | {"n": args.n},
-              "repeat": args.repeat,
-              "onnxruntime": ort.__version__, "plain_stall_ms": round(statistics.median(plain_stalls), 2)}
+              "repeat": args.repeat, "onnxruntime": ort.__version__,
+              "plain_stall_ms": round(statistics.median(plain_stalls), 2)}
     for name, figures in rows.items():
         medians = {field: round(statistics.median(values), 2) for field, values in figures.items()}
         report[name] = medians | {"two_ratio": round(medians["two_ms"] / medians["alone_ms"], 2),
                                   "stall_range_ms": [round(min(figures["stall_ms"]), 1),
                                                      round(max(figures["stall_ms"]), 1)]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode(), mode=0o644)  # never half a report
     print(json.dumps(report, indent=2))
 
 
