@@ -4,12 +4,12 @@ small one at once)."""
 
 from __future__ import annotations
 
-import _thread
 import os
 
 import numpy as np
 
 from .. import binding
+from ..background import Task
 from ..errors import OnnxlockError
 from ..fileio import sha256_bytes, sha256_file
 
@@ -44,41 +44,6 @@ def read_bytes(source: Input, what: str, error: type[OnnxlockError]) -> bytes:
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         reason = getattr(exc, "strerror", None) or type(exc).__name__
         raise error(f"cannot read {what} {describe(source)}: {reason}") from None
-
-
-class Task:
-    """A call run once in a thread of its own, started without the handshake ``threading.Thread.start``
-    waits for (~0.24 ms here against ~0.04 ms: a third of hashing a 190 KB model). Like a daemon
-    thread it does not hold the interpreter's exit; its owner joins it. ``join`` before ``start``
-    returns at once; where no thread can be started, ``start`` runs the call itself."""
-
-    def __init__(self, function, *args):
-        self._call, self._done, self._started = (function, args), _thread.allocate_lock(), False
-
-    def start(self) -> None:
-        if self._started:
-            return
-        self._started = True
-        self._done.acquire()
-        try:
-            _thread.start_new_thread(self._run, ())
-        except RuntimeError:  # no thread to be had (a process at its limit): the call runs here
-            self._run()
-
-    def _run(self) -> None:
-        try:
-            self._call[0](*self._call[1])
-        finally:
-            self._done.release()
-
-    @property
-    def started(self) -> bool:
-        return self._started
-
-    def join(self) -> None:
-        if self._started:
-            with self._done:
-                pass
 
 
 class LockedSource:
