@@ -95,3 +95,29 @@ def test_bench_threads_reports_both_kdfs(tmp_path):
         figures = report[name]
         assert figures["alone_ms"] > 0 and figures["two_ms"] > 0 and figures["stall_ms"] > 0
         assert figures["two_ratio"] == round(figures["two_ms"] / figures["alone_ms"], 2)
+
+
+def test_bench_ab_times_two_checkouts_and_plain_side_by_side(tmp_path):
+    """tools/bench_ab.py: each version's creation and plain creation, in fresh processes, per round."""
+    import json
+    import shutil
+    import subprocess
+
+    from onnxlock import lock_model, write_locked
+
+    from conftest import MODELS
+
+    folder = tmp_path / "digits_mlp" / "mask"
+    folder.mkdir(parents=True)
+    shutil.copy(MODELS / "digits_mlp.onnx", folder.parent / "original.onnx")
+    locked = lock_model(MODELS / "digits_mlp.onnx", passphrase=bench_load.PASSPHRASE, seed=0, tries=1,
+                        kdf_params=bench_load.CHEAP_KDF, method="mask")
+    write_locked(locked, folder / "locked.onnx", folder / "model.key")
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, str(root / "tools" / "bench_ab.py"), str(root), str(root), "--models", "digits_mlp",
+                    "--rounds", "2", "--cache", str(tmp_path), "--out", str(tmp_path / "ab.json")],
+                   capture_output=True, text=True, check=True)
+    [row] = json.loads((tmp_path / "ab.json").read_text())["results"]
+    assert {label: len(times) for label, times in row["runs_ms"].items()} == {"before": 2, "after": 2, "plain": 2}
+    assert all(t > 0 for times in row["runs_ms"].values() for t in times)
+    assert row["ratio_vs_plain"]["after"] == row["median_ms"]["after"] / row["median_ms"]["plain"]

@@ -49,6 +49,15 @@ def compare(before: Path, after: Path, folder: Path, rounds: int, rng: random.Ra
             "after_minus_before_ms": statistics.median(a - b for a, b in zip(runs["after"], runs["before"]))}
 
 
+def revision(checkout: Path) -> str | None:
+    """The checkout's git commit, with "+changes" if its tracked files differ from it (None: not git)."""
+    head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if head.returncode:
+        return None
+    dirty = subprocess.run(["git", "-C", str(checkout), "diff", "--quiet", "HEAD"]).returncode
+    return head.stdout.strip() + ("+changes" if dirty else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("before", type=Path, help="the checkout of the earlier version")
@@ -73,7 +82,8 @@ def main() -> None:
             print(f"{model} [{method}]: plain {m['plain']:.1f} ms; before {m['before']:.1f} ms ({r['before']:.2f}x), "
                   f"after {m['after']:.1f} ms ({r['after']:.2f}x); after - before, median of rounds "
                   f"{row['after_minus_before_ms']:+.2f} ms", flush=True)
-    report = {"before": str(args.before), "after": str(args.after), "rounds": args.rounds, "results": results}
+    report = {"before": str(args.before), "before_revision": revision(args.before), "after": str(args.after),
+              "after_revision": revision(args.after), "rounds": args.rounds, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(args.out, (json.dumps(report, indent=1) + "\n").encode())
 
