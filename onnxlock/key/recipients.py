@@ -199,15 +199,18 @@ _DIRECT_X25519 = True  # False: cryptography's public constructors (tests)
 
 @functools.cache
 def _x25519_keys(direct: bool) -> tuple[Callable[[bytes], X25519PrivateKey], Callable[[bytes], X25519PublicKey]]:
-    """cryptography's X25519 key constructors (private, public) from raw bytes. ``direct``: without
-    the check its public ones make first, by importing its whole OpenSSL backend module (10 ms in a
-    fresh process, a third of an identity load there) to ask whether X25519 is allowed (not under
-    FIPS): the same check, asked directly. The public ones where cryptography's internals differ."""
+    """cryptography's X25519 key constructors (private, public) from raw bytes. ``direct``: its Rust
+    binding's, which its public ones call after importing its whole OpenSSL backend module (10 ms in
+    a fresh process, a third of an identity load there) to ask whether X25519 is allowed (not under
+    FIPS): the same check, asked directly; and without importing its public x25519 module (5-8 ms
+    with the serialization module it imports), which only wraps them. The public ones where
+    cryptography's internals differ."""
+    if direct:
+        from cryptography.hazmat.bindings._rust import openssl as binding  # (its AEADs imported it)
+        raw, fips = getattr(binding, "x25519", None), getattr(binding, "is_fips_enabled", None)
+        if raw is not None and fips is not None and not fips():
+            return raw.from_private_bytes, raw.from_public_bytes
     from cryptography.hazmat.primitives.asymmetric import x25519
-    binding = getattr(x25519, "rust_openssl", None)
-    raw, fips = getattr(binding, "x25519", None), getattr(binding, "is_fips_enabled", None)
-    if direct and raw is not None and fips is not None and not fips():
-        return raw.from_private_bytes, raw.from_public_bytes
     return x25519.X25519PrivateKey.from_private_bytes, x25519.X25519PublicKey.from_public_bytes
 
 
