@@ -22,7 +22,7 @@ from onnxlock.errors import InvalidArgumentError, KeyFormatError
 from onnxlock.hkdf import hkdf_sha256
 from onnxlock.key.fields import b64_field, b64decode, b64encode, exact_fields, field
 
-if TYPE_CHECKING:  # imported on first use: a passphrase never needs X25519 (3 ms to import)
+if TYPE_CHECKING:  # annotations only: a load never imports it (``_x25519_keys``); making new keys does
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 FILE_KEY_SIZE = 32
