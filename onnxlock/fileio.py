@@ -11,13 +11,25 @@ from collections.abc import Iterator
 _CHUNK = 1 << 20
 
 
+def shown_path(path) -> str:
+    """A path as it may appear in a message: data passed where a path belongs (a key's or an
+    identity's text) is not echoed."""
+    text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else ""
+    # keys and identities hold newlines, a key's payload line is longer than any sane path
+    if not text or "\n" in text or len(text) > 255 or text.startswith(("onnxlock-key/", "onnxlock-identity/")):
+        return "(data given as a path)"
+    return text
+
+
 def read_input(path: str | os.PathLike, what: str, error: type[Exception]) -> bytes:
-    """The bytes of an input file, or ``error`` naming it (one line, no OSError traceback)."""
+    """The bytes of an input file, or ``error`` naming it (one line, no OSError traceback; data
+    given in place of a path is not echoed)."""
     try:
         with open(path, "rb") as handle:
             return handle.read()
-    except OSError as exc:
-        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise error(f"cannot read {what} {shown_path(path)}: {reason}") from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, mode: int = 0o600) -> None:

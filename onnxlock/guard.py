@@ -18,6 +18,7 @@ from pathlib import Path
 
 
 from .errors import InternalError, OnnxlockError
+from .fileio import shown_path
 from .proto import is_message
 
 DEBUG_ENV = "ONNXLOCK_DEBUG"
@@ -98,7 +99,7 @@ def where(exc: BaseException) -> str:
 def describe(value) -> str:
     """A short name for an argument in a message: the path, or what kind of object it is."""
     if isinstance(value, (str, os.PathLike)):
-        return str(value)
+        return shown_path(value)
     if is_message(value, "ModelProto"):
         return f"model '{value.graph.name}'" if value.graph.name else "a model"
     if isinstance(value, (bytes, bytearray, memoryview)):

@@ -1,5 +1,6 @@
 """Passphrases and identities, shared by every verb that opens or seals a key: an environment
-variable, else a terminal prompt; ``--identity`` for a device key."""
+variable, else a terminal prompt; ``--identity`` (or ONNXLOCK_IDENTITY / ONNXLOCK_IDENTITY_FILE)
+for a device key."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ import getpass
 import os
 import sys
 
-from ..errors import KeyAuthError, KeyFormatError, OnnxlockError
-from ..fileio import read_input
+from ..errors import KeyAuthError, OnnxlockError
 from ..key import X25519Identity, check_passphrase, parse_identity
+from ..key.identity import IDENTITY_ENV, IDENTITY_FILE_ENV, identity_data, identity_from_env
 from ..runtime.session import PASSPHRASE_ENV
 
 
@@ -25,7 +26,8 @@ def add_identity_argument(parser: argparse.ArgumentParser) -> None:
     """Add ``--identity FILE`` and ``--passphrase-env``: open the key with a device identity or a passphrase."""
     parser.add_argument("--identity", metavar="FILE",
                         help="identity file from 'onnxlock keygen' (a passphrase-protected one takes "
-                             "the passphrase); without it the key is opened with the passphrase")
+                             f"the passphrase); without it, the identity in {IDENTITY_ENV} (its text) or "
+                             f"{IDENTITY_FILE_ENV} (its path) if set, else the passphrase")
     add_argument(parser)
 
 
@@ -42,12 +44,13 @@ def optional_passphrase(args: argparse.Namespace) -> str | None:
 
 
 def get_identity(args: argparse.Namespace) -> tuple[X25519Identity | None, str | None]:
-    """The identity named by ``--identity`` (prompting for a protected one's passphrase on a
-    terminal) and the passphrase, if any, to try on the key as well."""
+    """The identity named by ``--identity``, else by the environment (prompting for a protected
+    one's passphrase on a terminal), and the passphrase, if any, to try on the key as well."""
     passphrase = optional_passphrase(args)
-    if args.identity is None:
+    source = args.identity if args.identity is not None else identity_from_env()
+    if source is None:
         return None, passphrase or get_passphrase(args)
-    data = read_input(args.identity, "identity", KeyFormatError)
+    data = identity_data(source)
     try:
         return parse_identity(data, passphrase), passphrase
     except KeyAuthError:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 
-from onnxlock.errors import KeyAuthError, KeyFormatError, OnnxlockError
+from onnxlock.errors import InvalidArgumentError, KeyAuthError, KeyFormatError, OnnxlockError
 from onnxlock.fileio import atomic_write_bytes, read_input
 from onnxlock.key.fields import b64_field, b64decode, b64encode, exact_fields, field, json_object
 from onnxlock.key.recipients import (
@@ -24,6 +25,8 @@ from onnxlock.key.recipients import (
 
 IDENTITY_FORMAT = "onnxlock-identity"
 IDENTITY_MAGIC = b"onnxlock-identity/1"
+IDENTITY_ENV = "ONNXLOCK_IDENTITY"  # an identity file's text, as a secrets manager passes it
+IDENTITY_FILE_ENV = "ONNXLOCK_IDENTITY_FILE"  # an identity file's path
 PUBLIC_PREFIX = "onnxlock-pub/1 x25519 "
 _MAX_IDENTITY_BYTES = 4096
 _WHERE = "identity"
@@ -100,12 +103,34 @@ def _unprotect(stanza: object, passphrase: str | None) -> bytes:
 
 def load_identity(source: str | os.PathLike | bytes | X25519Identity,
                   passphrase: str | None = None) -> X25519Identity:
-    """An identity from a path, an identity file's bytes, or an identity object."""
+    """An identity from a path, an identity file's bytes or text, or an identity object."""
     if isinstance(source, X25519Identity):
         return source
+    return parse_identity(identity_data(source), passphrase)
+
+
+def identity_data(source: str | os.PathLike | bytes) -> bytes:
+    """An identity file's bytes, from its path, its bytes or its text (a ``str`` that starts with
+    the identity's first line; surrounding whitespace, as a shell's ``$(cat ...)`` leaves it, is dropped)."""
+    if isinstance(source, str) and source.lstrip().startswith(IDENTITY_MAGIC.decode()):
+        return source.strip().encode("utf-8")
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return parse_identity(bytes(source), passphrase)
-    return parse_identity(read_input(source, "identity", KeyFormatError), passphrase)
+        return bytes(source)
+    if not isinstance(source, (str, os.PathLike)):
+        raise InvalidArgumentError("an identity must be a path, an identity file's bytes or text, or an "
+                                   f"X25519Identity, not {type(source).__name__}")
+    return read_input(source, "identity", KeyFormatError)
+
+
+def identity_from_env() -> str | Path | None:
+    """The identity the environment gives (None if it gives none): ONNXLOCK_IDENTITY, an identity
+    file's text, or ONNXLOCK_IDENTITY_FILE, its path (always read as a path); setting both is an error."""
+    text, path = os.environ.get(IDENTITY_ENV) or None, os.environ.get(IDENTITY_FILE_ENV) or None
+    if text and path:
+        raise OnnxlockError(f"both {IDENTITY_ENV} and {IDENTITY_FILE_ENV} are set: set one")
+    if text and not text.lstrip().startswith(IDENTITY_MAGIC.decode()):
+        raise KeyFormatError(f"{IDENTITY_ENV} does not hold an onnxlock identity (for a path, set {IDENTITY_FILE_ENV})")
+    return text or (Path(path) if path else None)
 
 
 def parse_public(text: str) -> X25519Recipient:

@@ -33,6 +33,7 @@ from ..errors import KeyFormatError, ModelFormatError, ModelMismatchError, Onnxl
 from ..filepair import settle
 from ..guard import guarded
 from ..key import SealedKey, parse_key
+from ..key.identity import identity_from_env
 from ..validate import check_session_arguments
 from . import fast
 from .options import check_safe
@@ -46,6 +47,7 @@ _TELEMETRY = threading.Lock()
 _telemetry_off = False
 
 Passphrase = str | Callable[[], str] | None
+Identity = str | os.PathLike | bytes | Callable[[], object] | None
 # what onnxruntime raises when it cannot load or run a model (not a bug of ours: the model, or the machine)
 ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.EPFail,
               ort_state.InvalidGraph, ort_state.NotImplemented, ort_state.EngineError)
@@ -67,6 +69,18 @@ def resolve_passphrase(passphrase: Passphrase, *, required: bool = True) -> str 
     return from_env
 
 
+def resolve_identity(identity: Identity, passphrase: Passphrase) -> object:
+    """The identity from the argument or a callback; when neither an identity nor a passphrase is
+    passed, from the environment (``identity_from_env``: ONNXLOCK_IDENTITY or ONNXLOCK_IDENTITY_FILE)."""
+    if callable(identity):
+        identity = identity()
+        if identity is None:
+            raise OnnxlockError("the identity callback returned None")
+    elif identity is None and passphrase is None:
+        identity = identity_from_env()
+    return identity
+
+
 def disable_telemetry() -> None:
     """Turn off onnxruntime's telemetry events for this process (once; the switch is global)."""
     global _telemetry_off
@@ -80,12 +94,14 @@ def disable_telemetry() -> None:
 def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
                  providers: str | Sequence[Provider] | None = None,
                  sess_options: ort.SessionOptions | None = None, verify: str = "fast",
-                 identity=None) -> ort.InferenceSession:
+                 identity: Identity = None) -> ort.InferenceSession:
     """Open the key, restore the model in memory and return an onnxruntime InferenceSession.
 
     ``locked`` and ``key`` are paths, bytes or binary file objects. The key opens with
-    ``identity`` (an identity file's path or bytes; a protected one takes ``passphrase``) or with
-    ``passphrase``: a string, a callable returning one, or None for ONNXLOCK_PASSPHRASE.
+    ``identity`` (an identity file's path, bytes or text, or a callable returning one; a protected
+    one takes ``passphrase``) or with ``passphrase``: a string, a callable returning one, or None
+    for ONNXLOCK_PASSPHRASE. With neither given, an identity in ONNXLOCK_IDENTITY (its text) or
+    ONNXLOCK_IDENTITY_FILE (its path) is used, with ONNXLOCK_PASSPHRASE if set.
     ``sess_options`` is copied, never changed (its attributes and the config entries in
     ``options.CARRIED_CONFIG_ENTRIES``). Thread-safe: concurrent calls share nothing but
     onnxruntime's environment.
@@ -99,6 +115,7 @@ def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
     if isinstance(key, (str, os.PathLike)):
         settle(key)  # finish or undo a lock that was interrupted while writing this pair
     sealed = parse_key(read_bytes(key, "key", KeyFormatError))  # parsed once: opened, then read for the binding
+    identity = resolve_identity(identity, passphrase)
     credentials = Credentials(resolve_passphrase(passphrase, required=identity is None), identity)
     source = LockedSource(locked, ModelFormatError, defer=verify == "fast")
     try:

@@ -11,20 +11,11 @@ import numpy as np
 from .. import binding
 from ..background import Task
 from ..errors import OnnxlockError
-from ..fileio import sha256_bytes, sha256_file
+from ..fileio import sha256_bytes, sha256_file, shown_path
 
 MAPPED_BYTES = 4 << 20  # smaller files are read whole: the inline route copies a mapping to bytes anyway
 THREADED_BYTES = 64 << 10  # smaller models are hashed at once: a thread's start (~40 us) costs more
 Input = str | os.PathLike | bytes | bytearray | memoryview
-
-
-def describe(path) -> str:
-    """A path as it may appear in a message: data passed where a path belongs is not echoed."""
-    text = os.fsdecode(path) if isinstance(path, (str, os.PathLike)) else ""
-    # a key's payload line is longer than any sane path; key text holds newlines
-    if not text or "\n" in text or len(text) > 255 or text.startswith("onnxlock-key/"):
-        return "(data given as a path)"
-    return text
 
 
 def read_bytes(source: Input, what: str, error: type[OnnxlockError]) -> bytes:
@@ -43,7 +34,7 @@ def read_bytes(source: Input, what: str, error: type[OnnxlockError]) -> bytes:
             return handle.read()
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise error(f"cannot read {what} {describe(source)}: {reason}") from None
+        raise error(f"cannot read {what} {shown_path(source)}: {reason}") from None
 
 
 class LockedSource:
@@ -104,7 +95,7 @@ class LockedSource:
                 return self._map
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
-            raise error(f"cannot read {self.what} {describe(path)}: {reason}") from None
+            raise error(f"cannot read {self.what} {shown_path(path)}: {reason}") from None
 
     def _run(self, attribute: str, function, *args) -> None:
         try:
