@@ -19,6 +19,7 @@ from onnxlock import KeyFormatError, ModelMismatchError, OnnxlockError, lock_mod
 from onnxlock.key import open_key, read_header, seal
 from onnxlock.passes import secret_layers
 from onnxlock.runtime import fast
+from onnxlock.runtime.options import CARRIED_CONFIG_ENTRIES, copy_options
 from onnxlock.runtime.restore import RESTORED_TENSORS
 from onnxlock.runtime.wire import scan
 
@@ -78,6 +79,30 @@ def test_the_callers_session_options_are_not_changed(locked_models):
         assert session.get_session_options().intra_op_num_threads == 1
     with pytest.raises(Exception):
         options.get_session_config_entry(fast.FOLDER_ENTRY)
+
+
+def test_the_callers_config_entries_are_carried(locked_models, digits):
+    """Every carried entry reaches the loader's own options; a few, set to values that change how
+    onnxruntime builds the session, reach the session it returns, which computes what plain does
+    with the same options."""
+    options = ort.SessionOptions()
+    for entry in CARRIED_CONFIG_ENTRIES:
+        options.add_session_config_entry(entry, "0")
+    copied = copy_options(options)
+    assert {entry: copied.get_session_config_entry(entry) for entry in CARRIED_CONFIG_ENTRIES} == \
+        dict.fromkeys(CARRIED_CONFIG_ENTRIES, "0")
+    chosen = {"session.intra_op.allow_spinning": "0", "session.set_denormal_as_zero": "1",
+              "optimization.enable_gelu_approximation": "1", "session.graph_optimizations_loop_level": "1",
+              "session.disable_prepacking": "1"}
+    options = ort.SessionOptions()
+    for entry, value in chosen.items():
+        options.add_session_config_entry(entry, value)
+    session = load_session(*locked_models["digits_transformer"], passphrase=PASSPHRASE, providers="cpu",
+                           sess_options=options)
+    built = session.get_session_options()
+    assert {entry: built.get_session_config_entry(entry) for entry in chosen} == chosen
+    plain = ort.InferenceSession(str(MODELS / "digits_transformer.onnx"), options, providers=["CPUExecutionProvider"])
+    assert all(np.array_equal(a, b) for a, b in zip(outputs(session, digits), outputs(plain, digits)))
 
 
 @pytest.mark.parametrize("kind", ["bytes", "file object", "full"])

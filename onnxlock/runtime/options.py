@@ -23,15 +23,29 @@ UNSAFE_CONFIG_ENTRIES = ("ep.context_enable", "session.debug_layout_transformati
 # is "1": a locked file given an ``ort_config`` would switch on profiling (checked only after the
 # session is built, when the restored graph's profile is already due to be written)
 CONFIG_FROM_MODEL_ENV = "ORT_LOAD_CONFIG_FROM_MODEL"
-# entries carried over to the loader's own SessionOptions when set
+# entries carried over to the loader's own SessionOptions when set (for a model of INLINE_BYTES
+# and more: a smaller one gets the caller's object itself). onnxruntime has no call that lists a
+# SessionOptions' entries, and each unset one read costs ~0.1 ms, so these are the entries of
+# onnxruntime 1.32 that change what a session computes, how fast, or on which threads; the others
+# (ORT-format loading, saving, MoE offload, EP partitioning) are not carried
 CARRIED_CONFIG_ENTRIES = (
     "session.disable_prepacking", "session.use_env_allocators", "session.set_denormal_as_zero",
     "session.intra_op.allow_spinning", "session.inter_op.allow_spinning", "session.intra_op_thread_affinities",
+    "session.intra_op.spin_duration_us", "session.inter_op.spin_duration_us",
+    "session.intra_op.spin_backoff_max", "session.inter_op.spin_backoff_max",
     "session.disable_cpu_ep_fallback", "session.use_device_allocator_for_initializers",
     "session.disable_aot_function_inlining", "optimization.disable_specified_optimizers",
+    "optimization.enable_gelu_approximation", "optimization.enable_cast_chain_elimination",
+    "optimization.constant_folding_max_output_size_in_bytes", "session.graph_optimizations_loop_level",
     "session.dynamic_block_base", "session.force_spinning_stop", "session.strict_shape_type_inference",
     "session.allow_released_opsets_only", "session.disable_quant_qdq", "session.enable_quant_qdq_cleanup",
-    "session.qdqisint8allowed", "session.x64quantprecision", "mlas.enable_gemm_fastmath_arm64_bfloat16",
+    "session.disable_double_qdq_remover", "session.disable_qdq_constant_folding",
+    "session.qdqisint8allowed", "session.x64quantprecision", "session.qdq_matmulnbits_accuracy_level",
+    "session.qdq_matmulnbits_block_size", "session.enable_dq_matmulnbits_fusion",
+    "mlas.enable_gemm_fastmath_arm64_bfloat16", "mlas.disable_kleidiai", "mlas.use_lut_gemm",
+    "session.prepack.enable_parallel", "session.external_data_loader.threads",
+    "session.external_data_loader.chunk_bytes", "session.external_data_loader.min_size_bytes",
+    "session.external_data_loader.pinned_memory_bytes",
     "session.record_ep_graph_assignment_info", "session.disable_model_compile",
 )
 CARRIED_ATTRIBUTES = ("intra_op_num_threads", "inter_op_num_threads", "graph_optimization_level", "execution_mode",
