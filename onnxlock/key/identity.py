@@ -25,6 +25,7 @@ from onnxlock.key.recipients import (
 
 IDENTITY_FORMAT = "onnxlock-identity"
 IDENTITY_MAGIC = b"onnxlock-identity/1"
+_IDENTITY_LINE = IDENTITY_MAGIC.decode()  # how an identity's text begins
 IDENTITY_ENV = "ONNXLOCK_IDENTITY"  # an identity file's text, as a secrets manager passes it
 IDENTITY_FILE_ENV = "ONNXLOCK_IDENTITY_FILE"  # an identity file's path
 PUBLIC_PREFIX = "onnxlock-pub/1 x25519 "
@@ -112,7 +113,7 @@ def load_identity(source: str | os.PathLike | bytes | X25519Identity,
 def identity_data(source: str | os.PathLike | bytes) -> bytes:
     """An identity file's bytes, from its path, its bytes or its text (a ``str`` that starts with
     the identity's first line; surrounding whitespace, as a shell's ``$(cat ...)`` leaves it, is dropped)."""
-    if isinstance(source, str) and source.lstrip().startswith(IDENTITY_MAGIC.decode()):
+    if isinstance(source, str) and source.lstrip().startswith(_IDENTITY_LINE):
         return source.strip().encode("utf-8")
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
@@ -128,7 +129,7 @@ def identity_from_env() -> str | Path | None:
     text, path = os.environ.get(IDENTITY_ENV) or None, os.environ.get(IDENTITY_FILE_ENV) or None
     if text and path:
         raise OnnxlockError(f"both {IDENTITY_ENV} and {IDENTITY_FILE_ENV} are set: set one")
-    if text and not text.lstrip().startswith(IDENTITY_MAGIC.decode()):
+    if text and not text.lstrip().startswith(_IDENTITY_LINE):
         raise KeyFormatError(f"{IDENTITY_ENV} does not hold an onnxlock identity (for a path, set {IDENTITY_FILE_ENV})")
     return text or (Path(path) if path else None)
 

@@ -32,7 +32,7 @@ from .. import binding
 from ..errors import KeyFormatError, ModelFormatError, ModelMismatchError, OnnxlockError
 from ..filepair import settle
 from ..guard import guarded
-from ..key import SealedKey, parse_key
+from ..key import SealedKey, X25519Identity, parse_key
 from ..key.identity import identity_from_env
 from ..validate import check_session_arguments
 from . import fast
@@ -47,7 +47,7 @@ _TELEMETRY = threading.Lock()
 _telemetry_off = False
 
 Passphrase = str | Callable[[], str] | None
-Identity = str | os.PathLike | bytes | Callable[[], object] | None
+Identity = str | os.PathLike | bytes | X25519Identity | Callable[[], object] | None
 # what onnxruntime raises when it cannot load or run a model (not a bug of ours: the model, or the machine)
 ORT_ERRORS = (ort_state.Fail, ort_state.InvalidArgument, ort_state.RuntimeException, ort_state.EPFail,
               ort_state.InvalidGraph, ort_state.NotImplemented, ort_state.EngineError)

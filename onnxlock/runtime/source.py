@@ -11,7 +11,7 @@ import numpy as np
 from .. import binding
 from ..background import Task
 from ..errors import OnnxlockError
-from ..fileio import sha256_bytes, sha256_file, shown_path
+from ..fileio import read_input, sha256_bytes, sha256_file, shown_path
 
 MAPPED_BYTES = 4 << 20  # smaller files are read whole: the inline route copies a mapping to bytes anyway
 THREADED_BYTES = 64 << 10  # smaller models are hashed at once: a thread's start (~40 us) costs more
@@ -29,12 +29,7 @@ def read_bytes(source: Input, what: str, error: type[OnnxlockError]) -> bytes:
         return data
     if not isinstance(source, (str, os.PathLike)):
         raise error(f"the {what} must be a path, bytes or a binary file object, not {type(source).__name__}")
-    try:
-        with open(source, "rb") as handle:
-            return handle.read()
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise error(f"cannot read {what} {shown_path(source)}: {reason}") from None
+    return read_input(source, what, error)
 
 
 class LockedSource:
