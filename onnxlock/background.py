@@ -1,11 +1,14 @@
 """Work in a thread beside the caller's: ``Task``, and the process's first uses of the libraries a
-load needs, run beside a long call that lets other threads run (``beside``).
+load needs, with any check the caller has put off (``Meanwhile``), run beside a long call that lets
+other threads run (``beside``).
 
 A process's first AES-GCM, Poly1305 or ChaCha20 call costs 0.1-3 ms on top of the call itself
 (OpenSSL fetches and builds its algorithm tables; numpy sets up its loops), all holding the GIL.
 The standard library's scrypt releases the GIL for its whole derivation (20 ms to a second), so a
 passphrase load runs those first uses in a thread meanwhile, instead of after it. Each module
-registers its own (``first_use``): a call on throwaway input whose result is never used.
+registers its own (``first_use``): a call on throwaway input whose result is never used. A load's
+checks of the caller's session options go there too: onnxruntime raises on each unset entry read
+(0.14 ms each, all holding the GIL).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import TypeVar
 T = TypeVar("T")
 _first_uses: list[Callable[[], object]] = []
 _warmed = False  # set once the first uses have been started in this process
+_local = _thread._local()  # .pending: the innermost open Meanwhile of this thread
 
 
 class Task:
@@ -61,20 +65,60 @@ def first_use(warm: Callable[[], object]) -> Callable[[], object]:
     return warm
 
 
+class Meanwhile:
+    """A check the caller needs done before it goes on, run once: in a thread beside the next
+    ``beside`` call made in this thread inside its ``with`` block, else when the block ends. Its
+    error is raised when the block ends, unless the block raised its own (which goes on instead;
+    a later block raises the check's)."""
+
+    def __init__(self, check, *args):
+        self._call, self._ran, self._error = (check, args), False, None
+        self._outer = None
+
+    def run(self) -> None:
+        if self._ran:
+            return
+        self._ran = True
+        try:
+            self._call[0](*self._call[1])
+        except Exception as exc:  # raised in the caller's thread, when its block ends
+            self._error = exc
+
+    def __enter__(self) -> Meanwhile:
+        self._outer, _local.pending = getattr(_local, "pending", None), self
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        _local.pending = self._outer
+        self.run()  # where no ``beside`` ran it (``beside`` joins its thread before returning)
+        if kind is None and self._error is not None:
+            raise self._error
+
+
 def beside(call: Callable[..., T], *args) -> T:
-    """``call(*args)``, with the registered first uses run in a thread meanwhile (once per process:
-    later calls run ``call`` alone). Only for a call that releases the GIL: otherwise the two
-    would take turns, and nothing is gained. Returns once both are done."""
+    """``call(*args)``, with the registered first uses (once per process: later calls run without
+    them) and the caller's open ``Meanwhile`` check run in a thread meanwhile. Only for a call that
+    releases the GIL: otherwise the two would take turns, and nothing is gained. Returns once both
+    are done."""
     global _warmed
-    if _warmed or not _first_uses:
+    pending = getattr(_local, "pending", None)
+    warm = not _warmed and bool(_first_uses)
+    if not warm and (pending is None or pending._ran):
         return call(*args)
-    _warmed = True
-    task = Task(_run_first_uses)
+    _warmed = _warmed or warm
+    task = Task(_run_beside, warm, pending)
     task.start()
     try:
         return call(*args)
     finally:
         task.join()
+
+
+def _run_beside(warm: bool, pending: Meanwhile | None) -> None:
+    if pending is not None:
+        pending.run()
+    if warm:
+        _run_first_uses()
 
 
 def _run_first_uses() -> None:

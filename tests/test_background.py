@@ -130,3 +130,62 @@ def test_a_task_runs_once_and_join_waits_for_it():
     task.start()
     task.join()
     assert task.started and done == ["x"]
+
+
+def test_a_check_put_off_runs_beside_the_call_even_once_warmed(fresh):
+    """A Meanwhile check runs in another thread while the call runs, in a process whose first uses
+    are long done (each side waits for the other: run in sequence, they would time out)."""
+    fresh._warmed = True
+    call_started, checked, seen = threading.Event(), threading.Event(), {}
+
+    def check(value):
+        seen["value"], seen["thread"] = value, threading.get_ident()
+        seen["call_was_running"] = call_started.wait(WAIT)
+        checked.set()
+
+    def call():
+        call_started.set()
+        return checked.wait(WAIT)
+
+    with fresh.Meanwhile(check, "options"):
+        assert fresh.beside(call) is True
+    assert seen["value"] == "options" and seen["call_was_running"]
+    assert seen["thread"] != threading.get_ident()
+
+
+def test_a_check_put_off_runs_when_its_block_ends_if_nothing_ran_beside(fresh):
+    runs = []
+    with fresh.Meanwhile(lambda: runs.append(threading.get_ident())):
+        assert runs == []
+    assert runs == [threading.get_ident()]
+    assert fresh.beside(lambda: "alone") == "alone"  # outside the block: nothing pending
+    assert len(runs) == 1
+
+
+def test_a_failed_check_is_raised_when_its_block_ends_and_again_in_a_later_one(fresh):
+    runs = []
+
+    def check():
+        runs.append(True)
+        raise ValueError("unsafe option")
+
+    pending = fresh.Meanwhile(check)
+    with pytest.raises(ValueError, match="unsafe option"):
+        with pending:
+            assert fresh.beside(lambda: "derived") == "derived"  # the call itself goes on
+    with pytest.raises(ValueError, match="unsafe option"):
+        with pending:
+            pass
+    assert runs == [True]  # run once
+
+
+def test_the_blocks_own_error_wins_over_the_checks(fresh):
+    def check():
+        raise ValueError("unsafe option")
+
+    def wrong_passphrase():
+        raise KeyError("wrong passphrase")
+
+    with pytest.raises(KeyError, match="wrong passphrase"):
+        with fresh.Meanwhile(check):
+            fresh.beside(wrong_passphrase)

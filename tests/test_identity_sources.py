@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 
 from onnxlock import keygen, load_session, lock_model
-from onnxlock.errors import InvalidArgumentError, KeyAuthError, KeyFormatError, OnnxlockError
+from onnxlock.errors import InvalidArgumentError, KeyAuthError, KeyFormatError, OnnxlockError, UnsafeOptionError
 from onnxlock.key.identity import IDENTITY_ENV, IDENTITY_FILE_ENV
 
 from conftest import CHEAP_KDF, MODELS, PASSPHRASE
@@ -142,3 +142,14 @@ def test_cli_run_takes_the_identity_from_the_environment(cli, pair, clean_env, t
     clean_env.delenv(IDENTITY_ENV)
     clean_env.delenv(IDENTITY_FILE_ENV)
     assert cli(*run, "--identity", pair / "plain", "-o", tmp_path / "d.npz").code == 0
+
+
+def test_an_identity_load_refuses_an_unsafe_entry_with_no_kdf_to_read_it_beside(pair, clean_env, tmp_path):
+    """An identity key derives nothing: the session options' entries are checked once it is open,
+    still before any session is built."""
+    options = ort.SessionOptions()
+    options.add_session_config_entry("ep.context_enable", "1")
+    options.add_session_config_entry("ep.context_file_path", str(tmp_path / "context.onnx"))
+    with pytest.raises(UnsafeOptionError, match="ep.context_enable"):
+        load_session(pair / "m.onnx", pair / "m.key", identity=pair / "plain", sess_options=options)
+    assert list(tmp_path.iterdir()) == []

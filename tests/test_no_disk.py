@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +113,35 @@ def test_every_writing_option_is_refused(option, locked_mlp, tmp_path):
     with pytest.raises(UnsafeOptionError, match=option):
         load_session(locked_mlp.model, locked_mlp.key, passphrase=PASSPHRASE, providers=providers,
                      sess_options=options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_config_entries_are_read_beside_the_kdf_and_refused_before_creation(locked_mlp, tmp_path, monkeypatch):
+    """The entries' reads (0.14 ms each unset: onnxruntime raises) run in another thread while
+    scrypt derives, and an unsafe one still stops the load before a session is built."""
+    from onnxlock.key import recipients
+    from onnxlock.runtime import session
+
+    if recipients._STDLIB_SCRYPT is None:
+        pytest.skip("this Python's OpenSSL has no scrypt: cryptography's holds the GIL, nothing to overlap")
+    deriving, seen, real = threading.Event(), {}, recipients.scrypt
+
+    def scrypt(*args):
+        deriving.set()
+        return real(*args)
+
+    def check_entries(options):
+        seen["during_kdf"], seen["thread"] = deriving.wait(10), threading.get_ident()
+        return session.check_entries.__wrapped__(options)
+
+    check_entries.__wrapped__ = session.check_entries
+    monkeypatch.setattr(recipients, "scrypt", scrypt)
+    monkeypatch.setattr(session, "check_entries", check_entries)
+    options, providers = unsafe_cases(tmp_path)["ep.context_enable"]
+    with pytest.raises(UnsafeOptionError, match="ep.context_enable"):
+        load_session(locked_mlp.model, locked_mlp.key, passphrase=PASSPHRASE, providers=providers,
+                     sess_options=options)
+    assert seen["during_kdf"] and seen["thread"] != threading.get_ident()
     assert list(tmp_path.iterdir()) == []
 
 

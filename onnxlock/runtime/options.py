@@ -68,7 +68,8 @@ def _config_entry(options: ort.SessionOptions, key: str) -> str:
 
 
 def check_safe(options: ort.SessionOptions | None, providers: list) -> None:
-    """Refuse options that would write the restored model, an engine compiled from it, its profile or shapes."""
+    """Refuse options that would write the restored model, an engine compiled from it, its profile or
+    shapes; all but the config entries (``check_entries``: the loader reads those beside the KDF)."""
     if os.environ.get(CONFIG_FROM_MODEL_ENV) == "1":  # exactly what onnxruntime tests
         raise UnsafeOptionError(f"{CONFIG_FROM_MODEL_ENV}=1 lets a model's metadata set session options "
                                 "(profiling, saving the optimized model): unset it to load a locked model")
@@ -80,14 +81,20 @@ def check_safe(options: ort.SessionOptions | None, providers: list) -> None:
                                     "node names and shapes to disk")
         if options.has_providers():
             raise UnsafeOptionError("providers added to SessionOptions cannot be checked; pass them as providers=")
-        for entry in UNSAFE_CONFIG_ENTRIES:
-            if _config_entry(options, entry).lower() not in _OFF:
-                raise UnsafeOptionError(f"session config '{entry}' would write the restored model to disk")
     for provider in providers:
         settings = provider[1] if isinstance(provider, tuple) else {}
         for name, value in settings.items():
             if any(word in name.lower() for word in _WRITING_WORDS) and str(value).strip().lower() not in _OFF:
                 raise UnsafeOptionError(f"provider option '{name}' would write a compiled model or its data to disk")
+
+
+def check_entries(options: ort.SessionOptions | None) -> None:
+    """Refuse the session config entries that would write the restored model or its sizes to disk."""
+    if options is None:
+        return
+    for entry in UNSAFE_CONFIG_ENTRIES:
+        if _config_entry(options, entry).lower() not in _OFF:
+            raise UnsafeOptionError(f"session config '{entry}' would write the restored model to disk")
 
 
 def copy_options(options: ort.SessionOptions | None) -> ort.SessionOptions:

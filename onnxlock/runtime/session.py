@@ -29,6 +29,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from .. import binding
+from ..background import Meanwhile
 from ..errors import KeyFormatError, ModelFormatError, ModelMismatchError, OnnxlockError
 from ..filepair import settle
 from ..guard import guarded
@@ -36,7 +37,7 @@ from ..key import SealedKey, X25519Identity, parse_key
 from ..key.identity import identity_from_env
 from ..validate import check_session_arguments
 from . import fast
-from .options import check_safe
+from .options import check_entries, check_safe
 from .providers import Provider, cpu_only, requested_providers, select_providers, warn_on_fallback
 from .restore import check_external, external_data, open_secret, restore_checked
 from .source import Input, LockedSource, read_bytes
@@ -116,7 +117,8 @@ def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
         settle(key)  # finish or undo a lock that was interrupted while writing this pair
     sealed = parse_key(read_bytes(key, "key", KeyFormatError))  # parsed once: opened, then read for the binding
     identity = resolve_identity(identity, passphrase)
-    credentials = Credentials(resolve_passphrase(passphrase, required=identity is None), identity)
+    credentials = Credentials(resolve_passphrase(passphrase, required=identity is None), identity,
+                              Meanwhile(check_entries, sess_options) if sess_options is not None else None)
     source = LockedSource(locked, ModelFormatError, defer=verify == "fast")
     try:
         session = _create(source, sealed, credentials, chosen, sess_options, verify)
@@ -130,15 +132,20 @@ def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
 
 
 class Credentials:
-    """What opens a key: a passphrase and/or an identity."""
+    """What opens a key: a passphrase and/or an identity. ``checks``: what must pass before the
+    secret is used, run beside the passphrase's KDF (its reads of onnxruntime's unset entries
+    cost ~0.5 ms), or else once the key is open."""
 
-    __slots__ = ("passphrase", "identity")
+    __slots__ = ("passphrase", "identity", "checks")
 
-    def __init__(self, passphrase: str | None, identity: object = None):
-        self.passphrase, self.identity = passphrase, identity
+    def __init__(self, passphrase: str | None, identity: object = None, checks: Meanwhile | None = None):
+        self.passphrase, self.identity, self.checks = passphrase, identity, checks
 
     def open(self, key: SealedKey, model_sha256: str | None) -> dict:
-        return open_secret(key, self.passphrase, model_sha256, self.identity)
+        if self.checks is None:
+            return open_secret(key, self.passphrase, model_sha256, self.identity)
+        with self.checks:
+            return open_secret(key, self.passphrase, model_sha256, self.identity)
 
 
 def _create(source: LockedSource, key: SealedKey, credentials: Credentials, providers: list,
