@@ -21,6 +21,8 @@ T = TypeVar("T")
 _first_uses: list[Callable[[], object]] = []
 _warmed = False  # set once the first uses have been started in this process
 _local = _thread._local()  # .pending: the innermost open Meanwhile of this thread
+_ahead: dict[Callable[[], object], Task] = {}  # each call ``ahead`` started, once per process
+_ahead_lock = _thread.allocate_lock()
 
 
 class Task:
@@ -56,6 +58,25 @@ class Task:
         if self._started:
             with self._done:
                 pass
+
+
+def ahead(call: Callable[[], object]) -> Task:
+    """``call()`` started in a thread of its own, once per process (later calls get the same task,
+    to ``join``): start-up work that releases the GIL, begun before the work that will need it.
+    Its errors are dropped: it only saves time, and the work that needs it says what is wrong."""
+    with _ahead_lock:
+        task = _ahead.get(call)
+        if task is None:
+            task = _ahead[call] = Task(_quietly, call)
+            task.start()
+    return task
+
+
+def _quietly(call: Callable[[], object]) -> None:
+    try:
+        call()
+    except Exception:
+        pass
 
 
 def first_use(warm: Callable[[], object]) -> Callable[[], object]:
@@ -123,7 +144,4 @@ def _run_beside(warm: bool, pending: Meanwhile | None) -> None:
 
 def _run_first_uses() -> None:
     for warm in tuple(_first_uses):
-        try:
-            warm()
-        except Exception:  # a warm-up only saves time: the real call will say what is wrong
-            pass
+        _quietly(warm)  # a warm-up only saves time: the real call will say what is wrong

@@ -189,3 +189,28 @@ def test_the_blocks_own_error_wins_over_the_checks(fresh):
     with pytest.raises(KeyError, match="wrong passphrase"):
         with fresh.Meanwhile(check):
             fresh.beside(wrong_passphrase)
+
+
+def test_ahead_starts_its_call_once_per_process_in_another_thread(monkeypatch):
+    monkeypatch.setattr(background, "_ahead", {})
+    runs, release = [], threading.Event()
+
+    def start_up():
+        release.wait(WAIT)
+        runs.append(threading.get_ident())
+
+    task = background.ahead(start_up)
+    assert background.ahead(start_up) is task  # already started: the same task, not a second run
+    release.set()
+    task.join()
+    background.ahead(start_up).join()
+    assert runs == [runs[0]] and runs[0] != threading.get_ident()
+
+
+def test_ahead_drops_its_calls_error(monkeypatch):
+    monkeypatch.setattr(background, "_ahead", {})
+
+    def broken():
+        raise RuntimeError("onnxruntime would not start")
+
+    background.ahead(broken).join()  # nothing raised here: the work that needs it says what is wrong

@@ -29,7 +29,7 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from .. import binding
-from ..background import Meanwhile
+from ..background import Meanwhile, ahead
 from ..errors import KeyFormatError, ModelFormatError, ModelMismatchError, OnnxlockError
 from ..filepair import settle
 from ..guard import guarded
@@ -41,6 +41,7 @@ from .options import check_entries, check_safe
 from .providers import Provider, cpu_only, requested_providers, select_providers, warn_on_fallback
 from .restore import check_external, external_data, open_secret, restore_checked
 from .source import Input, LockedSource, read_bytes
+from .warmup import first_session
 
 PASSPHRASE_ENV = "ONNXLOCK_PASSPHRASE"
 VERIFY = ("fast", "full")
@@ -113,6 +114,15 @@ def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
     check_safe(sess_options, requested_providers(providers))
     chosen = select_providers(providers)
     disable_telemetry()
+    starting = ahead(first_session)  # onnxruntime's start-up, while the key opens (the first load only)
+    try:
+        return _load(locked, key, passphrase, chosen, sess_options, verify, identity)
+    finally:
+        starting.join()
+
+
+def _load(locked: Input, key: Input, passphrase: Passphrase, chosen: list, sess_options: ort.SessionOptions | None,
+          verify: str, identity: Identity) -> ort.InferenceSession:
     if isinstance(key, (str, os.PathLike)):
         settle(key)  # finish or undo a lock that was interrupted while writing this pair
     sealed = parse_key(read_bytes(key, "key", KeyFormatError))  # parsed once: opened, then read for the binding
