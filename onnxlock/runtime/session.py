@@ -106,7 +106,8 @@ def load_session(locked: Input, key: Input, *, passphrase: Passphrase = None,
     ONNXLOCK_IDENTITY_FILE (its path) is used, with ONNXLOCK_PASSPHRASE if set.
     ``sess_options`` is copied, never changed (its attributes and the config entries in
     ``options.CARRIED_CONFIG_ENTRIES``). Thread-safe: concurrent calls share nothing but
-    onnxruntime's environment.
+    onnxruntime's environment. The first call in a process builds a one-node CPU session in a
+    thread while the key opens (``warmup.py``: onnxruntime's start-up), joined before it returns.
     """
     if verify not in VERIFY:
         raise OnnxlockError(f"verify must be one of {', '.join(VERIFY)}")
