@@ -209,8 +209,13 @@ def test_ahead_starts_its_call_once_per_process_in_another_thread(monkeypatch):
 
 def test_ahead_drops_its_calls_error(monkeypatch):
     monkeypatch.setattr(background, "_ahead", {})
+    runs = []
 
     def broken():
+        runs.append(True)
         raise RuntimeError("onnxruntime would not start")
 
-    background.ahead(broken).join()  # nothing raised here: the work that needs it says what is wrong
+    task = background.ahead(broken)
+    task.join()  # nothing raised here: the work that needs it says what is wrong
+    assert task.started and runs == [True]
+    assert background.ahead(broken) is task and runs == [True]  # not tried again

@@ -124,7 +124,7 @@ def test_config_entries_are_read_beside_the_kdf_and_refused_before_creation(lock
 
     if recipients._STDLIB_SCRYPT is None:
         pytest.skip("this Python's OpenSSL has no scrypt: cryptography's holds the GIL, nothing to overlap")
-    deriving, seen, real = threading.Event(), {}, recipients.scrypt
+    deriving, seen, real, real_check = threading.Event(), {}, recipients.scrypt, session.check_entries
 
     def scrypt(*args):
         deriving.set()
@@ -132,9 +132,8 @@ def test_config_entries_are_read_beside_the_kdf_and_refused_before_creation(lock
 
     def check_entries(options):
         seen["during_kdf"], seen["thread"] = deriving.wait(10), threading.get_ident()
-        return session.check_entries.__wrapped__(options)
+        return real_check(options)
 
-    check_entries.__wrapped__ = session.check_entries
     monkeypatch.setattr(recipients, "scrypt", scrypt)
     monkeypatch.setattr(session, "check_entries", check_entries)
     options, providers = unsafe_cases(tmp_path)["ep.context_enable"]
