@@ -93,8 +93,11 @@ class Meanwhile:
     a later block raises the check's)."""
 
     def __init__(self, check, *args):
-        self._call, self._ran, self._error = (check, args), False, None
-        self._outer = None
+        self._call, self._ran, self._error, self._outer = (check, args), False, None, None
+
+    @property
+    def ran(self) -> bool:
+        return self._ran
 
     def run(self) -> None:
         if self._ran:
@@ -124,7 +127,7 @@ def beside(call: Callable[..., T], *args) -> T:
     global _warmed
     pending = getattr(_local, "pending", None)
     warm = not _warmed and bool(_first_uses)
-    if not warm and (pending is None or pending._ran):
+    if not warm and (pending is None or pending.ran):
         return call(*args)
     _warmed = _warmed or warm
     task = Task(_run_beside, warm, pending)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
@@ -153,9 +154,7 @@ class Credentials:
         self.passphrase, self.identity, self.checks = passphrase, identity, checks
 
     def open(self, key: SealedKey, model_sha256: str | None) -> dict:
-        if self.checks is None:
-            return open_secret(key, self.passphrase, model_sha256, self.identity)
-        with self.checks:
+        with self.checks or nullcontext():
             return open_secret(key, self.passphrase, model_sha256, self.identity)
 
 
