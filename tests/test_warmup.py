@@ -44,8 +44,9 @@ def test_the_first_load_starts_onnxruntime_in_another_thread_once(locked_mlp, mo
 
 def test_the_start_up_session_writes_nothing(tmp_path):
     """In a fresh process, with the loader's telemetry switch as a load sets it, the start-up
-    session changes no file under the home, temp and working folders (onnxruntime makes its
-    telemetry store when it is imported: before the snapshot)."""
+    session changes no file under the home, temp and working folders (onnxruntime may make its
+    telemetry store when it is imported: before the snapshot). The process then writes one file
+    into each folder as it resolves them, and the watch must see all three."""
     home, temp, work = (tmp_path / name for name in ("home", "tmp", "work"))
     for folder in (home, temp, work):
         folder.mkdir()
@@ -58,11 +59,16 @@ def test_the_start_up_session_writes_nothing(tmp_path):
             "disable_telemetry()\n"
             "before = files()\n"
             "first_session()\n"
-            "print(before == files(), len(before))\n")
+            "after = files()\n"
+            "import tempfile\n"
+            "os.close(tempfile.mkstemp()[0])\n"
+            "open(os.path.join(os.path.expanduser('~'), 'probe'), 'w').close()\n"
+            "open('probe', 'w').close()\n"
+            "print(before == after, len(set(files()) - set(after)))\n")
     env = {**os.environ, "HOME": str(home), "TMPDIR": str(temp), "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=work, env=env, capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr
-    unchanged, count = result.stdout.split()
+    unchanged, seen = result.stdout.split()
     assert unchanged == "True" and result.stderr == ""
-    assert int(count) > 0  # the watch sees onnxruntime's own store: it is looking in the right place
+    assert seen == "3"  # the watch covers the temp, home and working folders the process writes to
