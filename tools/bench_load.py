@@ -11,8 +11,8 @@ onnxruntime thread), interleaved so machine noise hits all alike:
 For each: session creation (wall time, and the process's CPU time, which the neighbours of a
 shared virtual machine disturb less), first inference, steady latency at batch 1 and 32 (medians), peak
 RSS and the RSS held at the end (the session's footprint once built and run); and steady latency
-of the locked and plain sessions side by side in one process (runs interleaved), the latency
-comparison that process-to-process noise does not swamp; in that process also creation once both
+of the locked and plain sessions side by side in one process (runs interleaved, for at least
+--side-seconds a batch size), the latency comparison that process-to-process noise does not swamp; in that process also creation once both
 kinds were built before (onnxruntime's start-up and each library's first use paid: the loader's
 own cost on every load, which a fresh process's ~5 ms of start-up hides on a small model). Models: the bundled digits models,
 generated MatMul MLPs of the given sizes (from 1 GiB on, locked with external data, as the CLI
@@ -123,24 +123,28 @@ def rss_mib(field: str = "VmHWM") -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def side_by_side(locked: Path, steady: int) -> dict:
+def side_by_side(locked: Path, steady: int, seconds: float = 0.0) -> dict:
     """Steady latency of ``load_session``'s session over a plain one, both in this process, their
-    runs interleaved (order alternating): per batch size the ratio of medians. Separate processes
+    runs interleaved (order alternating), ``steady`` pairs or more until ``seconds`` have passed
+    for each batch size: per batch size the ratio of medians. Separate processes
     differ by more than the sessions do (one plain session runs 7.6 or 10.3 ms a batch-1 step on
     the 114 MiB MLP here, depending on the process), so this is the latency comparison."""
     plain = ort.InferenceSession(str(locked.parent / "original.onnx"), options(), providers=["CPUExecutionProvider"])
     session = load_session(locked / "locked.onnx", locked / "model.key", passphrase=PASSPHRASE, providers="cpu",
                            sess_options=options())
-    ratios = {"create_in_process": in_process_creation(locked, steady)}
+    ratios = {"create_in_process": in_process_creation(locked, steady), "side_seconds": seconds}
     for batch in (1, 32):
         feeds, times = feeds_for(plain, batch), {"plain": [], "locked": []}
-        for step in range(2 * steady):
+        deadline, step = time.perf_counter() + seconds, 0
+        while step < 2 * steady or (time.perf_counter() < deadline and step < 200_000):
+            step += 1
             pair = [("plain", plain), ("locked", session)]
             for mode, which in pair if step % 2 else pair[::-1]:
                 start = time.perf_counter()
                 which.run(None, feeds)
                 times[mode].append(time.perf_counter() - start)
         ratios[f"batch{batch}"] = statistics.median(times["locked"]) / statistics.median(times["plain"])
+        ratios[f"batch{batch}_runs"] = len(times["locked"])
     return ratios
 
 
@@ -164,10 +168,10 @@ def in_process_creation(locked: Path, steady: int) -> dict:
     return {"plain_ms": plain, "locked_ms": mine, "ratio": mine / plain}
 
 
-def child(mode: str, folder: Path, steady: int) -> dict:
+def child(mode: str, folder: Path, steady: int, seconds: float = 0.0) -> dict:
     """One measurement in this (fresh) process (``folder``: the lock's folder, original one up)."""
     if mode == "side_by_side":
-        return side_by_side(folder, steady)
+        return side_by_side(folder, steady, seconds)
     locked, folder = folder, folder.parent
     start, cpu = time.perf_counter(), time.process_time()
     if mode == "plain":
@@ -207,9 +211,9 @@ def child(mode: str, folder: Path, steady: int) -> dict:
             "output_sha": __import__("hashlib").sha256(output.tobytes()).hexdigest()}
 
 
-def run_child(mode: str, folder: Path, steady: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", mode, str(folder), "--steady", str(steady)],
-                         capture_output=True, text=True, check=True)
+def run_child(mode: str, folder: Path, steady: int, seconds: float = 0.0) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, str(folder), "--steady", str(steady),
+                          "--side-seconds", str(seconds)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.splitlines()[-1])
 
 
@@ -239,7 +243,7 @@ def prepare(name: str, model, folder: Path, method: str) -> dict:
     return json.loads(facts.read_text())
 
 
-def bench(info: dict, folder: Path, repeat: int, steady: int) -> dict:
+def bench(info: dict, folder: Path, repeat: int, steady: int, seconds: float = 0.0) -> dict:
     runs = {mode: [] for mode in MODES}
     for _ in range(repeat):
         for mode in MODES:
@@ -251,8 +255,11 @@ def bench(info: dict, folder: Path, repeat: int, steady: int) -> dict:
              if "excl_kdf" not in k}
     for excluded, plain in (("create_excl_kdf_ms", "create_ms"), ("create_cpu_excl_kdf_ms", "create_cpu_ms")):
         ratio[excluded] = {"locked": med["locked"][excluded] / med["plain"][plain]}
-    pairs = [run_child("side_by_side", folder, steady) for _ in range(repeat)]
+    pairs = [run_child("side_by_side", folder, steady, seconds) for _ in range(repeat)]
     ratio["steady_side_by_side"] = {k: statistics.median(p[k] for p in pairs) for k in ("batch1", "batch32")}
+    ratio["steady_side_by_side"].update(runs={k: [p[f"{k}_runs"] for p in pairs] for k in ("batch1", "batch32")},
+                                        spread={k: [min(p[k] for p in pairs), max(p[k] for p in pairs)]
+                                                for k in ("batch1", "batch32")})
     ratio["create_in_process"] = {k: statistics.median(p["create_in_process"][k] for p in pairs)
                                   for k in ("plain_ms", "locked_ms", "ratio")}
     return {**info, "medians": med, "ratios_vs_plain": ratio,
@@ -307,13 +314,15 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=CACHE, help="folder keeping originals and locked models")
     parser.add_argument("--repeat", type=int, default=3, help="fresh processes per mode and model")
     parser.add_argument("--steady", type=int, default=30, help="timed inferences per batch size")
+    parser.add_argument("--side-seconds", type=float, default=3.0,
+                        help="side by side: time each batch size's interleaved runs for at least this long")
     parser.add_argument("--out", type=Path, default=Path("reports/bench_load.json"), help="JSON output")
     parser.add_argument("--plot-also", type=Path, action="append", default=[], metavar="JSON",
                         help="results of an earlier run (e.g. the 1 GiB one) to draw in this run's plot")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child[0], Path(args.child[1]), args.steady)))
+        print(json.dumps(child(args.child[0], Path(args.child[1]), args.steady, args.side_seconds)))
         return
     cases = [(name, bundled_path(name)) for name in filter(None, args.models.split(","))]
     cases += [(f"mlp_{mib}MiB", lambda mib=int(mib): mlp(mib)) for mib in filter(None, args.sizes.split(","))]
@@ -322,7 +331,8 @@ def main() -> None:
     for name, model in cases:
         for method in args.methods.split(";"):
             info = prepare(name, model, args.cache / name, method)
-            results.append(bench(info, args.cache / name / method.replace(",", "+"), args.repeat, args.steady))
+            results.append(bench(info, args.cache / name / method.replace(",", "+"), args.repeat, args.steady,
+                                 args.side_seconds))
             r, m = results[-1]["ratios_vs_plain"], results[-1]["medians"]
             print(f"{name} [{method}]: create aes {r['create_ms']['aes']:.2f}x locked {r['create_ms']['locked']:.2f}x, "
                   f"KDF excluded {r['create_excl_kdf_ms']['locked']:.2f}x (plain {m['plain']['create_ms']:.1f} ms); "
@@ -339,7 +349,7 @@ def main() -> None:
     print(f"KDF (scrypt) to open a key, on its own: default {kdf['default']:.0f} ms, cheap {kdf['cheap_n2^12']:.1f} ms",
           file=sys.stderr)
     report = {"onnxruntime": ort.__version__, "threads": 1, "cpu_count": os.cpu_count(), "repeat": args.repeat,
-              "steady": args.steady, "kdf_ms": kdf, "results": results}
+              "steady": args.steady, "side_seconds": args.side_seconds, "kdf_ms": kdf, "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(args.out, (json.dumps(report, indent=2) + "\n").encode(), mode=0o644)
     earlier = [row for extra in args.plot_also for row in json.loads(extra.read_text())["results"]]
