@@ -123,9 +123,9 @@ def rss_mib(field: str = "VmHWM") -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def side_by_side(locked: Path, steady: int, seconds: float = 0.0) -> dict:
+def side_by_side(locked: Path, steady: int, seconds: float) -> dict:
     """Steady latency of ``load_session``'s session over a plain one, both in this process, their
-    runs interleaved (order alternating), ``steady`` pairs or more until ``seconds`` have passed
+    runs interleaved (order alternating), 2 x ``steady`` pairs or more until ``seconds`` have passed
     for each batch size: per batch size the ratio of medians. Separate processes
     differ by more than the sessions do (one plain session runs 7.6 or 10.3 ms a batch-1 step on
     the 114 MiB MLP here, depending on the process), so this is the latency comparison."""
@@ -168,7 +168,7 @@ def in_process_creation(locked: Path, steady: int) -> dict:
     return {"plain_ms": plain, "locked_ms": mine, "ratio": mine / plain}
 
 
-def child(mode: str, folder: Path, steady: int, seconds: float = 0.0) -> dict:
+def child(mode: str, folder: Path, steady: int, seconds: float) -> dict:
     """One measurement in this (fresh) process (``folder``: the lock's folder, original one up)."""
     if mode == "side_by_side":
         return side_by_side(folder, steady, seconds)
@@ -211,7 +211,7 @@ def child(mode: str, folder: Path, steady: int, seconds: float = 0.0) -> dict:
             "output_sha": __import__("hashlib").sha256(output.tobytes()).hexdigest()}
 
 
-def run_child(mode: str, folder: Path, steady: int, seconds: float = 0.0) -> dict:
+def run_child(mode: str, folder: Path, steady: int, seconds: float) -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", mode, str(folder), "--steady", str(steady),
                           "--side-seconds", str(seconds)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.splitlines()[-1])
@@ -243,11 +243,11 @@ def prepare(name: str, model, folder: Path, method: str) -> dict:
     return json.loads(facts.read_text())
 
 
-def bench(info: dict, folder: Path, repeat: int, steady: int, seconds: float = 0.0) -> dict:
+def bench(info: dict, folder: Path, repeat: int, steady: int, seconds: float) -> dict:
     runs = {mode: [] for mode in MODES}
     for _ in range(repeat):
         for mode in MODES:
-            runs[mode].append(run_child(mode, folder, steady))
+            runs[mode].append(run_child(mode, folder, steady, seconds))
     med = {mode: {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "output_sha"}
            for mode, rs in runs.items()}
     shas = {mode: {r["output_sha"] for r in rs} for mode, rs in runs.items()}
@@ -256,10 +256,10 @@ def bench(info: dict, folder: Path, repeat: int, steady: int, seconds: float = 0
     for excluded, plain in (("create_excl_kdf_ms", "create_ms"), ("create_cpu_excl_kdf_ms", "create_cpu_ms")):
         ratio[excluded] = {"locked": med["locked"][excluded] / med["plain"][plain]}
     pairs = [run_child("side_by_side", folder, steady, seconds) for _ in range(repeat)]
-    ratio["steady_side_by_side"] = {k: statistics.median(p[k] for p in pairs) for k in ("batch1", "batch32")}
-    ratio["steady_side_by_side"].update(runs={k: [p[f"{k}_runs"] for p in pairs] for k in ("batch1", "batch32")},
-                                        spread={k: [min(p[k] for p in pairs), max(p[k] for p in pairs)]
-                                                for k in ("batch1", "batch32")})
+    batches = ("batch1", "batch32")
+    ratio["steady_side_by_side"] = {**{k: statistics.median(p[k] for p in pairs) for k in batches},
+                                    "runs": {k: [p[f"{k}_runs"] for p in pairs] for k in batches},
+                                    "spread": {k: [min(p[k] for p in pairs), max(p[k] for p in pairs)] for k in batches}}
     ratio["create_in_process"] = {k: statistics.median(p["create_in_process"][k] for p in pairs)
                                   for k in ("plain_ms", "locked_ms", "ratio")}
     return {**info, "medians": med, "ratios_vs_plain": ratio,
