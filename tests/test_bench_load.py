@@ -121,3 +121,25 @@ def test_bench_ab_times_two_checkouts_and_plain_side_by_side(tmp_path):
     assert {label: len(times) for label, times in row["runs_ms"].items()} == {"before": 2, "after": 2, "plain": 2}
     assert all(t > 0 for times in row["runs_ms"].values() for t in times)
     assert row["ratio_vs_plain"]["after"] == row["median_ms"]["after"] / row["median_ms"]["plain"]
+
+
+def test_side_by_side_runs_for_its_time_budget_past_the_steady_pairs(tmp_path, monkeypatch):
+    """bench_load's side-by-side latency: 2 x ``steady`` pairs at least, more while ``seconds`` last."""
+    import shutil
+
+    from onnxlock import lock_model, write_locked
+
+    from conftest import MODELS
+
+    monkeypatch.setattr(recipients, "scrypt", recipients.scrypt)  # timed_kdf replaces it: undone after the test
+    folder = tmp_path / "digits_mlp"
+    (folder / "mask").mkdir(parents=True)
+    shutil.copy(MODELS / "digits_mlp.onnx", folder / "original.onnx")
+    locked = lock_model(MODELS / "digits_mlp.onnx", passphrase=bench_load.PASSPHRASE, seed=0, tries=1,
+                        kdf_params=bench_load.CHEAP_KDF, method="mask")
+    write_locked(locked, folder / "mask" / "locked.onnx", folder / "mask" / "model.key")
+    counted = bench_load.side_by_side(folder / "mask", steady=3, seconds=0.0)
+    assert counted["batch1_runs"] == counted["batch32_runs"] == 6
+    timed = bench_load.side_by_side(folder / "mask", steady=3, seconds=0.3)
+    assert timed["batch1_runs"] > 6 and timed["batch32_runs"] > 6 and timed["side_seconds"] == 0.3
+    assert 0.5 < timed["batch1"] < 2 and 0.5 < timed["batch32"] < 2  # the same model, run the same way
