@@ -50,7 +50,12 @@ def test_profile_load_times_every_phase_of_a_load(tmp_path):
     tool = Path(__file__).resolve().parent.parent / "tools" / "profile_load.py"
     out = subprocess.run([sys.executable, str(tool), "digits_mlp", "mask", "--cache", str(tmp_path), "--child", "2"],
                          capture_output=True, text=True, check=True).stdout
-    for row in json.loads(out):
+    import bench_start
+    bench_start.with_identity(folder)  # the device identity --identity opens the key by
+    (folder / "model.key").write_bytes(b"not a key")  # so only the identity's key can open the model
+    by_identity = subprocess.run([sys.executable, str(tool), "digits_mlp", "mask", "--cache", str(tmp_path),
+                                  "--identity", "--child", "1"], capture_output=True, text=True, check=True).stdout
+    for row in json.loads(out) + json.loads(by_identity):
         assert {"option checks", "parse key", "open key", "restore (small tensors)", "onnxruntime"} <= set(row)
         assert row["onnxruntime"] > 0 and row["total"] > row["onnxruntime"]
         assert row["rest"] > 0  # no phase counted twice (a wrapped call inside another)

@@ -6,7 +6,7 @@ call); "onnxruntime" is InferenceSession's construction, "rest" what no listed p
 first-call costs stay in "open key"). Uses bench_load's cache of locked models (run bench_load.py
 once first). Prints medians in milliseconds; never asserts a time.
 
-    python tools/profile_load.py digits_cnn mask --fresh 9 --warm 40
+    python tools/profile_load.py digits_cnn mask --fresh 9 --warm 40 [--identity]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bench_load  # noqa: E402
+import bench_start  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 from onnxlock.runtime import fast, session  # noqa: E402
@@ -61,16 +62,18 @@ def instrument(spent: dict[str, float]) -> None:
     ort.InferenceSession = Timed  # onnxruntime's own attribute, which session.py calls (this process only)
 
 
-def loads(folder: Path, count: int) -> list[dict[str, float]]:
-    """``count`` loads in this process, each as {phase: ms} with 'total' and 'rest'."""
+def loads(folder: Path, count: int, identity: bool = False) -> list[dict[str, float]]:
+    """``count`` loads in this process, each as {phase: ms} with 'total' and 'rest'; by the device
+    identity bench_start.py writes beside the lock (``identity``) instead of the passphrase."""
     spent, kdf = {}, bench_load.timed_kdf()
     instrument(spent)
     result = []
     for _ in range(count):
         spent.clear()
         before, begin = len(kdf), time.perf_counter()
-        session.load_session(folder / "locked.onnx", folder / "model.key", passphrase=bench_load.PASSPHRASE,
-                             providers="cpu", sess_options=bench_load.options())
+        opener = {"identity": folder / bench_start.IDENTITY} if identity else {"passphrase": bench_load.PASSPHRASE}
+        key = folder / (bench_start.IDENTITY_KEY if identity else "model.key")
+        session.load_session(folder / "locked.onnx", key, **opener, providers="cpu", sess_options=bench_load.options())
         total = time.perf_counter() - begin - sum(wall for wall, _ in kdf[before:])
         if "open key" in spent:
             spent["open key"] -= sum(wall for wall, _ in kdf[before:])
@@ -94,15 +97,20 @@ def main() -> None:
     parser.add_argument("--fresh", type=int, default=9, help="fresh processes, one load each")
     parser.add_argument("--warm", type=int, default=40, help="loads in one process after 5 untimed ones")
     parser.add_argument("--cache", type=Path, default=bench_load.CACHE)
+    parser.add_argument("--identity", action="store_true",
+                        help="open the key by the device identity tools/bench_start.py writes beside the lock")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     folder = args.cache / args.model / args.method.replace(",", "+")
     if not (folder / "model.key").exists():
         parser.error(f"{folder} has no locked model: run tools/bench_load.py for it first")
+    if args.identity and not (folder / bench_start.IDENTITY_KEY).exists():
+        parser.error(f"{folder} has no device identity: run tools/bench_start.py for it first")
     if args.child is not None:
-        print(json.dumps(loads(folder, args.child)))
+        print(json.dumps(loads(folder, args.child, args.identity)))
         return
-    command = [sys.executable, __file__, args.model, args.method, "--cache", str(args.cache), "--child"]
+    command = [sys.executable, __file__, args.model, args.method, "--cache", str(args.cache)]
+    command += ["--identity"] * args.identity + ["--child"]
     fresh = [json.loads(subprocess.run(command + ["1"], capture_output=True, text=True, check=True).stdout)[0]
              for _ in range(args.fresh)]
     warm = json.loads(subprocess.run(command + [str(args.warm + 5)], capture_output=True, text=True,
