@@ -81,3 +81,17 @@ def test_implausible_group_is_skipped_and_reported():
     restored = cpu_session(restore(result.model, result.secret)).run(None, feeds)
     for want, got in zip(reference, restored):
         assert np.array_equal(want, got)
+
+
+def test_the_cli_summary_of_a_lock_with_a_skipped_group(cli, passphrase_env, tmp_path):
+    """A lone confusion lock reports its skipped groups under the same key a stack reports skipped
+    methods: the summary names them as groups (it once took them for methods and crashed)."""
+    import onnx
+
+    path = tmp_path / "heads.onnx"
+    onnx.save(model(ordinary_head, cancelling_head), path)
+    result = cli("lock", path, "-o", tmp_path / "l.onnx", "--key", tmp_path / "k.key", "--method", "confusion",
+                 "--ratio", "0.5", "--tries", "8", "--seed", "0")
+    assert result.code == 0, result.err
+    assert "1 of 4 layer groups widened" in result.out  # the two output layers take none
+    assert "1 layer group(s) left unwidened: every draw gave implausible outputs" in result.out

@@ -105,7 +105,7 @@ def print_summary(args: argparse.Namespace, report: dict) -> None:
     print(f"locked {args.model} -> {args.output} (key: {args.key})")
     for layer in report.get("layers", [report]):
         PRINTERS.get(layer["method"], print_layer)(args, layer)
-    for skipped in report.get("skipped", []):
+    for skipped in report.get("skipped", []) if "layers" in report else []:  # a lone method's are its own
         print(f"  {skipped['method']} skipped: {skipped['reason']}")
     if args.licensee:
         print(f"  licensed to {args.licensee}: keep a copy of the key to trace leaks ('onnxlock trace')")
@@ -127,6 +127,8 @@ def print_confusion(args: argparse.Namespace, report: dict) -> None:
     print(f"  {report['groups_widened']} of {report['groups_total']} layer groups widened, "
           f"+{report['params_added']} parameters (+{percent(report['params_added'], report['params_original'])})")
     print(f"  damage on {inputs}: {report['calibration_damage']:.3f} (0 = unchanged, 1 = unrelated outputs)")
+    if report.get("skipped"):
+        print(f"  {len(report['skipped'])} layer group(s) left unwidened: every draw gave implausible outputs")
 
 
 def print_signflip(args: argparse.Namespace, report: dict) -> None:
