@@ -188,8 +188,10 @@ def lock_model(model: onnx.ModelProto | str | os.PathLike, *, passphrase: str | 
             else:
                 result = _run_pass(name, model, current, secrets, options)
         except UnsupportedGraphError as exc:
-            if name not in OPTIONAL_IN_STACK or len(methods) == 1:
+            if len(methods) == 1:
                 raise
+            if name not in OPTIONAL_IN_STACK:  # say which pass of the stack cannot lock the model
+                raise UnsupportedGraphError(f"{name}: {exc}") from exc
             skipped.append({"method": name, "reason": str(exc)})  # the rest of the stack still locks
             continue
         current = result.model

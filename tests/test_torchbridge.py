@@ -74,6 +74,22 @@ def test_unconvertible_op_is_named():
         TorchBridge(model, {"x": np.ones((2, 3), np.float32)})
 
 
+def test_a_stack_names_the_pass_that_cannot_lock_the_model():
+    """confusion, which a stack may do without, is skipped; advparams, which it may not, fails
+    the lock, and the error says it was advparams (found on ddddocr's LSTM OCR model)."""
+    from onnx import numpy_helper
+
+    from onnxlock import lock_model
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), helper.make_node("Hardmax", ["h"], ["y"], name="pick")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 6])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UnsupportedGraphError, match=r"^advparams: onnx2torch cannot convert Hardmax \(pick\)$"):
+        lock_model(model, passphrase="a long enough passphrase", method="confusion,advparams", seed=0)
+
+
 def test_thread_cap_holds_while_computing_and_is_restored(digits):
     model = normalize(load_model(MODELS / "digits_cnn.onnx"))
     feeds = {"pixels": digits["pixels"][:8]}
