@@ -132,6 +132,21 @@ def test_normalize_does_not_modify_its_input():
     assert model.SerializeToString() == before
 
 
+
+def test_a_shapeless_value_info_entry_for_an_output_does_not_erase_its_shape():
+    """Some exporters list graph outputs in value_info too, without a shape (ddddocr's
+    common_old.onnx): the output keeps its declared shape, and the checker passes."""
+    model = conv_relu_conv()
+    model.graph.value_info.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, None))
+    model.graph.value_info.append(helper.make_tensor_value_info("x", TensorProto.FLOAT, None))
+    before = model.SerializeToString()
+    normalized = normalize(model)
+    assert model.SerializeToString() == before  # the entries were lent aside, not dropped from the input
+    assert normalized.graph.output[0].type == model.graph.output[0].type
+    assert normalized.graph.input[0].type == model.graph.input[0].type
+    assert_lock_restore_exact(model)
+
+
 # --- shared weights ------------------------------------------------------------------------------
 
 def test_shared_initializer_is_cloned_when_widened():

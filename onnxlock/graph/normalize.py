@@ -65,10 +65,21 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
         inferred = onnx.shape_inference.infer_shapes(weightless(model), strict_mode=True, data_prop=True)
     except Exception as exc:  # onnx raises InferenceError and plain RuntimeError/ValidationError
         raise UnsupportedGraphError(f"shape inference failed: {str(exc).splitlines()[0]}") from exc
+    return _import(model, inferred.graph.value_info, inferred.graph.output)
+
+
+def _import(model: onnx.ModelProto, value_info=None, output=None) -> gs.Graph:
+    """gs import of ``model`` with ``value_info`` and ``output`` lent to it for the import (its own
+    by default, ``model`` as it was after). value_info entries that name a graph input or output
+    are left out: some exporters write them shapeless, and gs's import would take one for the
+    declaration itself, so that the output lost its shape."""
     graph = model.graph
     saved = [list(graph.value_info), list(graph.output)]
+    output = saved[1] if output is None else list(output)
+    ends = {value.name for value in (*graph.input, *output)}
+    middle = [value for value in (saved[0] if value_info is None else value_info) if value.name not in ends]
     try:
-        for field, values in (("value_info", inferred.graph.value_info), ("output", inferred.graph.output)):
+        for field, values in (("value_info", middle), ("output", output)):
             del getattr(graph, field)[:]
             getattr(graph, field).extend(values)
         return gs.import_onnx(model)
@@ -296,7 +307,7 @@ def normalize(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a normalised copy of ``model``; the input is not modified."""
     check_opset(model)
     weights = {tensor.name: tensor for tensor in model.graph.initializer if not is_small(tensor)}
-    graph = gs.import_onnx(model)
+    graph = _import(model)
     fold_constant_nodes(graph)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     like = export_graph(graph, model, weights=weights, weightless=True)  # every weight an initializer: what
