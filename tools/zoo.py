@@ -318,14 +318,14 @@ def markdown(rows: list[dict], failed: list[dict], total: dict) -> str:
                      f"{groups} | {r.get('lock_s', '')} | {r.get('peak_mb', '')} | {r.get('import_mb', '')} | "
                      f"{r.get('restore_exact', '')} |")
     if failed:
-        lines += ["", "Exports the torch exporters could not write (not in the zoo):", ""]
+        lines += ["", "Models the zoo could not export or fetch (not in it):", ""]
         lines += [f"- {f['family']} {f['reason']}" for f in failed]
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--report", action="store_true", help="lock every model and write reports/coverage.*")
+    parser.add_argument("--report", action="store_true", help="lock every model and write reports/NAME.{json,md}")
     parser.add_argument("--only", help="comma-separated architecture or model names")
     parser.add_argument("--method", default=DEFAULT_METHOD, help=f"lock method (default: {DEFAULT_METHOD})")
     parser.add_argument("--name", default="coverage", help="the report's name in reports/ (default: coverage)")
