@@ -132,7 +132,6 @@ def test_normalize_does_not_modify_its_input():
     assert model.SerializeToString() == before
 
 
-
 def test_a_shapeless_value_info_entry_for_an_output_does_not_erase_its_shape():
     """Some exporters list graph outputs in value_info too, without a shape (ddddocr's
     common_old.onnx): the output keeps its declared shape, and the checker passes."""

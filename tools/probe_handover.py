@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_load import rss_mib  # noqa: E402
+
 WIDTH = 2048  # each layer's weight is WIDTH x WIDTH float32: 16 MiB
 PLACEHOLDER = "restored-weights"  # external-data location of the weights handed over in memory
 WAYS = {
@@ -71,12 +74,6 @@ def build(folder: Path, mib: int) -> None:
             entry = tensor.external_data.add()
             entry.key, entry.value = key, value
     (folder / "skeleton.onnx").write_bytes(model.SerializeToString())
-
-
-def status(field: str) -> int:
-    """A /proc/self/status figure in MiB."""
-    with open("/proc/self/status") as lines:
-        return next(int(line.split()[1]) // 1024 for line in lines if line.startswith(field))
 
 
 def restored(folder: Path, i: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -196,7 +193,7 @@ def child(way: str, folder: Path, count: int) -> dict:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     gc.collect()
-    base = status("VmRSS")
+    base = int(rss_mib("VmRSS"))
     with open("/proc/self/clear_refs", "w") as reset:
         reset.write("5")  # VmHWM from here
     started = time.perf_counter()
@@ -205,12 +202,12 @@ def child(way: str, folder: Path, count: int) -> dict:
     except Exception as error:  # onnxruntime's refusal is the result
         return {"way": way, "accepted": False, "error": str(error).strip().splitlines()[-1][-300:]}
     seconds = time.perf_counter() - started
-    peak = status("VmHWM")
+    peak = int(rss_mib("VmHWM"))
     gc.collect()
     x = np.random.default_rng(1).standard_normal((32, WIDTH)).astype(np.float32)
     output = session.run(None, {"x": x})[0]
     figures = {"way": way, "accepted": True, "create_ms": round(seconds * 1e3, 1), "peak_mib": peak - base,
-               "held_mib": status("VmRSS") - base, "output_sha256": hashlib.sha256(output.tobytes()).hexdigest()}
+               "held_mib": int(rss_mib("VmRSS")) - base, "output_sha256": hashlib.sha256(output.tobytes()).hexdigest()}
     if way == "no_prepacking":
         figures["latency_vs_plain_batch32"] = _latency_ratio(folder, session, x)
     del kept

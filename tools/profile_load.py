@@ -67,12 +67,12 @@ def loads(folder: Path, count: int, identity: bool = False) -> list[dict[str, fl
     identity bench_start.py writes beside the lock (``identity``) instead of the passphrase."""
     spent, kdf = {}, bench_load.timed_kdf()
     instrument(spent)
+    opener = {"identity": folder / bench_start.IDENTITY} if identity else {"passphrase": bench_load.PASSPHRASE}
+    key = folder / (bench_start.IDENTITY_KEY if identity else "model.key")
     result = []
     for _ in range(count):
         spent.clear()
         before, begin = len(kdf), time.perf_counter()
-        opener = {"identity": folder / bench_start.IDENTITY} if identity else {"passphrase": bench_load.PASSPHRASE}
-        key = folder / (bench_start.IDENTITY_KEY if identity else "model.key")
         session.load_session(folder / "locked.onnx", key, **opener, providers="cpu", sess_options=bench_load.options())
         total = time.perf_counter() - begin - sum(wall for wall, _ in kdf[before:])
         if "open key" in spent:
